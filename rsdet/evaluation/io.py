@@ -1,0 +1,189 @@
+"""Loading and validating ground truth and detections before they reach the official evaluators.
+
+pycocotools and lvis fail on bad input with bare ``assert``s, ``KeyError``s deep inside
+``evaluate()`` or, worse, silently (a NaN score sorts arbitrarily, an unknown category is just
+never evaluated). Everything here raises :class:`rsdet.errors.DataError` instead, naming the
+file, the index of the first bad record and what is wrong with it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from numbers import Integral, Real
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pycocotools import mask as mask_utils
+
+from rsdet.errors import DataError
+
+IOU_TYPES = ("bbox", "segm")
+PROTOCOLS = ("coco", "lvis")
+
+
+def _read_json(path: str | Path, what: str) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{what} file not found: {path} (check the path; it must be a JSON file).")
+    try:
+        with path.open("r", encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as err:
+        raise DataError(f"{what} file {path} is not valid JSON: {err}.") from err
+    except (OSError, UnicodeDecodeError) as err:
+        raise DataError(f"{what} file {path} cannot be read: {err}.") from err
+
+
+def load_ground_truth(gt: str | Path | dict, protocol: str = "coco") -> tuple[dict, str]:
+    """Return ``(dataset, source)``: a validated COCO/LVIS annotation dict and a name for messages.
+
+    The returned dict is a shallow copy whose annotation records are copied too, because the
+    evaluators write flags (``ignore``, ``_ignore``) and RLE masks into them; the caller's dict is
+    left untouched. COCO-protocol evaluation of a file without ``iscrowd`` (LVIS files have none)
+    treats every annotation as non-crowd instead of crashing in COCOeval.computeIoU.
+    """
+    if isinstance(gt, (str, Path)):
+        source = str(gt)
+        data = _read_json(gt, "Ground-truth")
+    elif isinstance(gt, dict):
+        source, data = "<ground-truth dict>", gt
+    else:
+        raise DataError(f"Ground truth must be a path or a dict, got {type(gt).__name__}.")
+    if not isinstance(data, dict):
+        raise DataError(f"Ground truth {source} must be a JSON object with 'images', 'annotations' "
+                        f"and 'categories', got a {type(data).__name__}.")
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(data.get(key), list):
+            raise DataError(f"Ground truth {source} has no '{key}' list; a COCO/LVIS annotation "
+                            f"file needs 'images', 'annotations' and 'categories'.")
+    for i, img in enumerate(data["images"]):
+        if not isinstance(img, dict) or "id" not in img:
+            raise DataError(f"Ground truth {source}: images[{i}] has no 'id'.")
+        if protocol == "lvis":
+            missing = [k for k in ("neg_category_ids", "not_exhaustive_category_ids") if k not in img]
+            if missing:
+                raise DataError(f"Ground truth {source}: images[{i}] lacks {missing}, which the "
+                                f"LVIS protocol needs; is this a COCO file? Use protocol='coco'.")
+    for i, cat in enumerate(data["categories"]):
+        if not isinstance(cat, dict) or "id" not in cat:
+            raise DataError(f"Ground truth {source}: categories[{i}] has no 'id'.")
+        if protocol == "lvis" and cat.get("frequency") not in ("r", "c", "f"):
+            raise DataError(f"Ground truth {source}: categories[{i}] (id {cat['id']}) has no "
+                            f"'frequency' in r/c/f, which the LVIS protocol needs for APr/APc/APf.")
+    annotations = []
+    for i, ann in enumerate(data["annotations"]):
+        if not isinstance(ann, dict):
+            raise DataError(f"Ground truth {source}: annotations[{i}] is not an object.")
+        missing = [k for k in ("id", "image_id", "category_id", "bbox", "area") if k not in ann]
+        if missing:
+            raise DataError(f"Ground truth {source}: annotations[{i}] lacks {missing}.")
+        ann = dict(ann)
+        if protocol == "coco":
+            ann.setdefault("iscrowd", 0)
+        annotations.append(ann)
+    return {**data, "annotations": annotations}, source
+
+
+def load_detections(detections: str | Path | list) -> tuple[list, str]:
+    """Return ``(records, source)`` for a COCO results file or an in-memory list (not yet checked)."""
+    if isinstance(detections, (str, Path)):
+        source = str(detections)
+        data = _read_json(detections, "Detections")
+    elif isinstance(detections, (list, tuple)):
+        source, data = "<detections list>", list(detections)
+    else:
+        raise DataError(f"Detections must be a path or a list, got {type(detections).__name__}.")
+    if not isinstance(data, list):
+        raise DataError(f"Detections {source} must be a JSON list of records (COCO results format: "
+                        f"image_id, category_id, bbox, score), got a {type(data).__name__}.")
+    return data, source
+
+
+def _is_id(x: Any) -> bool:
+    return isinstance(x, Integral) and not isinstance(x, bool)
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, Real) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _check_box(box: Any) -> str | None:
+    if not isinstance(box, (list, tuple)):
+        return f"'bbox' must be a list [x, y, w, h], got a {type(box).__name__}"
+    if len(box) != 4:
+        return f"'bbox' must have 4 values [x, y, w, h], got {len(box)}"
+    if not all(_finite(v) for v in box):
+        return f"'bbox' {list(box)} has a non-finite or non-numeric value"
+    if box[2] < 0 or box[3] < 0:
+        return f"'bbox' {list(box)} has a negative width or height (expected [x, y, w, h])"
+    return None
+
+
+def _to_rle(seg: Any, img: dict) -> tuple[dict | None, str | None]:
+    """Compressed RLE for a detection mask; polygons and uncompressed RLE are converted."""
+    h, w = img.get("height"), img.get("width")
+    if isinstance(seg, dict) and "counts" in seg and "size" in seg:
+        size = list(seg["size"]) if isinstance(seg["size"], (list, tuple)) else None
+        if size is None or len(size) != 2:
+            return None, f"'segmentation' RLE 'size' must be [height, width], got {seg['size']!r}"
+        if h is not None and w is not None and size != [h, w]:
+            return None, f"'segmentation' RLE size {size} differs from the image's [{h}, {w}]"
+        if isinstance(seg["counts"], (str, bytes)):
+            return seg, None
+        if isinstance(seg["counts"], list):
+            return mask_utils.frPyObjects(seg, size[0], size[1]), None
+        return None, "'segmentation' RLE 'counts' must be a string (or a list of run lengths)"
+    if isinstance(seg, list) and seg and h is not None and w is not None:
+        try:
+            return mask_utils.merge(mask_utils.frPyObjects(seg, h, w)), None
+        except Exception:  # pycocotools raises plain Exceptions for malformed polygons
+            return None, "'segmentation' polygon list is malformed"
+    return None, "'segmentation' must be an RLE {'size': [h, w], 'counts': ...}"
+
+
+def validate_detections(records: list, gt: dict, source: str, iou_type: str = "bbox") -> list[dict]:
+    """Check every record and return copies ready for ``loadRes`` / ``LVISResults``.
+
+    Copies, because both loaders write ``id``/``area``/``iscrowd`` into the records. For
+    ``iou_type="segm"`` the ``bbox`` key is dropped so that the loaders take the area (which
+    decides small/medium/large) from the mask, not from the box, as detectron2 and mmdetection do.
+    """
+    images = {img["id"]: img for img in gt["images"]}
+    categories = {cat["id"] for cat in gt["categories"]}
+    geometry = "bbox" if iou_type == "bbox" else "segmentation"
+    out = []
+    for i, rec in enumerate(records):
+        where = f"Detections {source}: record {i}"
+        if not isinstance(rec, dict):
+            raise DataError(f"{where} is a {type(rec).__name__}, expected an object with "
+                            f"image_id, category_id, {geometry}, score.")
+        missing = [k for k in ("image_id", "category_id", geometry, "score") if k not in rec]
+        if missing:
+            raise DataError(f"{where} lacks {missing} (has {sorted(rec)}); iou_type={iou_type!r} "
+                            f"needs image_id, category_id, {geometry}, score.")
+        img = images.get(rec["image_id"]) if _is_id(rec["image_id"]) else None
+        if img is None:
+            raise DataError(f"{where} has image_id {rec['image_id']!r}, which is not an image of "
+                            f"the ground truth; were the detections made on another split?")
+        if not _is_id(rec["category_id"]) or rec["category_id"] not in categories:
+            raise DataError(f"{where} has category_id {rec['category_id']!r}, which is not a "
+                            f"category of the ground truth (map contiguous labels back to ids).")
+        if not _finite(rec["score"]):
+            raise DataError(f"{where} has score {rec['score']!r}; scores must be finite numbers.")
+        rec = dict(rec)
+        if iou_type == "bbox":
+            problem = _check_box(rec["bbox"])
+        else:
+            rec.pop("bbox", None)
+            rec["segmentation"], problem = _to_rle(rec["segmentation"], img)
+        if problem:
+            raise DataError(f"{where}: {problem}.")
+        out.append(rec)
+    return out
+
+
+def scores_of(records: list[dict]) -> np.ndarray:
+    """Scores of validated records, for threshold sweeps."""
+    return np.fromiter((r["score"] for r in records), dtype=float, count=len(records))

@@ -1,0 +1,171 @@
+"""AP against the test-time score threshold, and the tables that show it.
+
+Supplementary Table S11 of the Rank & Sort Loss paper lists, per score threshold (10^-4 ...
+0.80), AP, AP_r/AP_c/AP_f (LVIS) and inference fps: RS-trained models keep their AP up to a high
+threshold, which then makes NMS (and so inference) faster. :func:`threshold_sweep` produces the
+rows from one set of detections; fps is measured by whoever ran inference (the engine) and
+passed in. :func:`write_table` writes Markdown, CSV and LaTeX; :func:`render_table` builds the
+same layout as a ``rich`` table for the terminal.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from rich.table import Table
+
+from rsdet.evaluation.evaluator import check_options, evaluate_prepared
+from rsdet.evaluation.io import load_detections, load_ground_truth, validate_detections
+
+# Display names: (markdown / terminal, LaTeX).
+_LABELS = {
+    "threshold": ("Score threshold", "Score threshold"),
+    "AP": ("AP", r"$\mathrm{AP}$"),
+    "AP50": ("AP50", r"$\mathrm{AP}_{50}$"),
+    "AP75": ("AP75", r"$\mathrm{AP}_{75}$"),
+    "APs": ("AP_S", r"$\mathrm{AP}_{S}$"),
+    "APm": ("AP_M", r"$\mathrm{AP}_{M}$"),
+    "APl": ("AP_L", r"$\mathrm{AP}_{L}$"),
+    "APr": ("AP_r", r"$\mathrm{AP}_{r}$"),
+    "APc": ("AP_c", r"$\mathrm{AP}_{c}$"),
+    "APf": ("AP_f", r"$\mathrm{AP}_{f}$"),
+    "oLRP": ("oLRP", r"$\mathrm{oLRP}$"),
+    "oLRP_Loc": ("oLRP_Loc", r"$\mathrm{oLRP}_{\mathrm{Loc}}$"),
+    "oLRP_FP": ("oLRP_FP", r"$\mathrm{oLRP}_{\mathrm{FP}}$"),
+    "oLRP_FN": ("oLRP_FN", r"$\mathrm{oLRP}_{\mathrm{FN}}$"),
+    "fps": ("fps", "fps"),
+}
+
+
+def default_columns(protocol: str, with_fps: bool = True) -> list[str]:
+    """Table S11's columns: AP, AP_r/c/f for LVIS or AP50/75 for COCO, then fps."""
+    cols = ["AP", "APr", "APc", "APf"] if protocol == "lvis" else ["AP", "AP50", "AP75"]
+    return cols + (["fps"] if with_fps else [])
+
+
+def _fps_for(fps: Mapping[float, float] | None, thr: float) -> float | None:
+    if not fps:
+        return None
+    for key, value in fps.items():
+        if math.isclose(float(key), thr, rel_tol=1e-9, abs_tol=1e-15):
+            return float(value)
+    return None
+
+
+def threshold_sweep(gt: str | Path | dict, detections: str | Path | list,
+                    thresholds: Iterable[float], iou_type: str = "bbox", protocol: str = "coco",
+                    fps: Mapping[float, float] | None = None, max_dets: int | None = None,
+                    verbose: bool = False) -> list[dict[str, Any]]:
+    """Evaluate the same detections at several test score thresholds.
+
+    At threshold ``t`` only detections with ``score > t`` are kept (the strict comparison of
+    mmdetection's and detectron2's test ``score_thr``), before the per-image ``max_dets`` cut,
+    as in a detector. A results file holds nothing below the threshold it was produced with,
+    so rows below it repeat that row; for the true curve produce results at a low threshold
+    (the engine's ``evaluate_run`` reruns inference per threshold and measures fps).
+
+    Args:
+        thresholds: score thresholds, evaluated in the given order.
+        fps: optional ``{threshold: images_per_second}`` measured during inference.
+        Others: as :func:`rsdet.evaluation.evaluate`.
+
+    Returns:
+        One row per threshold: ``{"threshold": t, "metrics": evaluate(...) dict, "fps": f or None}``.
+    """
+    max_dets = check_options(iou_type, protocol, max_dets)
+    dataset, _ = load_ground_truth(gt, protocol)
+    records, source = load_detections(detections)
+    dets = validate_detections(records, dataset, source, iou_type)
+    rows = []
+    for thr in thresholds:
+        thr = float(thr)
+        kept = [d for d in dets if d["score"] > thr]
+        metrics = evaluate_prepared(dataset, kept, iou_type, protocol, max_dets, verbose=verbose)
+        rows.append({"threshold": thr, "metrics": metrics, "fps": _fps_for(fps, thr)})
+    return rows
+
+
+def _threshold_text(thr: float, latex: bool = False) -> str:
+    """10^-4 style for small powers of ten, as in Table S11; two decimals otherwise."""
+    if thr > 0:
+        exp = math.log10(thr)
+        if exp <= -2 and abs(exp - round(exp)) < 1e-9:
+            return f"$10^{{{round(exp)}}}$" if latex else f"1e{round(exp)}"
+    return f"{thr:.2f}"
+
+
+def _value(row: Mapping[str, Any], col: str) -> float | None:
+    if col == "threshold":
+        return row["threshold"]
+    if col == "fps":
+        return row.get("fps")
+    value = row["metrics"].get(col)
+    return None if value is None or value < 0 else float(value)  # -1 marks undefined
+
+
+def _cell(row: Mapping[str, Any], col: str, latex: bool = False) -> str:
+    if col == "threshold":
+        return _threshold_text(row["threshold"], latex)
+    value = _value(row, col)
+    if value is None:
+        return "--" if latex else "–"
+    return f"{value:.1f}" if col == "fps" else f"{100 * value:.1f}"  # percent, as in the paper
+
+
+def write_table(rows: Sequence[Mapping[str, Any]], out_dir: str | Path, stem: str,
+                columns: Sequence[str]) -> dict[str, Path]:
+    """Write ``{stem}.md``, ``{stem}.csv`` and ``{stem}.tex`` under ``out_dir``; return the paths.
+
+    Rows are thresholds (first column), columns the given metric keys (and ``"fps"``). Markdown and
+    LaTeX (booktabs) show metrics in percent with one decimal, like the paper; the CSV keeps the
+    raw fractions (−1 = undefined, empty fps = not measured) for further processing.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cols = ["threshold", *columns]
+    paths = {fmt: out_dir / f"{stem}.{fmt}" for fmt in ("md", "csv", "tex")}
+
+    md = ["| " + " | ".join(_LABELS.get(c, (c, c))[0] for c in cols) + " |",
+          "|" + "|".join(":--" if c == "threshold" else "--:" for c in cols) + "|"]
+    md += ["| " + " | ".join(_cell(r, c) for c in cols) + " |" for r in rows]
+    paths["md"].write_text("\n".join(md) + "\n", encoding="utf-8")
+
+    with paths["csv"].open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(cols)
+        for r in rows:
+            raw = [r["threshold"] if c == "threshold" else
+                   r.get("fps") if c == "fps" else r["metrics"].get(c) for c in cols]
+            writer.writerow(["" if v is None else repr(float(v)) for v in raw])
+
+    tex = [r"\begin{tabular}{l" + "r" * len(columns) + "}", r"\toprule",
+           " & ".join(_LABELS.get(c, (c, c))[1] for c in cols) + r" \\", r"\midrule"]
+    tex += [" & ".join(_cell(r, c, latex=True) for c in cols) + r" \\" for r in rows]
+    tex += [r"\bottomrule", r"\end{tabular}"]
+    paths["tex"].write_text("\n".join(tex) + "\n", encoding="utf-8")
+    return paths
+
+
+def render_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str],
+                 title: str | None = None) -> Table:
+    """The sweep as a ``rich`` table (print it with ``rich.console.Console().print``)."""
+    table = Table(title=title)
+    for c in ["threshold", *columns]:
+        table.add_column(_LABELS.get(c, (c, c))[0], justify="left" if c == "threshold" else "right")
+    for r in rows:
+        table.add_row(*(_cell(r, c) for c in ["threshold", *columns]))
+    return table
+
+
+def metrics_table(metrics: Mapping[str, Any], keys: Sequence[str], title: str | None = None) -> Table:
+    """One evaluation's metrics (percent, one decimal; – where undefined) as a ``rich`` table."""
+    table = Table(title=title)
+    table.add_column("Metric")
+    table.add_column("Value (%)", justify="right")
+    for k in keys:
+        v = metrics.get(k)
+        table.add_row(k, "–" if v is None or v < 0 else f"{100 * v:.1f}")
+    return table
