@@ -1,0 +1,128 @@
+"""Metric names → values in a run's metrics.json, and how to show them.
+
+metrics.json stores fractions: ``{"bbox": {"AP": 0.396, "oLRP": 0.679, ...}, "segm": {...},
+"train_seconds": 290.1}``. A bare name (``AP``, ``oLRP_FP``) is looked up in ``bbox`` first, then among
+the top-level keys (``train_seconds``); ``segm/AP`` picks the mask results; ``history/<key>`` is the
+mean of a history.jsonl column (e.g. ``history/ratio/rpn_task``, supplementary Table S7). Matching
+ignores case, ``_`` and ``-`` so ``ap50``, ``AP_50`` and ``olrp_loc`` all work.
+
+AP-, AR- and LRP-type values are shown ×100 with one decimal, as in the paper's tables. Higher is
+better except for oLRP and its components (Oksuz et al.: LRP is an error), times and losses.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+
+from rsdet.records import RunRecord
+
+IOU_TYPES = ("bbox", "segm")
+_PERCENT = re.compile(r"^(ap|ar|olrp|lrp)", re.IGNORECASE)
+_LOWER_BETTER = re.compile(r"(lrp|loss|seconds|time|sec_per_iter|error|memory)", re.IGNORECASE)
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[_\-\s]", "", name).lower()
+
+
+def _lookup(mapping: Mapping, key: str):
+    if key in mapping:
+        return mapping[key]
+    wanted = _norm(key)
+    for k, v in mapping.items():
+        if _norm(str(k)) == wanted:
+            return v
+    return None
+
+
+def _number(value) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def metric_value(run: RunRecord, name: str) -> float | None:
+    """The value of metric ``name`` for ``run`` (a fraction, as stored), or None if it has none."""
+    if name.startswith("history/"):
+        column = name[len("history/"):]
+        vals = [_number(_lookup(row, column)) for row in run.read_history()]
+        vals = [v for v in vals if v is not None]
+        return sum(vals) / len(vals) if vals else None
+    metrics = run.metrics or {}
+    head, _, tail = name.partition("/")
+    if tail:
+        section = _lookup(metrics, head)
+        if isinstance(section, Mapping):
+            found = _number(_lookup(section, tail))
+            if found is not None:
+                return found
+        return _number(_lookup(metrics, name))  # a flat key that itself contains "/"
+    bbox = metrics.get("bbox")
+    if isinstance(bbox, Mapping):
+        found = _number(_lookup(bbox, name))
+        if found is not None:
+            return found
+    return _number(_lookup(metrics, name))
+
+
+def available_metrics(runs: list[RunRecord]) -> list[str]:
+    """Every scalar metric name found in the runs: bbox keys bare, others as ``segm/AP``, top-level keys."""
+    names: list[str] = []
+
+    def add(n: str) -> None:
+        if n not in names:
+            names.append(n)
+
+    for run in runs:
+        metrics = run.metrics or {}
+        for key, value in metrics.items():
+            if isinstance(value, Mapping):
+                for sub, v in value.items():
+                    if _number(v) is not None:
+                        add(sub if key == "bbox" else f"{key}/{sub}")
+            elif _number(value) is not None:
+                add(key)
+    return names
+
+
+def detection_metrics(runs: list[RunRecord]) -> list[str]:
+    """What ``--metric all`` shows: the scalar bbox (and segm) results, without timings."""
+    return [n for n in available_metrics(runs) if is_percent(n)]
+
+
+def is_percent(name: str) -> bool:
+    """AP/AR/LRP-type values are fractions shown ×100."""
+    base = name.split("/", 1)[1] if name.split("/", 1)[0] in IOU_TYPES else name
+    return not name.startswith("history/") and "/" not in base and bool(_PERCENT.match(base))
+
+
+def lower_is_better(name: str) -> bool:
+    return bool(_LOWER_BETTER.search(name))
+
+
+def display_name(name: str) -> str:
+    """Column header: ``segm/AP`` → ``mask AP``; ``history/ratio/rpn_task`` → ``ratio/rpn_task (mean)``."""
+    if name.startswith("segm/"):
+        return "mask " + name[5:]
+    if name.startswith("bbox/"):
+        return name[5:]
+    if name.startswith("history/"):
+        return name[8:] + " (mean)"
+    return name
+
+
+def scale(name: str, value: float, raw: bool) -> float:
+    return value * 100.0 if (is_percent(name) and not raw) else value
+
+
+def fmt(name: str, value: float, raw: bool) -> str:
+    """One number as the tables show it (value already scaled)."""
+    if is_percent(name):
+        return f"{value:.3f}" if raw else f"{value:.1f}"
+    if float(value).is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    if abs(value) >= 100:
+        return f"{value:.1f}"
+    return f"{value:.3g}"
