@@ -1,0 +1,316 @@
+"""A detection dataset over any COCO-format annotation file (COCO, LVIS v1, the shapes dataset).
+
+Items are ``(image, target)`` at the image's original size; resizing and normalisation belong to
+the model (torchvision's ``GeneralizedRCNNTransform``), so the evaluator's boxes and the loader's
+boxes share one coordinate frame: absolute pixels of the original image.
+
+Bad input is reported with ``DataError`` naming the file and the fix. Recoverable defects are
+counted in ``stats`` instead: boxes with non-positive width/height are dropped (one warning),
+crowd regions are excluded from the training targets, images without annotations are kept as
+negatives.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
+from torch.utils.data import Dataset
+
+from rsdet.errors import DataError
+
+__all__ = ["CocoDetectionDataset", "collate_fn", "load_annotation_json"]
+
+log = logging.getLogger(__name__)
+
+
+def load_annotation_json(path: str | os.PathLike, *, hint: str = "") -> dict:
+    """Read and structurally validate a COCO-format annotation file, or raise ``DataError``."""
+    path = Path(path)
+    fix = f" ({hint})" if hint else ""
+    if not path.is_file():
+        what = "is a folder, expected a .json file" if path.is_dir() else "does not exist"
+        raise DataError(f"annotation file {path} {what}{fix}")
+    try:
+        with open(path, "rb") as fh:
+            data = json.load(fh)
+    except json.JSONDecodeError as err:
+        raise DataError(
+            f"annotation file {path} is not valid JSON: {err.msg} at line {err.lineno}, column "
+            f"{err.colno}; re-download or re-export it{fix}"
+        ) from err
+    except UnicodeDecodeError as err:
+        raise DataError(f"annotation file {path} is not UTF-8 text JSON ({err}){fix}") from err
+    if not isinstance(data, dict):
+        raise DataError(f"annotation file {path}: top level must be a JSON object, got {type(data).__name__}")
+    missing = [k for k in ("images", "annotations", "categories") if not isinstance(data.get(k), list)]
+    if missing:
+        raise DataError(
+            f"annotation file {path} lacks the COCO key(s) {missing} (each must be a list); an "
+            "instances file needs 'images', 'annotations' and 'categories' — image_info_test files "
+            "without annotations cannot be used for training or evaluation"
+        )
+    _require(path, data["categories"], "categories", ("id",))
+    _require(path, data["images"], "images", ("id",))
+    _require(path, data["annotations"], "annotations", ("image_id", "category_id", "bbox"))
+    for img in data["images"]:
+        if "file_name" not in img and "coco_url" not in img:
+            raise DataError(f"annotation file {path}: image id {img['id']} has neither 'file_name' nor 'coco_url'")
+    return data
+
+
+def _require(path: Path, items: list, section: str, keys: Sequence[str]) -> None:
+    for i, item in enumerate(items):
+        if not isinstance(item, dict) or any(k not in item for k in keys):
+            lacking = [k for k in keys if not isinstance(item, dict) or k not in item]
+            raise DataError(f"annotation file {path}: {section}[{i}] lacks required key(s) {lacking}")
+
+
+class CocoDetectionDataset(Dataset):
+    """COCO-format detection dataset.
+
+    ``__getitem__(i)`` returns ``(image, target)``: image ``FloatTensor[3, H, W]`` RGB in [0, 1]
+    at the original size; target ``boxes FloatTensor[n, 4]`` (x1, y1, x2, y2 absolute pixels),
+    ``labels LongTensor[n]`` contiguous in [0, num_classes), ``image_id int``, ``orig_size
+    (h, w)``, ``iscrowd LongTensor[n]`` (all 0: crowd regions are excluded) and, when
+    ``with_masks``, ``masks ByteTensor[n, H, W]``.
+
+    ``category_ids`` fixes the label mapping (contiguous index → dataset category id), e.g. to
+    give a validation split the training split's mapping; annotations of other categories are
+    then ignored (counted in ``stats['ignored_category_boxes']``). Default: every category in
+    the file, sorted by id.
+    """
+
+    def __init__(
+        self,
+        image_dir: str | os.PathLike,
+        ann_file: str | os.PathLike,
+        *,
+        with_masks: bool = False,
+        train: bool = False,
+        flip_prob: float = 0.5,
+        category_ids: Sequence[int] | None = None,
+        config_key: str | None = None,
+    ) -> None:
+        self.image_dir = Path(image_dir)
+        self.ann_file = Path(ann_file)
+        self.with_masks = with_masks
+        self.train = train
+        self.flip_prob = float(flip_prob) if train else 0.0
+        # e.g. "dataset.train": lets messages name the config key to fix.
+        self._key = config_key
+        hint = f"set {config_key}.annotations=<path to the .json>" if config_key else ""
+        if not self.image_dir.is_dir():
+            raise DataError(
+                f"image folder {self.image_dir} does not exist"
+                + (f"; set {config_key}.images=<folder with the images>" if config_key else "")
+            )
+        data = load_annotation_json(self.ann_file, hint=hint)
+        self._data = data
+        self._coco: COCO | None = None
+
+        categories = {int(c["id"]): c for c in data["categories"]}
+        if category_ids is None:
+            category_ids = sorted(categories)
+        unknown = [c for c in category_ids if int(c) not in categories]
+        if unknown:
+            raise DataError(f"category ids {unknown[:10]} requested but not in 'categories' of {self.ann_file}")
+        self.category_ids: list[int] = [int(c) for c in category_ids]
+        self.category_names: list[str] = [str(categories[c].get("name", c)) for c in self.category_ids]
+        self.num_classes = len(self.category_ids)
+        label_of = {cid: i for i, cid in enumerate(self.category_ids)}
+
+        self.image_ids: list[int] = [int(img["id"]) for img in data["images"]]
+        self._images = {int(img["id"]): img for img in data["images"]}
+        if len(self._images) != len(self.image_ids):
+            raise DataError(f"annotation file {self.ann_file} lists some image id more than once")
+        self._build_targets(data["annotations"], categories, label_of)
+
+    # -- annotation indexing -------------------------------------------------------------------
+    def _build_targets(self, anns: list, categories: dict, label_of: dict) -> None:
+        per_image: dict[int, list[tuple[list[float], int, dict]]] = {i: [] for i in self.image_ids}
+        degenerate, crowd, ignored = [], 0, 0
+        bad_cat: set = set()
+        for ann in anns:
+            image_id, cat = ann["image_id"], ann["category_id"]
+            if cat not in categories:
+                bad_cat.add(cat)
+                continue
+            if image_id not in per_image:
+                raise DataError(
+                    f"annotation file {self.ann_file}: annotation id {ann.get('id')} refers to image_id "
+                    f"{image_id}, which is not in 'images'"
+                )
+            if ann.get("iscrowd", 0):  # LVIS has no iscrowd key: never crowd
+                crowd += 1
+                continue
+            if cat not in label_of:
+                ignored += 1
+                continue
+            box = self._xyxy(ann, self._images[image_id])
+            if box is None:
+                degenerate.append(ann)
+                continue
+            per_image[image_id].append((box, label_of[cat], ann))
+        if bad_cat:
+            raise DataError(
+                f"annotation file {self.ann_file}: category ids {sorted(bad_cat, key=str)[:10]} are used by "
+                f"annotations but not defined in 'categories' (defined: {sorted(categories)[:10]}"
+                f"{'...' if len(categories) > 10 else ''}); fix the file or its 'categories' list"
+            )
+        if degenerate:
+            ex = degenerate[0]
+            log.warning(
+                "%s: dropped %d box(es) with non-positive width/height (e.g. annotation id %s, bbox %s)",
+                self.ann_file, len(degenerate), ex.get("id"), ex.get("bbox"),
+            )  # fmt: skip
+        self._targets = per_image
+        self.stats = {
+            "images": len(self.image_ids),
+            "boxes": sum(len(v) for v in per_image.values()),
+            "dropped_degenerate_boxes": len(degenerate),
+            "images_without_annotations": sum(1 for v in per_image.values() if not v),
+            "crowd_boxes": crowd,
+            "ignored_category_boxes": ignored,
+        }
+
+    def _xyxy(self, ann: dict, img: dict) -> list[float] | None:
+        """COCO [x, y, w, h] → [x1, y1, x2, y2] clipped to the image; None if degenerate."""
+        bbox = ann["bbox"]
+        try:
+            x, y, w, h = (float(v) for v in bbox)
+        except (TypeError, ValueError) as err:
+            raise DataError(
+                f"annotation file {self.ann_file}: annotation id {ann.get('id')} has bbox {bbox!r}, "
+                "expected four numbers [x, y, width, height]"
+            ) from err
+        x1, y1, x2, y2 = x, y, x + w, y + h
+        if "width" in img and "height" in img:
+            x1, x2 = min(max(x1, 0.0), img["width"]), min(max(x2, 0.0), img["width"])
+            y1, y2 = min(max(y1, 0.0), img["height"]), min(max(y2, 0.0), img["height"])
+        if not (x2 > x1 and y2 > y1) or not all(np.isfinite((x1, y1, x2, y2))):
+            return None
+        return [x1, y1, x2, y2]
+
+    # -- public helpers ------------------------------------------------------------------------
+    @property
+    def coco(self) -> COCO:
+        """The pycocotools ``COCO`` index of the annotation file (built on first use)."""
+        if self._coco is None:
+            coco = COCO()
+            coco.dataset = self._data
+            with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
+                coco.createIndex()
+            self._coco = coco
+        return self._coco
+
+    def image_path(self, index: int) -> Path:
+        """Where image ``index`` should be. LVIS v1 has ``coco_url`` instead of ``file_name``:
+        ``.../train2017/x.jpg`` is looked up as ``image_dir/train2017/x.jpg``, then ``image_dir/x.jpg``."""
+        img = self._images[self.image_ids[index]]
+        if "file_name" in img:
+            return self.image_dir / img["file_name"]
+        parts = str(img["coco_url"]).rstrip("/").split("/")
+        nested = self.image_dir / parts[-2] / parts[-1] if len(parts) >= 2 else None
+        flat = self.image_dir / parts[-1]
+        return nested if nested is not None and nested.is_file() else flat
+
+    def verify_files(self, *, max_report: int = 5, raise_error: bool = True) -> list[Path]:
+        """Check every image file exists; raise ``DataError`` listing the first few missing."""
+        missing = [p for p in (self.image_path(i) for i in range(len(self))) if not p.is_file()]
+        if missing and raise_error:
+            shown = "\n  ".join(str(p) for p in missing[:max_report])
+            key = f"; check {self._key}.images" if self._key else ""
+            raise DataError(
+                f"{len(missing)} of {len(self)} image files listed in {self.ann_file} are missing "
+                f"under {self.image_dir}{key}. First missing:\n  {shown}"
+            )
+        return missing
+
+    def describe(self) -> str:
+        s = self.stats
+        return (
+            f"{self.ann_file.name}: {s['images']} images ({s['images_without_annotations']} without "
+            f"objects), {s['boxes']} boxes, {self.num_classes} classes; dropped "
+            f"{s['dropped_degenerate_boxes']} degenerate and {s['crowd_boxes']} crowd boxes"
+        )
+
+    def __repr__(self) -> str:
+        return f"CocoDetectionDataset({self.describe()})"
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    # -- items ---------------------------------------------------------------------------------
+    def _load_image(self, index: int) -> torch.Tensor:
+        path = self.image_path(index)
+        try:
+            with Image.open(path) as im:
+                array = np.asarray(im.convert("RGB"))
+        except FileNotFoundError as err:
+            key = f"{self._key}.images" if self._key else "the image folder"
+            raise DataError(
+                f"image file {path} (image id {self.image_ids[index]} of {self.ann_file}) is missing; "
+                f"check that {key} points at the folder holding these images"
+            ) from err
+        except (UnidentifiedImageError, OSError) as err:
+            raise DataError(f"image file {path} cannot be read as an image ({err}); re-download it") from err
+        return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
+
+    def _masks(self, anns: list[dict], boxes: list[list[float]], h: int, w: int) -> torch.Tensor:
+        out = np.zeros((len(anns), h, w), dtype=np.uint8)
+        for k, (ann, box) in enumerate(zip(anns, boxes)):
+            seg = ann.get("segmentation")
+            if isinstance(seg, list):
+                polys = [p for p in seg if len(p) >= 6]  # pycocotools needs >= 3 points
+                rle = mask_utils.merge(mask_utils.frPyObjects(polys, h, w)) if polys else None
+            elif isinstance(seg, dict) and isinstance(seg.get("counts"), list):
+                rle = mask_utils.frPyObjects(seg, h, w)  # uncompressed RLE
+            elif isinstance(seg, dict):
+                rle = seg
+            else:
+                rle = None
+            if rle is None:  # no usable mask: fall back to the box so the mask head has a target
+                x1, y1, x2, y2 = (int(round(v)) for v in box)
+                out[k, y1:y2, x1:x2] = 1
+            else:
+                out[k] = mask_utils.decode(rle)
+        return torch.from_numpy(out)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict]:
+        image_id = self.image_ids[index]
+        image = self._load_image(index)
+        h, w = int(image.shape[1]), int(image.shape[2])
+        entries = self._targets[image_id]
+        boxes = torch.tensor([e[0] for e in entries], dtype=torch.float32).reshape(-1, 4)
+        target: dict = {
+            "boxes": boxes,
+            "labels": torch.tensor([e[1] for e in entries], dtype=torch.int64),
+            "image_id": image_id,
+            "orig_size": (h, w),
+            "iscrowd": torch.zeros(len(entries), dtype=torch.int64),
+        }
+        if self.with_masks:
+            target["masks"] = self._masks([e[2] for e in entries], [e[0] for e in entries], h, w)
+        if self.flip_prob > 0 and torch.rand(()).item() < self.flip_prob:
+            image = image.flip(-1)
+            target["boxes"] = torch.stack([w - boxes[:, 2], boxes[:, 1], w - boxes[:, 0], boxes[:, 3]], 1)
+            if self.with_masks:
+                target["masks"] = target["masks"].flip(-1)
+        return image, target
+
+
+def collate_fn(batch: list[tuple[torch.Tensor, dict]]) -> tuple[list[torch.Tensor], list[dict]]:
+    """Keep images of different sizes apart: the detector's transform batches them itself."""
+    images, targets = zip(*batch) if batch else ((), ())
+    return list(images), list(targets)
