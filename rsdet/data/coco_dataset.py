@@ -17,6 +17,7 @@ import io
 import json
 import logging
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -284,7 +285,9 @@ class CocoDetectionDataset(Dataset):
                 x1, y1, x2, y2 = (int(round(v)) for v in box)
                 out[k, y1:y2, x1:x2] = 1
             else:
-                out[k] = mask_utils.decode(rle)
+                with warnings.catch_warnings():  # pycocotools vs numpy 2 copy=False deprecation
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    out[k] = mask_utils.decode(rle)
         return torch.from_numpy(out)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, dict]:

@@ -19,6 +19,7 @@ Design choices that keep the task learnable yet not trivial:
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -157,7 +158,9 @@ def _rasterise(poly: np.ndarray, size: int) -> np.ndarray:
     # pycocotools is the rasteriser the evaluation uses for `segmentation`, so painting with it
     # makes the drawn pixels identical to the annotation's mask.
     rle = mask_utils.frPyObjects([poly.ravel().tolist()], size, size)
-    return mask_utils.decode(rle)[:, :, 0].astype(bool)
+    with warnings.catch_warnings():  # pycocotools' decode trips numpy 2's copy=False deprecation
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return mask_utils.decode(rle)[:, :, 0].astype(bool)
 
 
 def _background(p: DrawParams, rng: np.random.Generator) -> np.ndarray:
