@@ -167,3 +167,11 @@ def test_running_reason_mentions_dead_process(tmp_path):
     rec.update(iteration=5, pid=2**22 + 12345)  # pid that cannot exist (above pid_max default)
     reason = RunRecord(tmp_path, create=False).reason
     assert reason.startswith("running at iteration 5") and "resume=true" in reason
+
+
+def test_config_yaml_parsed_like_omegaconf(tmp_path):
+    from rsdet.records import load_config_yaml
+
+    text = "lr: 1e-3\nwd: 1.0e-4\nday: 2026-01-05\nn: 5\nflag: true\nname: '1e-3'\nlist: [1, 2]\n"
+    assert load_config_yaml(text) == OmegaConf.to_container(OmegaConf.create(text))
+    assert load_config_yaml("a: 2\nb: ${a}\n") == {"a": 2, "b": 2}

@@ -156,6 +156,17 @@ def ordered_values(values: Iterable) -> list:
     return present + ([MISSING] if MISSING in distinct else [])
 
 
+def runs_knowing(run_axes: list[RunAxes], key: str) -> list[RunAxes]:
+    """The runs whose value of ``key`` is meaningful: choices come from run.json, other keys from
+    config.yaml, so a run with an unreadable config.yaml does not make every config key "vary"."""
+    if key in PSEUDO_AXES:
+        return run_axes
+    names = {key, key.replace(".", "/"), key.replace("/", ".")}
+    if any(names & ra.choices.keys() for ra in run_axes):
+        return [ra for ra in run_axes if ra.choices]
+    return [ra for ra in run_axes if ra.config is not None]
+
+
 def _determined(run_axes: list[RunAxes], by: list[str], key: str) -> bool:
     """True when runs that agree on every axis in ``by`` also agree on ``key`` (a functional dependency)."""
     seen: dict = {}
@@ -205,7 +216,8 @@ def detect_axes(runs: list[RunRecord]) -> Axes:
 
     overridden = {canonical(k): pos for k, pos in override_pos.items()}
     candidates = choice_keys + [k for k in flat_keys if k not in choice_keys]
-    values = {k: [ra.get(k) for ra in run_axes] for k in candidates}
+    pools = {k: runs_knowing(run_axes, k) for k in candidates}
+    values = {k: [ra.get(k) for ra in pools[k]] for k in candidates}
     varying = [k for k in candidates if len(set(values[k])) > 1]
 
     kept: list[str] = []
@@ -226,8 +238,8 @@ def detect_axes(runs: list[RunRecord]) -> Axes:
         if k in details:
             continue
         vals = ordered_values(values[k])
-        if kept and _determined(run_axes, kept, k):
-            single = [a for a in kept if _determined(run_axes, [a], k)]
+        if kept and _determined(pools[k], kept, k):
+            single = [a for a in kept if _determined(pools[k], [a], k)]
             details[k] = AxisInfo(k, vals, "explained",
                                   f"determined by {single[0]}" if single else "determined by " + " × ".join(kept))
         else:

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from rsdet.errors import ConfigError
 from rsdet.records import RunRecord
 from rsdet.report import metrics as M
-from rsdet.report.axes import MISSING, Axes, RunAxes, _determined, detect_axes, ordered_values, resolve_axis
+from rsdet.report.axes import (MISSING, Axes, RunAxes, _determined, detect_axes, ordered_values, resolve_axis,
+                              runs_knowing)
 
 
 @dataclass
@@ -209,7 +210,7 @@ def build_table(runs: list[RunRecord], rows: list[str] | None = None, cols: list
     shown = set(rows) | set(cols)
     for a in axes.axes:
         # e.g. the sampler group is spelled out by sampler.rpn + sampler.rcnn: nothing is averaged
-        if a not in shown and not _determined(run_axes, rows + cols, a):
+        if a not in shown and not _determined(runs_knowing(run_axes, a), rows + cols, a):
             vals = ", ".join(_text(v) for v in axes.info(a).values)
             notes.append(f"averaged over {a} ({vals}) — add it to --rows/--cols to split it out")
     for a in axes.replicates:
