@@ -309,7 +309,7 @@ class RunRecord:
         if status == "completed":
             return None if self.metrics else f"completed but {METRICS_FILE} is missing"
         it = info.get("iteration")
-        at = f" at iteration {it}" if it is not None else ""
+        at = f" at iteration {it}" if it else ""  # iteration 0: it never started training
         if status in ("failed", "interrupted"):
             error = (info.get("error") or "").strip()
             return f"{status}{at}: {error}" if error else f"{status}{at} (no error message recorded)"

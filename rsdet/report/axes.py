@@ -246,7 +246,9 @@ def detect_axes(runs: list[RunRecord]) -> Axes:
             details[k] = AxisInfo(k, vals, "axis", "differs between runs")
             kept.append(k)
     result.axes = kept
-    result.details = [details[k] for k in varying]
+    rank = {"axis": 0, "replicate": 1, "explained": 2, "noise": 3}
+    result.details = sorted((details[k] for k in varying),
+                            key=lambda d: (rank[d.kind], kept.index(d.name) if d.kind == "axis" else 0))
     return result
 
 
