@@ -23,7 +23,8 @@ IOU_TYPES = ("bbox", "segm")
 PROTOCOLS = ("coco", "lvis")
 
 
-def _read_json(path: str | Path, what: str) -> Any:
+def read_json(path: str | Path, what: str) -> Any:
+    """``json.load`` with DataErrors naming the file (``what``: "Ground-truth", "Detections")."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{what} file not found: {path} (check the path; it must be a JSON file).")
@@ -46,7 +47,7 @@ def load_ground_truth(gt: str | Path | dict, protocol: str = "coco") -> tuple[di
     """
     if isinstance(gt, (str, Path)):
         source = str(gt)
-        data = _read_json(gt, "Ground-truth")
+        data = read_json(gt, "Ground-truth")
     elif isinstance(gt, dict):
         source, data = "<ground-truth dict>", gt
     else:
@@ -90,7 +91,7 @@ def load_detections(detections: str | Path | list) -> tuple[list, str]:
     """Return ``(records, source)`` for a COCO results file or an in-memory list (not yet checked)."""
     if isinstance(detections, (str, Path)):
         source = str(detections)
-        data = _read_json(detections, "Detections")
+        data = read_json(detections, "Detections")
     elif isinstance(detections, (list, tuple)):
         source, data = "<detections list>", list(detections)
     else:

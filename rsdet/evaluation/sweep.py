@@ -115,14 +115,23 @@ def _cell(row: Mapping[str, Any], col: str, latex: bool = False) -> str:
     return f"{value:.1f}" if col == "fps" else f"{100 * value:.1f}"  # percent, as in the paper
 
 
+def columns_for(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """:func:`default_columns` for sweep rows: LVIS columns if the rows carry APr, fps if measured."""
+    lvis = any("APr" in r["metrics"] for r in rows)
+    return default_columns("lvis" if lvis else "coco",
+                           with_fps=any(r.get("fps") is not None for r in rows))
+
+
 def write_table(rows: Sequence[Mapping[str, Any]], out_dir: str | Path, stem: str,
-                columns: Sequence[str]) -> dict[str, Path]:
+                columns: Sequence[str] | None = None) -> dict[str, Path]:
     """Write ``{stem}.md``, ``{stem}.csv`` and ``{stem}.tex`` under ``out_dir``; return the paths.
 
-    Rows are thresholds (first column), columns the given metric keys (and ``"fps"``). Markdown and
-    LaTeX (booktabs) show metrics in percent with one decimal, like the paper; the CSV keeps the
-    raw fractions (−1 = undefined, empty fps = not measured) for further processing.
+    Rows are thresholds (first column), columns the given metric keys and ``"fps"`` (default:
+    :func:`columns_for`, i.e. Table S11's layout). Markdown and LaTeX (booktabs) show metrics in
+    percent with one decimal, like the paper; the CSV keeps the raw fractions (−1 = undefined,
+    empty fps = not measured) for further processing.
     """
+    columns = list(columns) if columns is not None else columns_for(rows)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     cols = ["threshold", *columns]
@@ -149,9 +158,10 @@ def write_table(rows: Sequence[Mapping[str, Any]], out_dir: str | Path, stem: st
     return paths
 
 
-def render_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str],
+def render_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None,
                  title: str | None = None) -> Table:
     """The sweep as a ``rich`` table (print it with ``rich.console.Console().print``)."""
+    columns = list(columns) if columns is not None else columns_for(rows)
     table = Table(title=title)
     for c in ["threshold", *columns]:
         table.add_column(_LABELS.get(c, (c, c))[0], justify="left" if c == "threshold" else "right")
