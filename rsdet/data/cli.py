@@ -116,5 +116,5 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _shapes(args, console) if args.command == "shapes" else _check(args, console)
     except RsdetError as err:
-        Console(stderr=True).print(f"[bold red]error:[/bold red] {err}", highlight=False)
+        Console(stderr=True).print(f"[bold red]error:[/bold red] {err}", highlight=False, soft_wrap=True)
         return 1
