@@ -89,12 +89,12 @@ def threshold_sweep(gt: str | Path | dict, detections: str | Path | list,
 
 
 def _threshold_text(thr: float, latex: bool = False) -> str:
-    """10^-4 style for small powers of ten, as in Table S11; two decimals otherwise."""
+    """10^-4 style for small powers of ten, as in Table S11; two decimals (or as many as needed)."""
     if thr > 0:
         exp = math.log10(thr)
         if exp <= -2 and abs(exp - round(exp)) < 1e-9:
             return f"$10^{{{round(exp)}}}$" if latex else f"1e{round(exp)}"
-    return f"{thr:.2f}"
+    return f"{thr:.2f}" if abs(round(thr, 2) - thr) < 1e-12 else f"{thr:g}"
 
 
 def _value(row: Mapping[str, Any], col: str) -> float | None:
@@ -172,7 +172,7 @@ def render_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | Non
 
 def metrics_table(metrics: Mapping[str, Any], keys: Sequence[str], title: str | None = None) -> Table:
     """One evaluation's metrics (percent, one decimal; – where undefined) as a ``rich`` table."""
-    table = Table(title=title)
+    table = Table(title=title, caption="oLRP and its components: lower is better")
     table.add_column("Metric")
     table.add_column("Value (%)", justify="right")
     for k in keys:
