@@ -1,0 +1,120 @@
+"""R-CNN box head (spec §2.3): RoIAlign + two shared FC layers + class and box predictors.
+
+With a sigmoid classifier (RS, AP, aLRP, focal) the head has C logits and no background; with a
+softmax classifier (cross-entropy) it has C + 1 logits with background *last*, so class indices mean
+the same thing in both. Box regression is class-specific (4C outputs).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torchvision.models.detection import _utils as det_utils
+from torchvision.models.detection.faster_rcnn import TwoMLPHead
+from torchvision.ops import MultiScaleRoIAlign, batched_nms, box_iou, clip_boxes_to_image, remove_small_boxes
+
+from rsdet.models.rpn import StageOutput
+from rsdet.models.samplers import sample_instances
+
+
+class RoIHead(nn.Module):
+    def __init__(self, cfg: Any, in_channels: int, num_classes: int, classifier: str, prior_prob, box_coder_weights,
+                 featmap_names: list[str]):
+        super().__init__()
+        self.num_classes = num_classes
+        self.classifier = classifier
+        pool = int(cfg.pool_size)
+        self.roi_align = MultiScaleRoIAlign(featmap_names, pool, sampling_ratio=int(cfg.get("sampling_ratio", 2)))
+        rep = int(cfg.representation)
+        self.box_head = TwoMLPHead(in_channels * pool * pool, rep)
+        num_logits = num_classes + (1 if classifier == "softmax" else 0)
+        self.cls_score = nn.Linear(rep, num_logits)
+        self.bbox_pred = nn.Linear(rep, 4 * num_classes)
+        nn.init.normal_(self.cls_score.weight, std=0.01)
+        bias = -math.log((1 - prior_prob) / prior_prob) if prior_prob else 0.0
+        nn.init.constant_(self.cls_score.bias, bias)
+        nn.init.normal_(self.bbox_pred.weight, std=0.001)
+        nn.init.zeros_(self.bbox_pred.bias)
+        self.box_coder = det_utils.BoxCoder(tuple(box_coder_weights))
+        self.fg_iou = float(cfg.fg_iou)
+        self.matcher = det_utils.Matcher(self.fg_iou, self.fg_iou, allow_low_quality_matches=False)
+        self.append_gt = bool(cfg.get("append_gt", True))
+        self.nms_thresh = float(cfg.nms_thresh)
+        self.detections_per_img = int(cfg.detections_per_img)
+        self.score_thresh = 0.05
+
+    def _predict(self, features, boxes: list[Tensor], image_sizes):
+        x = self.roi_align(features, boxes, image_sizes)
+        x = self.box_head(x)
+        return self.cls_score(x), self.bbox_pred(x)
+
+    def assign(self, proposals: list[Tensor], targets: list[dict]):
+        """Append GT boxes to the proposals (spec §6.15) and match at IoU 0.5."""
+        boxes, classes, gts, image_index = [], [], [], []
+        for i, (props, tgt) in enumerate(zip(proposals, targets)):
+            gt = tgt["boxes"]
+            if self.append_gt and gt.numel():
+                props = torch.cat([props, gt])
+            if gt.numel() == 0:
+                cls = torch.full((len(props),), -1, dtype=torch.long, device=props.device)
+                matched_gt = torch.zeros_like(props)
+            else:
+                matched = self.matcher(box_iou(gt, props))
+                cls = tgt["labels"][matched.clamp(min=0)].clone()
+                cls[matched < 0] = -1
+                matched_gt = gt[matched.clamp(min=0)]
+            boxes.append(props)
+            classes.append(cls)
+            gts.append(matched_gt)
+            image_index.append(torch.full((len(props),), i, device=props.device))
+        return torch.cat(boxes), torch.cat(classes), torch.cat(gts), torch.cat(image_index)
+
+    def forward_train(self, features, proposals, image_sizes, targets, sampler: dict) -> StageOutput:
+        boxes, classes, gts, image_index = self.assign(proposals, targets)
+        keep = sample_instances(classes, image_index, len(proposals), **sampler)
+        boxes, classes, gts, image_index = boxes[keep], classes[keep], gts[keep], image_index[keep]
+        per_image = [boxes[image_index == i] for i in range(len(proposals))]
+        logits, deltas = self._predict(features, per_image, image_sizes)
+        # `keep` is sorted and rows were built image by image, so the per-image split above keeps
+        # the row order: logits line up with boxes/classes/gts without re-indexing.
+        deltas = deltas.view(len(boxes), self.num_classes, 4)
+        # deltas of the assigned class (class 0 for negatives: unused by any loss)
+        deltas = deltas[torch.arange(len(boxes), device=boxes.device), classes.clamp(min=0)]
+        return StageOutput(
+            name="rcnn",
+            cls_logits=logits,
+            box_deltas=deltas,
+            ref_boxes=boxes,
+            gt_boxes=gts,
+            gt_classes=classes,
+            box_coder=self.box_coder,
+            num_classes=self.num_classes,
+            iou_threshold=self.fg_iou,
+            image_index=image_index,
+        )
+
+    @torch.no_grad()
+    def forward_test(self, features, proposals, image_sizes, score_thresh: float):
+        """Multiclass NMS over (box, class) candidates whose score exceeds ``score_thresh``."""
+        logits, deltas = self._predict(features, proposals, image_sizes)
+        if self.classifier == "softmax":
+            scores = logits.softmax(-1)[:, : self.num_classes]
+        else:
+            scores = logits.sigmoid()
+        counts = [len(p) for p in proposals]
+        boxes = self.box_coder.decode(deltas, proposals).view(-1, self.num_classes, 4)
+        results = []
+        for b, s, size in zip(boxes.split(counts), scores.split(counts), image_sizes):
+            b = clip_boxes_to_image(b, size)
+            labels = torch.arange(self.num_classes, device=b.device).expand_as(s)
+            b, s, labels = b.reshape(-1, 4), s.reshape(-1), labels.reshape(-1)
+            keep = torch.nonzero(s > score_thresh).flatten()
+            b, s, labels = b[keep], s[keep], labels[keep]
+            keep = remove_small_boxes(b, 1e-2)
+            b, s, labels = b[keep], s[keep], labels[keep]
+            keep = batched_nms(b, s, labels, self.nms_thresh)[: self.detections_per_img]
+            results.append({"boxes": b[keep], "scores": s[keep], "labels": labels[keep]})
+        return results

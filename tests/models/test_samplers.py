@@ -1,0 +1,42 @@
+import pytest
+import torch
+
+from rsdet.errors import ConfigError
+from rsdet.models.samplers import sample_instances, stage_sampler
+
+
+def _classes():
+    # image 0: 3 positives, 10 negatives, 2 ignored; image 1: 0 positives, 6 negatives
+    cls = torch.tensor([0, 2, 1] + [-1] * 10 + [-2, -2] + [-1] * 6)
+    img = torch.tensor([0] * 15 + [1] * 6)
+    return cls, img
+
+
+def test_none_keeps_every_non_ignored_instance():
+    cls, img = _classes()
+    keep = sample_instances(cls, img, 2, "none")
+    assert keep.tolist() == [i for i in range(len(cls)) if cls[i] >= -1]
+
+
+def test_random_respects_budget_and_fraction_and_pads_with_negatives():
+    cls, img = _classes()
+    torch.manual_seed(0)
+    keep = sample_instances(cls, img, 2, "random", batch_per_image=4, positive_fraction=0.25)
+    kept = cls[keep]
+    per_image = img[keep]
+    assert (per_image == 0).sum() == 4 and (per_image == 1).sum() == 4
+    assert (kept[per_image == 0] >= 0).sum() == 1  # 4 * 0.25 positives
+    assert (kept == -2).sum() == 0  # ignored never sampled
+    assert keep.tolist() == sorted(keep.tolist())
+
+
+def test_random_with_scarce_positives_fills_with_negatives():
+    cls, img = _classes()
+    keep = sample_instances(cls, img, 2, "random", batch_per_image=8, positive_fraction=0.75)
+    kept = cls[keep][img[keep] == 0]
+    assert (kept >= 0).sum() == 3 and len(kept) == 8
+
+
+def test_unknown_sampler_is_a_config_error():
+    with pytest.raises(ConfigError, match="sampler.rpn='ohem'"):
+        stage_sampler({"rpn": "ohem"}, "rpn")
