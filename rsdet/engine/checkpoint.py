@@ -1,0 +1,64 @@
+"""Checkpoints that make ``resume=true`` lose at most one checkpoint interval.
+
+A checkpoint holds the model, optimiser, iteration, the criterion's state (aLRP self-balance) and
+every RNG state. It is written to a temporary file and renamed, so an interrupt during the write
+never destroys the previous good checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from rsdet.errors import RsdetError
+
+LAST = "last.pt"
+
+
+def rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(directory: Path, *, model, optimizer, iteration: int, criterion_state: dict,
+                    scaler=None, extra: dict | None = None) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "iteration": iteration,
+        "criterion": criterion_state,
+        "rng": rng_state(),
+        "scaler": scaler.state_dict() if scaler is not None else None,
+        "extra": extra or {},
+    }
+    path = directory / LAST
+    tmp = directory / (LAST + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise RsdetError(f"no checkpoint at {path}; start without resume=... or point it at a run directory "
+                         "that has checkpoints/last.pt")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # a truncated/corrupt file
+        raise RsdetError(f"checkpoint {path} cannot be read ({exc}); delete it to restart that run") from exc

@@ -1,0 +1,31 @@
+from omegaconf import OmegaConf
+
+from rsdet.engine.schedule import make_plan
+
+
+def _schedule(**kw):
+    base = dict(batch_size=16, reference_batch=16, lr=None, epochs=12, steps=[8, 11], max_iters=None,
+                warmup_iters=500, warmup_ratio=0.001)
+    base.update(kw)
+    return OmegaConf.create(base)
+
+
+def test_linear_lr_scaling_with_batch():
+    loss = OmegaConf.create({"lr": 0.012})
+    assert make_plan(_schedule(), loss, 1000).base_lr == 0.012
+    assert abs(make_plan(_schedule(batch_size=4), loss, 1000).base_lr - 0.003) < 1e-12
+    assert make_plan(_schedule(lr=0.02, batch_size=8), loss, 1000).base_lr == 0.01
+
+
+def test_epoch_steps_become_iterations_and_warmup_is_linear():
+    plan = make_plan(_schedule(batch_size=10, warmup_iters=50, warmup_ratio=0.01), OmegaConf.create({"lr": 1.0}), 100)
+    assert plan.iters_per_epoch == 10 and plan.max_iters == 120 and plan.steps == [80, 110]
+    assert abs(plan.lr_factor(0) - 0.01) < 1e-12
+    assert abs(plan.lr_factor(25) - 0.505) < 1e-12
+    assert plan.lr_factor(50) == 1.0 and plan.lr_factor(79) == 1.0
+    assert abs(plan.lr_factor(80) - 0.1) < 1e-12 and abs(plan.lr_factor(115) - 0.01) < 1e-12
+
+
+def test_explicit_max_iters_scales_steps():
+    plan = make_plan(_schedule(max_iters=24, warmup_iters=0), OmegaConf.create({"lr": 1.0}), 10_000)
+    assert plan.max_iters == 24 and plan.steps == [16, 22]
