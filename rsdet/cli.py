@@ -1,0 +1,71 @@
+"""``rsdet`` command line: train | evaluate | report | data. Thin: every command delegates."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+USAGE = """\
+usage: rsdet <command> [args]
+
+Experiment runner for ranking-based object-detection losses (Rank & Sort, AP, aLRP).
+
+commands:
+  train      train + evaluate a detector; Hydra overrides, e.g.
+               rsdet train                                 # RS-Faster R-CNN on the embedded shapes data (CPU)
+               rsdet train loss=ce sampler=random
+               rsdet train -m loss=rs,ce sampler=none,random   # Hydra multirun: 4 jobs
+               rsdet train resume=true                     # continue the latest interrupted run
+             `rsdet train --help` lists the config groups and options.
+  evaluate   COCO/LVIS AP + oLRP of a results file, run directory or checkpoint; score-threshold sweeps
+  report     turn a folder of runs into the paper's tables (Markdown, CSV, LaTeX)
+  data       generate / inspect datasets (`rsdet data shapes`)
+
+`rsdet <command> --help` for details.
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0
+    if argv[0] in ("-V", "--version"):
+        from rsdet import __version__
+
+        print(f"rsdet {__version__}")
+        return 0
+    command, rest = argv[0], argv[1:]
+    try:
+        if command == "train":
+            from rsdet.train_cli import main as train_main
+
+            return train_main(rest)
+        if command == "evaluate":
+            from rsdet.evaluation.cli import main as evaluate_main
+
+            return evaluate_main(rest)
+        if command == "report":
+            from rsdet.report.cli import main as report_main
+
+            return report_main(rest)
+        if command == "data":
+            from rsdet.data.cli import main as data_main
+
+            return data_main(rest)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    print(f"rsdet: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
+    return 2
+
+
+def _entry() -> None:  # pragma: no cover - console script shim
+    sys.exit(main())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
+
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
