@@ -253,11 +253,12 @@ class CocoDetectionDataset(Dataset):
         return len(self.image_ids)
 
     # -- items ---------------------------------------------------------------------------------
-    def _load_image(self, index: int) -> torch.Tensor:
+    def _load_image(self, index: int) -> np.ndarray:
+        """The image as an HWC uint8 RGB array."""
         path = self.image_path(index)
         try:
             with Image.open(path) as im:
-                array = np.asarray(im.convert("RGB"))
+                return np.asarray(im.convert("RGB"))
         except FileNotFoundError as err:
             key = f"{self._key}.images" if self._key else "the image folder"
             raise DataError(
@@ -266,9 +267,8 @@ class CocoDetectionDataset(Dataset):
             ) from err
         except (UnidentifiedImageError, OSError) as err:
             raise DataError(f"image file {path} cannot be read as an image ({err}); re-download it") from err
-        return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
 
-    def _masks(self, anns: list[dict], boxes: list[list[float]], h: int, w: int) -> torch.Tensor:
+    def _masks(self, anns: list[dict], boxes: list[list[float]], h: int, w: int) -> np.ndarray:
         out = np.zeros((len(anns), h, w), dtype=np.uint8)
         for k, (ann, box) in enumerate(zip(anns, boxes)):
             seg = ann.get("segmentation")
@@ -288,29 +288,34 @@ class CocoDetectionDataset(Dataset):
                 with warnings.catch_warnings():  # pycocotools vs numpy 2 copy=False deprecation
                     warnings.simplefilter("ignore", DeprecationWarning)
                     out[k] = mask_utils.decode(rle)
-        return torch.from_numpy(out)
+        return out
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, dict]:
         image_id = self.image_ids[index]
-        image = self._load_image(index)
-        h, w = int(image.shape[1]), int(image.shape[2])
+        array = self._load_image(index)
+        h, w = int(array.shape[0]), int(array.shape[1])
         entries = self._targets[image_id]
-        boxes = torch.tensor([e[0] for e in entries], dtype=torch.float32).reshape(-1, 4)
+        boxes = np.asarray([e[0] for e in entries], dtype=np.float32).reshape(-1, 4)
+        masks = self._masks([e[2] for e in entries], [e[0] for e in entries], h, w) if self.with_masks else None
+        if self.flip_prob > 0 and torch.rand(()).item() < self.flip_prob:
+            # Pixel x of width w maps to w - 1 - x, so box edges x map to w - x.
+            array = array[:, ::-1]
+            boxes = np.stack([w - boxes[:, 2], boxes[:, 1], w - boxes[:, 0], boxes[:, 3]], 1)
+            masks = masks[:, :, ::-1] if masks is not None else None
+        # Augment and convert in numpy: torch's flip/permute/float on small tensors are many times
+        # slower on a busy CPU (intra-op threads), which dominated loading at CPU-demo batch sizes.
+        image = array.transpose(2, 0, 1).astype(np.float32, order="C")
+        image *= np.float32(1.0 / 255.0)
         target: dict = {
-            "boxes": boxes,
+            "boxes": torch.from_numpy(np.ascontiguousarray(boxes)),
             "labels": torch.tensor([e[1] for e in entries], dtype=torch.int64),
             "image_id": image_id,
             "orig_size": (h, w),
             "iscrowd": torch.zeros(len(entries), dtype=torch.int64),
         }
-        if self.with_masks:
-            target["masks"] = self._masks([e[2] for e in entries], [e[0] for e in entries], h, w)
-        if self.flip_prob > 0 and torch.rand(()).item() < self.flip_prob:
-            image = image.flip(-1)
-            target["boxes"] = torch.stack([w - boxes[:, 2], boxes[:, 1], w - boxes[:, 0], boxes[:, 3]], 1)
-            if self.with_masks:
-                target["masks"] = target["masks"].flip(-1)
-        return image, target
+        if masks is not None:
+            target["masks"] = torch.from_numpy(np.ascontiguousarray(masks))
+        return torch.from_numpy(image), target
 
 
 def collate_fn(batch: list[tuple[torch.Tensor, dict]]) -> tuple[list[torch.Tensor], list[dict]]:
