@@ -1,0 +1,198 @@
+"""Exact positive-vs-negative sums of the smoothed step in O(N log P + P) — the core of the ranking losses.
+
+Every ranking loss here (RS, AP, aLRP) needs two positive-vs-negative quantities:
+
+* for every positive i, its false-positive count  N_FP(i) = sum_k H_delta(s_k - s_i), and
+* for every negative k, its gradient  G(s_k) = sum_i c_i * H_delta(s_k - s_i)  for per-positive
+  coefficients c_i (the ranking pmf of RS Loss, supplementary Eq. S7; the AP/aLRP analogues).
+
+The official code forms both with a Python loop over positives, i.e. O(P * N).  The smoothed step
+H_delta(x) = clamp(x / (2 delta) + 1/2, 0, 1) is piecewise linear with kinks at x = -delta and
+x = +delta, so as a function of a negative's logit t, H_delta(t - s_i) is 0 below the window edge
+s_i - delta, 1 above s_i + delta and linear in between.  Sorting the 2P window edges cuts the real
+line into 2P + 1 intervals inside which *every* H_delta(t - s_i) is linear in t.  Hence
+
+* N_FP(i) only needs, per interval, the number of negatives and the sum of their logits
+  (prefix sums over intervals give window counts/sums for every positive in O(1)), and
+* G(t) is a single piecewise-linear function with 2P kinks: inside an interval it is
+  G(left edge) + slope * (t - left edge), with slopes and edge values from prefix sums of c_i.
+
+For delta = 0 (hard step, H_0(0) = 1, ties count as "above") the edges are the positive logits
+themselves and G is piecewise constant.
+
+Finding every negative's interval is the only O(N log P) step.  ``torch.searchsorted`` costs
+~30 ns per element on CPU, so a uniform grid lookup is used first: a grid cell that contains no
+edge determines the interval exactly, and only the few entries in cells holding an edge go through
+``searchsorted``.  The grid mapping applies the *same* monotone floating-point operations to the
+edges and to the logits (in the logits' own precision; an edge that float32 cannot represent marks
+the cells of both neighbouring float32 values), so cell(x) outside an edge's cells already proves
+the order of x and that edge: the lookup is exact, not approximate.  Counts are int64 and logit
+sums float64, so N_FP has no float32 accumulation error even for millions of negatives.
+
+All entries are binned; positives and ignored entries (few) are then subtracted from the per-bin
+counts/sums, which is cheaper than masking the N-sized arrays.
+"""
+
+from __future__ import annotations
+
+import torch
+
+# Grid cells per edge: more cells = fewer entries needing the binary search, bigger table.
+_CELLS_PER_EDGE = 32
+_MAX_CELLS = 1 << 21
+
+
+def _index_dtype(n: int) -> torch.dtype:
+    return torch.int32 if n < 2**31 - 1 else torch.int64
+
+
+def _grid_cells(values: torch.Tensor, lo: float, inv_width: float, num_cells: int,
+                index_dtype: torch.dtype) -> torch.Tensor:
+    """Monotone non-decreasing map values -> cell index in [0, num_cells - 1].
+
+    Separate IEEE operations (never fused) make the map identical for edges and logits of the same
+    dtype.  NaN goes to cell 0 (a NaN negative is "irrelevant", as ``nan >= threshold`` is False
+    in the official code).
+    """
+    cells = values - lo
+    cells.mul_(inv_width).nan_to_num_(nan=0.0).clamp_(0.0, num_cells - 1)
+    return cells.to(index_dtype)
+
+
+def _neighbours(edges: torch.Tensor, dtype: torch.dtype):
+    """Largest value <= e and smallest value >= e representable in ``dtype``, for each edge."""
+    rounded = edges.to(dtype)
+    if dtype == edges.dtype:
+        return rounded, rounded
+    back = rounded.to(edges.dtype)
+    down = torch.where(back > edges, torch.nextafter(rounded, rounded.new_tensor(-float("inf"))),
+                       rounded)
+    up = torch.where(back < edges, torch.nextafter(rounded, rounded.new_tensor(float("inf"))),
+                     rounded)
+    return down, up
+
+
+def bucketize(x: torch.Tensor, edges: torch.Tensor, right: bool) -> torch.Tensor:
+    """Bin of every entry: #{e < x} (``right=False``) or #{e <= x} (``right=True``), exactly.
+
+    Args:
+        x: (N,) float32 or float64 logits (the grid runs in this precision).
+        edges: (E,) float64, sorted ascending, E >= 1.
+
+    Returns:
+        (N,) int32 (int64 for N >= 2^31) bin indices in [0, E].
+    """
+    index_dtype = _index_dtype(x.numel())
+    num_edges = edges.numel()
+    num_cells = int(min(max(64, _CELLS_PER_EDGE * num_edges), _MAX_CELLS))
+    e_min, e_max = float(edges[0]), float(edges[-1])
+    width = (e_max - e_min) / (num_cells - 4)
+    if not width > 1e-6 * max(1.0, abs(e_min), abs(e_max)):
+        width = 1.0  # (nearly) equal edges: any positive width keeps the map monotone
+    lo = e_min - 2 * width  # edge-free cells below the first edge: low logits resolve directly
+    inv_width = 1.0 / width
+
+    down, up = _neighbours(edges, x.dtype)
+    cell_dn = _grid_cells(down, lo, inv_width, num_cells, torch.int64)
+    cell_up = _grid_cells(up, lo, inv_width, num_cells, torch.int64)
+    # A cell is "occupied" if some edge may map into it; elsewhere the edge count below is exact.
+    marks = torch.zeros(num_cells + 1, dtype=torch.int64, device=x.device)
+    marks.index_add_(0, cell_dn, torch.ones_like(cell_dn))
+    marks.index_add_(0, cell_up + 1, -torch.ones_like(cell_up))
+    occupied = torch.cumsum(marks, 0)[:num_cells] > 0
+    below = torch.bincount(cell_up, minlength=num_cells)
+    base = torch.cumsum(below, 0) - below   # edges whose cells all lie below the cell
+    table = torch.where(occupied, torch.full_like(base, -1), base).to(index_dtype)
+
+    bins = table.index_select(0, _grid_cells(x, lo, inv_width, num_cells, index_dtype))
+    need = (bins < 0).nonzero().squeeze(1)
+    if need.numel():
+        exact = torch.searchsorted(edges, x.index_select(0, need).to(edges.dtype), right=right,
+                                   out_int32=index_dtype == torch.int32)
+        bins.index_copy_(0, need, exact)
+    return bins
+
+
+class NegativeIntervals:
+    """All entries bucketed between the positives' window edges; answers N_FP and builds G.
+
+    Args:
+        x: (N,) float32/float64 flat logits (all entries).
+        special: (S,) int64 indices of the entries that are NOT negatives (positives, ignored).
+        pos_logits: (P,) float64, P >= 1, positive logits in the caller's fixed order.
+        delta: smoothing delta >= 0 (0 = hard step with H(0) = 1).
+    """
+
+    def __init__(self, x: torch.Tensor, special: torch.Tensor, pos_logits: torch.Tensor,
+                 delta: float) -> None:
+        self.delta = float(delta)
+        p = pos_logits.numel()
+        if self.delta > 0:
+            raw = torch.cat([pos_logits - self.delta, pos_logits + self.delta])
+            self.edges, perm = torch.sort(raw, stable=True)
+            where = torch.empty_like(perm)
+            where[perm] = torch.arange(2 * p, device=perm.device)
+            self.lo_pos, self.hi_pos = where[:p], where[p:]  # edge positions of each window
+        else:
+            self.edges, self.perm = torch.sort(pos_logits, stable=True)
+            # First position of each positive's tie group: x >= s_i  <=>  bin(x) >= first_i + 1.
+            self.first = torch.searchsorted(self.edges, pos_logits, right=False)
+        self.num_bins = nb = self.edges.numel() + 1
+        self.bin = bucketize(x, self.edges, right=self.delta == 0)
+        special_bins = self.bin.index_select(0, special)
+        counts = torch.zeros(nb, dtype=torch.int64, device=x.device)
+        counts.index_add_(0, self.bin, counts.new_ones(()).expand(x.numel()))
+        counts.index_add_(0, special_bins, counts.new_ones(()).expand(special.numel()), alpha=-1)
+        self.count_cum = torch.cat([counts.new_zeros(1), torch.cumsum(counts, 0)])  # exact
+        self.total = int(self.count_cum[-1])
+        if self.delta > 0:
+            sums = torch.zeros(nb, dtype=torch.float64, device=x.device)
+            sums.index_add_(0, self.bin, x.to(torch.float64))
+            sums.index_add_(0, special_bins, x.index_select(0, special).to(torch.float64),
+                            alpha=-1)
+            self.sum_cum = torch.cat([sums.new_zeros(1), torch.cumsum(sums, 0)])
+
+    def false_positives(self) -> torch.Tensor:
+        """(P,) float64 N_FP(i) = sum over negatives k of H_delta(s_k - s_i) (exact)."""
+        if self.delta == 0:
+            return (self.total - self.count_cum[self.first + 1]).to(torch.float64)
+        lo_i, hi_i = self.lo_pos + 1, self.hi_pos + 1
+        above = (self.total - self.count_cum[hi_i]).to(torch.float64)
+        n_win = (self.count_cum[hi_i] - self.count_cum[lo_i]).to(torch.float64)
+        s_win = self.sum_cum[hi_i] - self.sum_cum[lo_i]
+        lo_edge = self.edges[self.lo_pos]
+        # sum over the window of (s_k - (s_i - delta)) / (2 delta); clamps remove float residue.
+        inside = ((s_win - lo_edge * n_win) / (2 * self.delta)).clamp_(min=0.0)
+        return above + torch.minimum(inside, n_win)
+
+    def gradient_tables(self, coef: torch.Tensor, dtype: torch.dtype):
+        """Tables that evaluate G(t) = sum_i coef_i H_delta(t - s_i) for every binned entry.
+
+        Returns (value, slope, left) in ``dtype``: G(t) = value[b] + slope[b] * (t - left[b]) for
+        t in bin b (both terms >= 0: no cancellation).  For delta = 0 slope and left are None.
+        """
+        nb = self.num_bins
+        if self.delta == 0:
+            step = torch.zeros(nb, dtype=torch.float64, device=coef.device)
+            step[1:] = torch.cumsum(coef[self.perm], 0).clamp_(min=0.0)
+            return step.to(dtype), None, None
+        inv = 1.0 / (2 * self.delta)
+        lo_edge = self.edges[self.lo_pos]
+        open_at, close_at = self.lo_pos + 1, self.hi_pos + 1
+        diffs = torch.zeros(3, nb + 1, dtype=torch.float64, device=coef.device)
+        for row, at, val in ((0, open_at, coef * inv), (0, close_at, -coef * inv),
+                             (1, open_at, coef * lo_edge * inv),
+                             (1, close_at, -coef * lo_edge * inv), (2, close_at, coef)):
+            diffs[row].index_add_(0, at, val)
+        # slope: open windows; intercept: sum coef*lo over open windows; full: windows passed.
+        slope, intercept, full = torch.cumsum(diffs, 1)[:, :nb]
+        slope.clamp_(min=0.0)  # closed windows leave float residue; a true slope is >= 0
+        slope[0] = 0.0
+        slope[nb - 1] = 0.0
+        left = torch.cat([self.edges[:1], self.edges])
+        # The value is taken at the left edge *rounded to dtype*, so value + slope * (t - left)
+        # is exact in real arithmetic for every t of the bin, and t - left >= 0.
+        left_out = left.to(dtype)
+        value = (full + slope * left_out.to(torch.float64) - intercept).clamp_(min=0.0)
+        value[0] = 0.0
+        return value.to(dtype), slope.to(dtype), left_out

@@ -1,0 +1,77 @@
+"""Positive-vs-positive terms of the ranking losses as dense P x P blocks (row chunks, float64).
+
+These are O(P^2) — fine, because P (positive entries per batch) is small compared with the
+number of negatives.  Rows are processed in chunks so memory stays at O(chunk * P).
+"""
+
+from __future__ import annotations
+
+import torch
+
+# Entries per (rows x P) block; a handful of float64 blocks of this size are alive at once.
+PAIR_BLOCK = 1 << 21
+
+
+def smoothed_step_(diff: torch.Tensor, delta: float) -> torch.Tensor:
+    """H_delta(diff) in place: clamp(diff / (2 delta) + 1/2, 0, 1); delta = 0: [diff >= 0]."""
+    if delta > 0:
+        return diff.mul_(0.5 / delta).add_(0.5).clamp_(0.0, 1.0)
+    return diff.ge_(0.0)  # in-place compare keeps the float dtype: 1.0 / 0.0
+
+
+def self_relation(delta: float) -> float:
+    """H_delta(0): 0.5 for delta > 0, 1 for the hard step (delta = 0)."""
+    return 0.5 if delta > 0 else 1.0
+
+
+def _row_blocks(num: int):
+    rows = max(1, PAIR_BLOCK // max(num, 1))
+    for start in range(0, num, rows):
+        yield start, min(num, start + rows)
+
+
+def relation_sums(s: torch.Tensor, delta: float, values: torch.Tensor) -> torch.Tensor:
+    """(P, k) sums over j of H_delta(s_j - s_i) * values[j, :] (self term j = i included).
+
+    Args:
+        s: (P,) float64 positive logits.
+        values: (P, k) float64.
+    """
+    out = torch.empty(s.numel(), values.shape[1], dtype=s.dtype, device=s.device)
+    for a, b in _row_blocks(s.numel()):
+        h = smoothed_step_(s[None, :] - s[a:b, None], delta)
+        torch.mm(h, values, out=out[a:b])
+    return out
+
+
+def sorting_terms(s: torch.Tensor, y: torch.Tensor, delta: float, eps: float):
+    """Per-positive RS sorting quantities (spec §1.2 steps 1, 5-8; paper Eq. S4 sorting pmf).
+
+    Args:
+        s, y: (P,) float64 logits and continuous labels of the positives.
+        delta: smoothing delta (0 = hard step).
+        eps: guard on the mis-sorted mass D_i (1e-10 in the official code).
+
+    Returns:
+        rank_plus (P,): sum_j H(s_j - s_i) over positives incl. self (H(0) = 0.5 or 1).
+        sort_loss (P,): Delta_S(i) = l_S(i) - l*_S(i).
+        mis_mass (P,): D_i = sum_j H(s_j - s_i) [y_j < y_i].
+        received (P,): sum_i [D_i > eps] Delta_S(i) H(s_j - s_i)[y_j < y_i] / D_i — what
+            positive j receives through the sorting pmfs p_S(j | i) (second term of Eq. S16).
+    """
+    p = s.numel()
+    rhs = torch.stack([torch.ones_like(y), 1.0 - y], 1)  # (P, 2): counts and (1 - y) sums
+    rank_plus, sort_loss, mis_mass = (torch.empty_like(s) for _ in range(3))
+    received = torch.zeros_like(s)
+    for a, b in _row_blocks(p):
+        h = smoothed_step_(s[None, :] - s[a:b, None], delta)          # h_ij, rows i in [a, b)
+        target = h * (y[None, :] >= y[a:b, None])                     # j in T_i: y_j >= y_i
+        cur = h @ rhs
+        tgt = target @ rhs
+        mis = h.sub_(target)                                          # m_ij = h_ij [y_j < y_i]
+        d = mis.sum(1)
+        loss = cur[:, 1] / cur[:, 0] - tgt[:, 1] / tgt[:, 0]          # l_S(i) - l*_S(i)
+        rank_plus[a:b], sort_loss[a:b], mis_mass[a:b] = cur[:, 0], loss, d
+        weight = torch.where(d > eps, loss / d, torch.zeros_like(d))
+        received.addmv_(mis.t(), weight)
+    return rank_plus, sort_loss, mis_mass, received
