@@ -174,12 +174,12 @@ def _background(p: DrawParams, rng: np.random.Generator) -> np.ndarray:
     # Clutter: faint strokes and blobs, grey-ish so they never look like a palette object.
     for _ in range(int(rng.integers(2, 9))):
         pts = [tuple(xy) for xy in rng.uniform(-0.1 * s, 1.1 * s, size=(int(rng.integers(2, 5)), 2))]
-        tone = int(np.clip(base.mean() + rng.uniform(-55, 55), 0, 255))
+        tone = int(min(max(base.mean() + rng.uniform(-55, 55), 0.0), 255.0))
         draw.line(pts, fill=(tone, tone, tone), width=int(rng.integers(1, 4)))
     for _ in range(int(rng.integers(0, 4))):
         cx, cy = rng.uniform(0, s, size=2)
         rx, ry = rng.uniform(4, 0.2 * s, size=2)
-        tone = int(np.clip(base.mean() + rng.uniform(-30, 30), 0, 255))
+        tone = int(min(max(base.mean() + rng.uniform(-30, 30), 0.0), 255.0))
         draw.ellipse([cx - rx, cy - ry, cx + rx, cy + ry], fill=(tone, tone, tone))
     return np.asarray(img, dtype=np.float32).copy()
 
@@ -198,7 +198,7 @@ def _place(
             centre = rng.uniform([bx0, by0], [bx1, by1])
         else:
             centre = rng.uniform(0, s, size=2)
-        centre = np.clip(centre, 1.0 - lo, s - 1.0 - hi)  # keep the whole shape in the image
+        centre = np.minimum(np.maximum(centre, 1.0 - lo), s - 1.0 - hi)  # keep the whole shape in the image
         # Rounded before rasterising: the stored polygon must rasterise to the painted pixels.
         moved = np.round(poly + centre, 2)
         mask = _rasterise(moved, s)
@@ -236,7 +236,6 @@ def draw_image(p: DrawParams, rng: np.random.Generator) -> tuple[np.ndarray, lis
     boxes: list[tuple[float, float, float, float]] = []
     polys: list[np.ndarray] = []
     colours: list[int] = []
-    yy, xx = np.mgrid[0:s, 0:s].astype(np.float32)
     for _ in range(n):
         label = int(rng.integers(len(p.classes)))
         placed = _place(p, rng, _sample_polygon(p, rng, label), full, visible, boxes)
@@ -250,8 +249,9 @@ def draw_image(p: DrawParams, rng: np.random.Generator) -> tuple[np.ndarray, lis
         # Linear shading across the object: a flat fill would make the task colour-thresholding.
         gx, gy = rng.uniform(-1, 1, size=2) * rng.uniform(0.0, 0.35) / max(s, 1)
         cx, cy = poly.mean(0)
-        shade = 1.0 + gx * (xx[mask] - cx) * 2 + gy * (yy[mask] - cy) * 2
-        canvas[mask] = np.asarray(PALETTE[colour], dtype=np.float32) * shade[:, None]
+        ys, xs = np.nonzero(mask)
+        shade = 1.0 + gx * (xs - cx) * 2 + gy * (ys - cy) * 2
+        canvas[ys, xs] = np.asarray(PALETTE[colour], dtype=np.float32) * shade[:, None]
         for v in visible:
             v &= ~mask
         labels.append(label)
