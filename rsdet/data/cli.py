@@ -57,7 +57,8 @@ def _shapes(args: argparse.Namespace, console: Console) -> int:
     from rsdet.data.shapes import read_manifest
 
     manifest = read_manifest(paths.root) or {}
-    verb = f"generated in {manifest.get('seconds', elapsed):.1f} s" if paths.regenerated else "already generated (cached)"
+    seconds = manifest.get("seconds", elapsed)
+    verb = f"generated in {seconds:.1f} s" if paths.regenerated else "already generated (cached)"
     console.print(f"[bold]shapes dataset[/bold] {verb}: {paths.root}", soft_wrap=True)
     console.print(_stats_table(manifest.get("stats", {})))
     console.print(_class_table(manifest.get("stats", {})))

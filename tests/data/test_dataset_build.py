@@ -96,7 +96,8 @@ def test_coco_preset_follows_a_moved_root(tmp_path):
 def test_lvis_preset_uses_the_lvis_protocol(tmp_path):
     root = tmp_path / "lvis_v1"
     (root / "annotations").mkdir(parents=True)
-    (root / "annotations" / "lvis_v1_val.json").write_text(json.dumps({"images": [], "annotations": [], "categories": []}))
+    empty = {"images": [], "annotations": [], "categories": []}
+    (root / "annotations" / "lvis_v1_val.json").write_text(json.dumps(empty))
     info = dataset_eval_info(_conf("lvis", root=str(root)), "val")
     assert info == {"ann_file": str(root / "annotations" / "lvis_v1_val.json"), "protocol": "lvis", "max_dets": 300}
 
@@ -109,7 +110,8 @@ def test_missing_dataset_paths_say_which_key_to_set(tmp_path, monkeypatch):
     partial = _conf("coco_format", train={"images": "imgs"})
     with pytest.raises(DataError, match=r"dataset\.train\.annotations is not set"):
         build_dataset(partial, "train", train=True)
-    with pytest.raises(DataError, match=r"data/coco/train2017 \(dataset\.train\.images\) does not exist.*dataset\.root="):
+    missing_images = r"data/coco/train2017 \(dataset\.train\.images\) does not exist.*dataset\.root="
+    with pytest.raises(DataError, match=missing_images):
         build_dataset(_conf("coco"), "train", train=True)
     (tmp_path / "data" / "coco" / "val2017").mkdir(parents=True)
     with pytest.raises(DataError, match=r"instances_val2017\.json \(dataset\.val\.annotations\) does not exist"):

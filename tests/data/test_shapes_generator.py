@@ -182,3 +182,16 @@ def test_every_image_can_be_empty_or_full(tmp_path):
     coco = json.loads(few.train_annotations.read_text())
     assert [c["name"] for c in coco["categories"]] == ["star", "cross"]
     assert {a["image_id"] for a in coco["annotations"]} == {img["id"] for img in coco["images"]}
+
+
+def test_progress_is_reported_per_split(tmp_path):
+    calls = []
+
+    def record(split, done, total):
+        calls.append((split, done, total))
+
+    ensure_shapes_dataset(tmp_path / "p", **SMALL, progress=record)
+    assert calls[-1] == ("val", 8, 8) and ("train", 24, 24) in calls
+    assert all(0 < done <= total for _, done, total in calls)
+    # A forced rich bar must also work when stderr is not a terminal (CI logs).
+    assert ensure_shapes_dataset(tmp_path / "q", **SMALL, progress=True).regenerated
