@@ -77,18 +77,22 @@ def evaluate(gt: str | Path | dict, detections: str | Path | list, iou_type: str
     dataset, _ = load_ground_truth(gt, protocol)
     records, source = load_detections(detections)
     dets = validate_detections(records, dataset, source, iou_type)
-    return evaluate_prepared(dataset, dets, iou_type, protocol, max_dets, per_class, verbose)
+    # load_ground_truth / validate_detections returned fresh copies: no need to copy again
+    return evaluate_prepared(dataset, dets, iou_type, protocol, max_dets, per_class, verbose,
+                             copy_records=False)
 
 
 def evaluate_prepared(dataset: dict, dets: list[dict], iou_type: str, protocol: str,
-                      max_dets: int, per_class: bool = False, verbose: bool = False) -> dict:
+                      max_dets: int, per_class: bool = False, verbose: bool = False,
+                      copy_records: bool = True) -> dict:
     """``evaluate`` on inputs already passed through :mod:`rsdet.evaluation.io` (no re-checks).
 
-    Works on copies of the records, since the evaluators write into them, so one prepared
-    dataset can be evaluated many times (threshold sweeps).
+    With ``copy_records`` it works on copies of the annotation and detection records, which the
+    evaluators write into, so one prepared dataset can be evaluated many times (sweeps).
     """
-    dataset = {**dataset, "annotations": [dict(a) for a in dataset["annotations"]]}
-    dets = [dict(d) for d in dets]
+    if copy_records:
+        dataset = {**dataset, "annotations": [dict(a) for a in dataset["annotations"]]}
+        dets = [dict(d) for d in dets]
     with backends.quiet(verbose):
         if protocol == "coco":
             ev, metrics, class_ap = _run_coco(dataset, dets, iou_type, max_dets)

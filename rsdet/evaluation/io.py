@@ -144,45 +144,74 @@ def _to_rle(seg: Any, img: dict) -> tuple[dict | None, str | None]:
     return None, "'segmentation' must be an RLE {'size': [h, w], 'counts': ...}"
 
 
+_PLAIN_NUMBERS = frozenset({int, float})
+
+
+def _plain_bbox_record(rec: Any, images: dict, categories: set) -> bool:
+    """Fast acceptance of the common case (plain ints/floats); anything else gets the full check."""
+    if type(rec) is not dict:
+        return False
+    im, cat, score, box = rec.get("image_id"), rec.get("category_id"), rec.get("score"), rec.get("bbox")
+    if type(im) is not int or type(cat) is not int or im not in images or cat not in categories:
+        return False
+    if type(score) not in _PLAIN_NUMBERS or type(box) is not list or len(box) != 4:
+        return False
+    x, y, w, h = box
+    if not (type(x) in _PLAIN_NUMBERS and type(y) in _PLAIN_NUMBERS
+            and type(w) in _PLAIN_NUMBERS and type(h) in _PLAIN_NUMBERS):
+        return False
+    # a NaN/inf anywhere makes the sum non-finite; an overflowing sum just takes the slow path
+    return math.isfinite(score + x + y + w + h) and w >= 0 and h >= 0
+
+
+def _checked_record(i: int, rec: Any, images: dict, categories: set, source: str,
+                    iou_type: str) -> dict:
+    """Full check of one record: a fixed-up copy, or a DataError naming what is wrong."""
+    where = f"Detections {source}: record {i}"
+    geometry = "bbox" if iou_type == "bbox" else "segmentation"
+    if not isinstance(rec, dict):
+        raise DataError(f"{where} is a {type(rec).__name__}, expected an object with "
+                        f"image_id, category_id, {geometry}, score.")
+    missing = [k for k in ("image_id", "category_id", geometry, "score") if k not in rec]
+    if missing:
+        raise DataError(f"{where} lacks {missing} (has {sorted(rec)}); iou_type={iou_type!r} "
+                        f"needs image_id, category_id, {geometry}, score.")
+    img = images.get(rec["image_id"]) if _is_id(rec["image_id"]) else None
+    if img is None:
+        raise DataError(f"{where} has image_id {rec['image_id']!r}, which is not an image of "
+                        f"the ground truth; were the detections made on another split?")
+    if not _is_id(rec["category_id"]) or rec["category_id"] not in categories:
+        raise DataError(f"{where} has category_id {rec['category_id']!r}, which is not a "
+                        f"category of the ground truth (map contiguous labels back to ids).")
+    if not _finite(rec["score"]):
+        raise DataError(f"{where} has score {rec['score']!r}; scores must be finite numbers.")
+    rec = dict(rec)
+    if iou_type == "bbox":
+        problem = _check_box(rec["bbox"])
+    else:
+        rec.pop("bbox", None)
+        rec["segmentation"], problem = _to_rle(rec["segmentation"], img)
+    if problem:
+        raise DataError(f"{where}: {problem}.")
+    return rec
+
+
 def validate_detections(records: list, gt: dict, source: str, iou_type: str = "bbox") -> list[dict]:
     """Check every record and return copies ready for ``loadRes`` / ``LVISResults``.
 
     Copies, because both loaders write ``id``/``area``/``iscrowd`` into the records. For
     ``iou_type="segm"`` the ``bbox`` key is dropped so that the loaders take the area (which
     decides small/medium/large) from the mask, not from the box, as detectron2 and mmdetection do.
+    The first bad record raises a DataError naming ``source``, its index and the problem.
     """
     images = {img["id"]: img for img in gt["images"]}
     categories = {cat["id"] for cat in gt["categories"]}
-    geometry = "bbox" if iou_type == "bbox" else "segmentation"
-    out = []
-    for i, rec in enumerate(records):
-        where = f"Detections {source}: record {i}"
-        if not isinstance(rec, dict):
-            raise DataError(f"{where} is a {type(rec).__name__}, expected an object with "
-                            f"image_id, category_id, {geometry}, score.")
-        missing = [k for k in ("image_id", "category_id", geometry, "score") if k not in rec]
-        if missing:
-            raise DataError(f"{where} lacks {missing} (has {sorted(rec)}); iou_type={iou_type!r} "
-                            f"needs image_id, category_id, {geometry}, score.")
-        img = images.get(rec["image_id"]) if _is_id(rec["image_id"]) else None
-        if img is None:
-            raise DataError(f"{where} has image_id {rec['image_id']!r}, which is not an image of "
-                            f"the ground truth; were the detections made on another split?")
-        if not _is_id(rec["category_id"]) or rec["category_id"] not in categories:
-            raise DataError(f"{where} has category_id {rec['category_id']!r}, which is not a "
-                            f"category of the ground truth (map contiguous labels back to ids).")
-        if not _finite(rec["score"]):
-            raise DataError(f"{where} has score {rec['score']!r}; scores must be finite numbers.")
-        rec = dict(rec)
-        if iou_type == "bbox":
-            problem = _check_box(rec["bbox"])
-        else:
-            rec.pop("bbox", None)
-            rec["segmentation"], problem = _to_rle(rec["segmentation"], img)
-        if problem:
-            raise DataError(f"{where}: {problem}.")
-        out.append(rec)
-    return out
+    if iou_type == "bbox":
+        return [dict(rec) if _plain_bbox_record(rec, images, categories)
+                else _checked_record(i, rec, images, categories, source, iou_type)
+                for i, rec in enumerate(records)]
+    return [_checked_record(i, rec, images, categories, source, iou_type)
+            for i, rec in enumerate(records)]
 
 
 def scores_of(records: list[dict]) -> np.ndarray:
