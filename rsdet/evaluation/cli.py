@@ -16,8 +16,13 @@ from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
+from rich.table import Table
 
 from rsdet.errors import RsdetError
+from rsdet.evaluation.evaluator import evaluate, metric_keys
+from rsdet.evaluation.io import read_json
+from rsdet.evaluation.sweep import metrics_table, render_table, threshold_sweep, write_table
+from rsdet.records import atomic_write_text, dumps
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
 
@@ -30,8 +35,9 @@ examples:
 
 metrics are fractions in metrics.json (-1 = undefined, e.g. no ground truth of that size) and
 percent in the printed tables. oLRP (lower is better) follows Oksuz et al., TPAMI 2021.
-A score-threshold sweep of a results file keeps detections with score > threshold; a run
-directory is re-run through inference per threshold and its fps measured.
+A score-threshold sweep of a results file keeps detections with score > threshold. With a run
+directory or checkpoint, its config decides the data set, protocol and IoU type; inference runs
+on the validation split and, with --score-thresholds, fps is measured per threshold.
 """
 
 
@@ -59,9 +65,9 @@ def _positive_int(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rsdet evaluate",
-        description="COCO/LVIS AP (pycocotools / lvis, identical numbers) and optimal LRP with its "
-                    "components, for a COCO results file or a trained run; optional score-threshold "
-                    "sweep laid out like Table S11 (Markdown, CSV, LaTeX).",
+        description="COCO/LVIS AP (pycocotools / lvis, identical numbers) and optimal LRP with its\n"
+                    "components, for a COCO results file or a trained run; optional score-threshold\n"
+                    "sweep laid out like Table S11 of the RS Loss supplementary (Markdown, CSV, LaTeX).",
         epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("target", metavar="GT_OR_RUN",
                         help="ground-truth annotation JSON (COCO or LVIS format), or a run directory "
@@ -100,7 +106,7 @@ def _is_run(path: Path) -> bool:
     return path.is_dir() or path.suffix in CHECKPOINT_SUFFIXES
 
 
-def _evaluate_run(args: argparse.Namespace, console: Console) -> Any:
+def _evaluate_run(args: argparse.Namespace) -> Any:
     try:
         from rsdet.engine.inference import evaluate_run  # noqa: PLC0415 - torch is heavy
     except ImportError as err:
@@ -112,9 +118,6 @@ def _evaluate_run(args: argparse.Namespace, console: Console) -> Any:
 
 
 def _print_result(result: Any, console: Console, protocol: str | None = None) -> None:
-    from rsdet.evaluation.evaluator import metric_keys
-    from rsdet.evaluation.sweep import metrics_table, render_table
-
     if isinstance(result, dict) and "rows" in result:
         title = "Score-threshold sweep" + (f" ({result['device']})" if result.get("device") else "")
         console.print(render_table(result["rows"], title=title))
@@ -126,25 +129,19 @@ def _print_result(result: Any, console: Console, protocol: str | None = None) ->
         console.print(metrics_table(metrics, metric_keys(proto), title=f"{iou_type} ({proto})"))
         per_class = metrics.get("per_class")
         if per_class:
-            from rich.table import Table
-
             table = Table(title=f"{iou_type}: per class (%)")
             for col in ("id", "name", "AP", "oLRP", "oLRP_Loc", "oLRP_FP", "oLRP_FN", "LRP thr"):
                 table.add_column(col, justify="left" if col == "name" else "right")
             for cat, c in per_class.items():
                 cells = [c[k] for k in ("AP", "oLRP", "oLRP_Loc", "oLRP_FP", "oLRP_FN")]
                 thr = c["lrp_optimal_threshold"]
-                table.add_row(str(cat), escape(c["name"]), *("–" if v < 0 else f"{100 * v:.1f}" for v in cells),
+                table.add_row(str(cat), escape(c["name"]),
+                              *("–" if v < 0 else f"{100 * v:.1f}" for v in cells),
                               "–" if thr < 0 else f"{thr:.3f}")
             console.print(table)
 
 
 def _evaluate_files(args: argparse.Namespace, console: Console) -> dict:
-    from rsdet.evaluation.evaluator import evaluate
-    from rsdet.evaluation.io import read_json
-    from rsdet.evaluation.sweep import threshold_sweep, write_table
-    from rsdet.records import atomic_write_text, dumps
-
     protocol = args.protocol
     if protocol == "auto":
         protocol = _detect_protocol(read_json(args.target, "Ground-truth"))
@@ -157,21 +154,16 @@ def _evaluate_files(args: argparse.Namespace, console: Console) -> dict:
     atomic_write_text(out / "metrics.json", dumps(result))
     written = [out / "metrics.json"]
     if args.score_thresholds:
-        rows = threshold_sweep(args.target, args.results, args.score_thresholds, iou_type=args.iou_type,
-                               protocol=protocol, max_dets=args.max_dets, verbose=args.verbose)
-        console.print(render_sweep(rows))
+        rows = threshold_sweep(args.target, args.results, args.score_thresholds,
+                               iou_type=args.iou_type, protocol=protocol, max_dets=args.max_dets,
+                               verbose=args.verbose)
+        console.print(render_table(rows, title="Score-threshold sweep"))
         paths = write_table(rows, out, "threshold_sweep")
         atomic_write_text(out / "threshold_sweep.json", dumps({"iou_type": args.iou_type,
                                                                "protocol": protocol, "rows": rows}))
         written += [*paths.values(), out / "threshold_sweep.json"]
     console.print("wrote " + ", ".join(str(p) for p in written))
     return result
-
-
-def render_sweep(rows: list[dict]) -> Any:
-    from rsdet.evaluation.sweep import render_table
-
-    return render_table(rows, title="Score-threshold sweep")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -187,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
                              "directory or checkpoint")
             if not target.exists():
                 raise RsdetError(f"checkpoint not found: {target}")
-            _print_result(_evaluate_run(args, console), console)
+            _print_result(_evaluate_run(args), console)
         else:
             if args.results is None:
                 parser.error("RESULTS is required when GT_OR_RUN is a ground-truth file "

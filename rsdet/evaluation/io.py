@@ -14,7 +14,6 @@ from numbers import Integral, Real
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from pycocotools import mask as mask_utils
 
 from rsdet.errors import DataError
@@ -212,8 +211,3 @@ def validate_detections(records: list, gt: dict, source: str, iou_type: str = "b
                 for i, rec in enumerate(records)]
     return [_checked_record(i, rec, images, categories, source, iou_type)
             for i, rec in enumerate(records)]
-
-
-def scores_of(records: list[dict]) -> np.ndarray:
-    """Scores of validated records, for threshold sweeps."""
-    return np.fromiter((r["score"] for r in records), dtype=float, count=len(records))

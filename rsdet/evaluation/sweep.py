@@ -172,7 +172,7 @@ def render_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | Non
 
 def metrics_table(metrics: Mapping[str, Any], keys: Sequence[str], title: str | None = None) -> Table:
     """One evaluation's metrics (percent, one decimal; – where undefined) as a ``rich`` table."""
-    table = Table(title=title, caption="oLRP and its components: lower is better")
+    table = Table(title=title, caption="oLRP*: lower is better")
     table.add_column("Metric")
     table.add_column("Value (%)", justify="right")
     for k in keys:
