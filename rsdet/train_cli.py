@@ -42,7 +42,7 @@ def _key_overrides(overrides: list[str]) -> list[str]:
     return sorted(o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in _RESUME_NEUTRAL)
 
 
-def find_resumable(resume, overrides: list[str], outputs: Path, current: Path) -> Path | None:
+def find_resumable(resume, overrides: list[str], outputs: Path) -> Path | None:
     """The run directory to continue: an explicit path, or (``resume=true``) the newest unfinished run
     under ``outputs/`` started with the same overrides."""
     from rsdet.records import find_runs
@@ -54,10 +54,10 @@ def find_resumable(resume, overrides: list[str], outputs: Path, current: Path) -
                              "directory that has a checkpoint")
         return path
     wanted = _key_overrides(overrides)
+    if not outputs.is_dir():
+        return None
     candidates = []
     for run in find_runs(outputs):
-        if run.dir.resolve() == current.resolve():
-            continue
         info = run.info or {}
         if info.get("status") == "completed" or not (run.checkpoint_dir / "last.pt").is_file():
             continue
@@ -92,7 +92,7 @@ def run_job(cfg: DictConfig) -> dict:
     resume_from = None
     if cfg.resume not in (False, None, "false"):
         outputs = Path(os.getcwd()) / "outputs"
-        previous = find_resumable(cfg.resume, ctx["overrides"], outputs, run_dir)
+        previous = find_resumable(cfg.resume, ctx["overrides"], outputs)
         if previous is None:
             log.warning("resume=%s: no unfinished run with the same overrides under %s; starting fresh",
                         cfg.resume, outputs)
@@ -107,8 +107,9 @@ def run_job(cfg: DictConfig) -> dict:
 
     record = RunRecord(run_dir)
     record.write_config(cfg)
-    if resume_from is not None:
-        record.update(status="running", resumed_from_iteration=None)
+    if resume_from is not None:  # keep the original choices/overrides; start() notes the resume time
+        info = record.info
+        record.start(info.get("choices"), info.get("overrides"), multirun=info.get("multirun"))
     else:
         record.start(ctx["choices"], ctx["overrides"], multirun=ctx["multirun"])
     try:

@@ -19,6 +19,7 @@ import torch
 from omegaconf import OmegaConf
 
 from rsdet.errors import RsdetError
+from rsdet.records import dumps
 
 log = logging.getLogger(__name__)
 
@@ -129,14 +130,15 @@ def evaluate_run(path, score_thresholds=None, out_dir=None, device: str = "auto"
     if not score_thresholds:
         thr = cfg.eval.score_thresh if cfg.eval.get("score_thresh") is not None else cfg.loss.test_score_thresh
         dets = run_inference(model, val, dev, thr, max_images)
-        (out / "predictions_bbox.json").write_text(json.dumps(dets))
+        (out / "predictions_bbox.json").write_text(dumps(dets, indent=None))
         metrics = evaluate(info["ann_file"], dets, iou_type="bbox", protocol=info["protocol"], max_dets=max_dets)
         (out / "metrics_eval.json").write_text(json.dumps({"bbox": metrics}, indent=2))
         return {"bbox": metrics}
     thresholds = sorted(float(t) for t in score_thresholds)
     dets = run_inference(model, val, dev, thresholds[0], max_images)
     fps = {t: measure_fps(model, val, dev, t, num_images=fps_images) for t in thresholds}
-    rows = threshold_sweep(info["ann_file"], dets, thresholds, iou_type="bbox", protocol=info["protocol"], fps=fps)
+    rows = threshold_sweep(info["ann_file"], dets, thresholds, iou_type="bbox", protocol=info["protocol"], fps=fps,
+                           max_dets=max_dets)
     write_table(rows, out, "threshold_sweep")
     (out / "threshold_sweep.json").write_text(json.dumps({"device": str(dev), "rows": rows}, indent=2, default=str))
     return {"device": str(dev), "rows": rows}

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import random
 import time
 from collections import defaultdict
@@ -30,6 +29,7 @@ from rsdet.engine.inference import pick_device, run_inference
 from rsdet.engine.loggers import build_logger
 from rsdet.engine.schedule import build_optimizer, make_plan, set_lr
 from rsdet.errors import TrainingError
+from rsdet.records import dumps
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ def evaluate_model(cfg: Any, model, val_ds, device, record, console: Console | N
     with _progress(console or Console()) as progress:
         dets = run_inference(model, val_ds, device, thr, cfg.eval.get("max_images"), progress=progress)
     infer_s = time.perf_counter() - start
-    record.predictions_path("bbox").write_text(json.dumps(dets))
+    record.predictions_path("bbox").write_text(dumps(dets, indent=None))
     gt = info["ann_file"]
     if cfg.eval.get("max_images"):
         gt = _subset_gt(gt, {int(val_ds[i][1]["image_id"]) for i in range(min(len(val_ds), cfg.eval.max_images))})
@@ -194,7 +194,7 @@ def train(cfg: Any, record, *, console: Console | None = None, resume_from: Path
                 for k, v in stats.items():
                     sums[f"ratio/{k}"] += float(v)
                 count += 1
-                progress.update(task, advance=1, info=f"loss {float(total):.3f} lr {lr:.4f}")
+                progress.update(task, advance=1, info=f"loss {float(total.detach()):.3f} lr {lr:.4f}")
                 if iteration % log_every == 0 or iteration == plan.max_iters:
                     now = time.perf_counter()
                     row = {"iteration": iteration, "epoch": epoch, "lr": lr,
@@ -225,6 +225,3 @@ def train(cfg: Any, record, *, console: Console | None = None, resume_from: Path
     logger.finish("completed")
     return metrics
 
-
-def is_finite_number(x) -> bool:
-    return isinstance(x, (int, float)) and math.isfinite(x)

@@ -12,13 +12,11 @@ line is a config value, so each ablation of the paper is a command-line override
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
-from torchvision.ops import box_iou  # noqa: F401  (documented equivalence, see _aligned_iou)
 
 from rsdet import losses as L
 from rsdet.errors import ConfigError
@@ -45,24 +43,28 @@ class StageLossConfig:
     stage_weight: float
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
-    extra: dict = field(default_factory=dict)
 
 
 def stage_loss_config(cfg: Any, stage: str) -> StageLossConfig:
     """Merge ``loss.<stage>`` overrides (e.g. ``loss.rpn.box=l1``) over the loss-wide values."""
-    stage_cfg = dict(cfg.get(stage) or {})
+    stage_cfg = {k: v for k, v in dict(cfg.get(stage) or {}).items() if v is not None}
 
     def get(key, default=None):
-        return stage_cfg.get(key, cfg.get(key, default))
+        value = stage_cfg.get(key, cfg.get(key, default))
+        return default if value is None else value
 
     cls = get("cls")
     if cls not in SIGMOID_LOSSES + SOFTMAX_LOSSES:
         raise ConfigError(f"loss.cls={cls!r} is not one of {SIGMOID_LOSSES + SOFTMAX_LOSSES}")
+    delta = float(get("delta", 0.5))
+    if delta < 0 or (delta == 0 and cls in ("ap", "alrp")):
+        need = "> 0 (AP/aLRP have no hard-step branch)" if cls in ("ap", "alrp") else ">= 0"
+        raise ConfigError(f"loss.delta={delta} is invalid for loss.cls={cls}: δ must be {need}")
     if stage == "rpn" and cls == "ce":
         cls = "bce"  # one objectness logit: softmax CE over {object, background} is BCE
     return StageLossConfig(
         cls=cls,
-        delta=float(get("delta", 0.5)),
+        delta=delta,
         label=get("label", "binary"),
         box=get("box", "giou"),
         box_weight=float(get("box_weight", 1.0)),
@@ -76,37 +78,32 @@ def stage_loss_config(cfg: Any, stage: str) -> StageLossConfig:
     )
 
 
-def _aligned_iou(a: Tensor, b: Tensor) -> Tensor:
-    """IoU of paired boxes (diagonal of torchvision's box_iou without the N×N matrix)."""
-    lt = torch.max(a[:, :2], b[:, :2])
-    rb = torch.min(a[:, 2:], b[:, 2:])
-    inter = (rb - lt).clamp(min=0).prod(1)
-    area_a = (a[:, 2:] - a[:, :2]).clamp(min=0).prod(1)
-    area_b = (b[:, 2:] - b[:, :2]).clamp(min=0).prod(1)
-    return inter / (area_a + area_b - inter).clamp(min=1e-12)
-
-
 class Criterion:
-    """Computes the loss terms of every stage. Holds the only training state losses have
-    (aLRP's epoch-based self-balance), exposed through ``state_dict`` for checkpoints."""
+    """Computes the loss terms of every stage. Holds the only training state losses have (the task
+    balancers, e.g. aLRP's epoch-based self-balance), exposed through ``state_dict`` for checkpoints."""
 
     def __init__(self, loss_cfg: Any, samplers: dict[str, dict]):
         self.cfg = {stage: stage_loss_config(loss_cfg, stage) for stage in ("rpn", "rcnn")}
         self.samplers = samplers
-        self.alrp_balance = {
-            stage: L.ALRPSelfBalance(init_weight=float(loss_cfg.get("alrp_init_weight", 50.0)),
-                                     period=int(loss_cfg.get("alrp_period", 500)))
-            for stage in ("rpn", "rcnn")
-        }
+        self.balancers = {}
+        for stage, cfg in self.cfg.items():
+            if cfg.cls == "alrp":
+                balancer = L.build_task_balancer("alrp", init_weight=float(loss_cfg.get("alrp_init_weight", 50.0)),
+                                                 period=int(loss_cfg.get("alrp_period", 500)))
+            elif cfg.balance == "constant":
+                balancer = L.build_task_balancer("constant", value=cfg.box_weight)
+            else:
+                balancer = L.build_task_balancer(cfg.balance)
+            self.balancers[stage] = balancer
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict:
-        return {stage: sb.state_dict() for stage, sb in self.alrp_balance.items()}
+        return {stage: b.state_dict() for stage, b in self.balancers.items()}
 
     def load_state_dict(self, state: dict) -> None:
-        for stage, sb in self.alrp_balance.items():
-            if stage in state:
-                sb.load_state_dict(state[stage])
+        for stage, b in self.balancers.items():
+            if state.get(stage):
+                b.load_state_dict(state[stage])
 
     # ------------------------------------------------------------------ main
     def __call__(self, out: StageOutput, num_images: int) -> tuple[dict[str, Tensor], dict[str, float]]:
@@ -122,14 +119,13 @@ class Criterion:
         ref = out.ref_boxes[keep][pos]
         gt = out.gt_boxes[keep][pos]
         pred_boxes = out.box_coder.decode_single(deltas, ref)
-        with torch.no_grad():
-            ious = _aligned_iou(pred_boxes.detach().float(), gt.float())
 
         stats = self._ratios(out.name, len(classes), len(pos), out.num_classes)
         box_per_pos = self._box_loss_per_positive(cfg, pred_boxes, deltas, ref, gt, out)
-        terms = self._classification(cfg, out, logits, classes, pos, ious, box_per_pos)
+        terms, cls_grad_l1 = self._classification(cfg, out, logits, classes, pos, pred_boxes, gt, box_per_pos)
         if "box" not in terms:
-            terms["box"] = self._box_term(cfg, terms, logits, pos, ious, box_per_pos, len(classes), deltas, ref, gt, out)
+            terms["box"] = self._box_term(cfg, out.name, terms, logits, classes, pos, pred_boxes, deltas, ref, gt,
+                                          box_per_pos, len(classes), cls_grad_l1)
         w = cfg.stage_weight
         named = {f"{out.name}_{k}": (w * v if w != 1.0 else v) for k, v in terms.items()}
         return named, stats
@@ -137,7 +133,10 @@ class Criterion:
     # ------------------------------------------------------------------ pieces
     @staticmethod
     def _ratios(stage: str, num_instances: int, num_pos: int, num_classes: int) -> dict[str, float]:
-        """pos:neg instance and task ratios (supplementary Table S7), as negatives per positive."""
+        """pos:neg instance and task ratios (supplementary Table S7), as negatives per positive.
+
+        A positive instance of a C-class sigmoid classifier is 1 positive and C - 1 negative tasks;
+        a negative instance is C negative tasks."""
         num_neg = num_instances - num_pos
         neg_tasks = num_pos * (num_classes - 1) + num_neg * num_classes
         denom = max(num_pos, 1)
@@ -148,45 +147,46 @@ class Criterion:
             f"{stage}/task_neg_per_pos": neg_tasks / denom,
         }
 
-    def _targets(self, cfg: StageLossConfig, logits: Tensor, classes: Tensor, pos: Tensor, ious: Tensor,
-                 binary: bool) -> Tensor:
-        """One-hot (M, C) target matrix; positives carry their continuous label (spec §1.1 step 4)."""
-        target = torch.zeros_like(logits, dtype=torch.float32)
+    @staticmethod
+    def _targets(logits: Tensor, classes: Tensor, pos: Tensor, values: Tensor | None) -> Tensor:
+        """One-hot (M, C) target matrix; positives carry their label (spec §1.1 step 4)."""
+        target = torch.zeros(logits.shape, dtype=torch.float32, device=logits.device)
         if pos.numel():
-            value = torch.ones_like(ious) if binary else L.continuous_labels(cfg.label, ious=ious)
-            target[pos, classes[pos]] = value.float()
+            target[pos, classes[pos]] = 1.0 if values is None else values.float()
         return target
 
-    def _classification(self, cfg, out, logits, classes, pos, ious, box_per_pos) -> dict[str, Tensor]:
+    def _classification(self, cfg, out, logits, classes, pos, pred_boxes, gt, box_per_pos):
+        """Classification terms, plus the closed-form L1 norm of a ranking loss's gradient (for the
+        magnitude-based self-balance) when there is one."""
         if cfg.cls == "ce":
             target = torch.where(classes >= 0, classes, torch.full_like(classes, out.num_classes))
-            return {"cls": F.cross_entropy(logits, target)}
+            return {"cls": L.softmax_cross_entropy(logits, target)}, None
+        binary = self._targets(logits, classes, pos, None)
         if cfg.cls == "bce":
-            target = self._targets(cfg, logits, classes, pos, ious, binary=True)
-            return {"cls": F.binary_cross_entropy_with_logits(logits, target.to(logits.dtype))}
+            return {"cls": L.binary_cross_entropy(logits, binary.to(logits.dtype))}, None
         if cfg.cls == "focal":
-            target = self._targets(cfg, logits, classes, pos, ious, binary=True)
-            loss = L.sigmoid_focal_loss(logits, target.to(logits.dtype), alpha=cfg.focal_alpha,
+            loss = L.sigmoid_focal_loss(logits, binary.to(logits.dtype), alpha=cfg.focal_alpha,
                                         gamma=cfg.focal_gamma, reduction="sum")
-            return {"cls": loss / max(pos.numel(), 1)}
+            return {"cls": loss / max(pos.numel(), 1)}, None
         if cfg.cls == "rs":
-            target = self._targets(cfg, logits, classes, pos, ious, binary=cfg.label == "binary")
-            rank, sort = L.rank_sort_loss(logits, target, delta=cfg.delta)
-            return {"rank": rank, "sort": sort}
+            labels = L.continuous_labels(cfg.label, pred_boxes=pred_boxes, gt_boxes=gt, num=pos.numel())
+            rank, sort = L.rank_sort_loss(logits, self._targets(logits, classes, pos, labels), delta=cfg.delta)
+            grad_l1 = L.ranking_gradient_l1(rank) if cfg.balance == "magnitude" and logits.requires_grad else None
+            return {"rank": rank, "sort": sort}, grad_l1
         if cfg.cls == "ap":
-            target = self._targets(cfg, logits, classes, pos, ious, binary=True)
-            return {"cls": L.ap_loss(logits, target, delta=cfg.delta)}
+            loss = L.ap_loss(logits, binary, delta=cfg.delta)
+            grad_l1 = L.ranking_gradient_l1(loss) if cfg.balance == "magnitude" and logits.requires_grad else None
+            return {"cls": loss}, grad_l1
         if cfg.cls == "alrp":
-            # E_loc = L_GIoU / (2 (1 - τ)) (spec §1.6); constants for the classification gradient
-            target = self._targets(cfg, logits, classes, pos, ious, binary=True)
-            scale = 2.0 * (1.0 - out.iou_threshold)
-            loc_errors = box_per_pos / scale
-            result = L.alrp_loss(logits, target, loc_errors.detach(), delta=cfg.delta)
-            cls_value, rank, order = result[0], result[1], result[2]
-            loc = L.alrp_loc_loss(loc_errors, rank, order)
-            balance = self.alrp_balance[out.name]
-            balance.update(cls_value.detach(), loc.detach())
-            return {"cls": cls_value, "box": balance.weight * loc}
+            # E_loc = L_GIoU / (2 (1 - τ)) (spec §1.6): constants for the classification gradient,
+            # differentiable in the localisation component.
+            loc_errors = L.alrp_loc_errors(box_per_pos, tau=out.iou_threshold)
+            result = L.alrp_loss(logits, binary, loc_errors.detach(), delta=cfg.delta)
+            loc = L.alrp_loc_loss(loc_errors, result.rank, result.order)
+            if pos.numel() == 0:
+                return {"cls": result.cls_loss, "box": loc}, None
+            weight = self.balancers[out.name](result.cls_loss, loc)
+            return {"cls": result.cls_loss, "box": weight * loc}, None
         raise ConfigError(f"unknown loss.cls={cfg.cls!r}")
 
     def _box_loss_per_positive(self, cfg, pred_boxes, deltas, ref, gt, out) -> Tensor:
@@ -199,32 +199,37 @@ class Criterion:
             return L.smooth_l1_loss(deltas, target_deltas, beta=1.0 / 9, reduction="none").sum(-1)
         raise ConfigError(f"loss.box={cfg.box!r} is not one of giou, l1, smooth_l1")
 
-    def _box_term(self, cfg, terms, logits, pos, ious, box_per_pos, num_instances, deltas, ref, gt, out) -> Tensor:
+    def _weights(self, cfg, logits, classes, pos, pred_boxes, ref, gt) -> Tensor:
+        """Instance weights of Table S1 / Eq. S18, S21 (all detached)."""
+        kind = cfg.weighting
+        kwargs: dict[str, Any] = {"num": pos.numel()}
+        if kind == "score":
+            kwargs["cls_logits"] = logits[pos]
+        elif kind == "iou":
+            kwargs.update(pred_boxes=pred_boxes.detach(), gt_boxes=gt)
+        elif kind == "centerness":
+            kwargs.update(anchor_centers=(ref[:, :2] + ref[:, 2:]) / 2, gt_boxes=gt)
+        elif kind == "rank":
+            target = self._targets(logits, classes, pos, None)
+            kwargs.update(pos_logits=logits.detach()[pos, classes[pos]],
+                          ranks=L.positive_ranks(logits.detach(), target, delta=cfg.delta),
+                          delta_loc=cfg.delta_loc)
+        return L.instance_weights(kind, **kwargs)
+
+    def _box_term(self, cfg, stage, terms, logits, classes, pos, pred_boxes, deltas, ref, gt, box_per_pos,
+                  num_instances, cls_grad_l1) -> Tensor:
         if pos.numel() == 0:
             return deltas.sum() * 0.0
         if cfg.box_normalizer == "sampled":  # mmdet's standard heads: sum over positives / sampled count
             box = box_per_pos.sum() / max(num_instances, 1)
         else:
-            weights = L.instance_weights(
-                cfg.weighting,
-                logits=logits[pos].detach(),
-                ious=ious,
-                pred_boxes=None,
-                anchors=ref,
-                gt_boxes=gt,
-                all_logits=logits.detach(),
-                positive_index=pos,
-                delta=cfg.delta,
-                delta_loc=cfg.delta_loc,
-            )
-            box = L.weighted_mean(box_per_pos, weights)
+            box = L.weighted_mean(box_per_pos, self._weights(cfg, logits, classes, pos, pred_boxes, ref, gt))
         cls_total = sum(terms.values())
-        if cfg.balance == "constant":
-            lam = cfg.box_weight
-        elif cfg.balance == "value":
-            lam = L.value_self_balance(cls_total, box)
-        elif cfg.balance == "magnitude":
-            lam = L.magnitude_self_balance(cls_total, box, logits, deltas)
-        else:
-            raise ConfigError(f"loss.balance={cfg.balance!r} is not one of constant, value, magnitude")
-        return lam * box
+        ctx = {}
+        if cfg.balance == "magnitude":
+            ctx = {"box_outputs": deltas}
+            if cls_grad_l1 is not None:
+                ctx["cls_grad_l1"] = cls_grad_l1
+            else:
+                ctx["cls_outputs"] = logits
+        return self.balancers[stage](cls_total, box, **ctx) * box

@@ -1,0 +1,41 @@
+"""Shared fixtures: a tiny shapes dataset and overrides that train for a few iterations on the CPU."""
+
+import os
+
+import pytest
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+
+@pytest.fixture(scope="session")
+def shapes_cache(tmp_path_factory):
+    """A cache folder shared by every end-to-end test, so the tiny dataset is generated once."""
+    return tmp_path_factory.mktemp("rsdet-cache")
+
+
+TINY = [
+    "dataset.generate.num_train=12",
+    "dataset.generate.num_val=6",
+    "dataset.generate.image_size=96",
+    "dataset.min_size=96",
+    "dataset.max_size=96",
+    "schedule.max_iters=4",
+    "schedule.batch_size=2",
+    "schedule.warmup_iters=2",
+    "schedule.checkpoint_every=2",
+    "logger=none",
+    "logger.log_every=1",
+    "detector.rpn.pre_nms_top_n_train=100",
+    "detector.rpn.post_nms_top_n_train=50",
+    "detector.rpn.pre_nms_top_n_test=100",
+    "detector.rpn.post_nms_top_n_test=50",
+]
+
+
+@pytest.fixture
+def tiny_run(shapes_cache, tmp_path, monkeypatch):
+    """chdir into a fresh folder (runs go to ./outputs) and return the tiny overrides."""
+    monkeypatch.setenv("RSDET_CACHE", str(shapes_cache))
+    monkeypatch.chdir(tmp_path)
+    return list(TINY)

@@ -1,0 +1,130 @@
+"""End to end: a few training iterations of each recipe on a tiny shapes split, evaluation, run records,
+resume after an interruption, a two-job multirun followed by `rsdet report`, and bad input."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from rsdet import train_cli
+from rsdet.records import RunRecord, find_runs
+from rsdet.report.cli import main as report_main
+
+
+def _runs(root="outputs"):
+    return find_runs(Path(root))
+
+
+def _only_run():
+    runs = _runs()
+    assert len(runs) == 1, [r.dir for r in runs]
+    return runs[0]
+
+
+@pytest.mark.parametrize("loss", ["rs", "ce"])
+def test_recipe_trains_evaluates_and_writes_a_complete_record(tiny_run, loss):
+    assert train_cli.main([f"loss={loss}", *tiny_run]) == 0
+    run = _only_run()
+    assert run.info["status"] == "completed"
+    assert run.info["choices"]["loss"] == loss and run.info["iteration"] == 4
+    assert (run.dir / "config.yaml").is_file() and (run.dir / "checkpoints" / "last.pt").is_file()
+    history = run.read_history()
+    assert [row["iteration"] for row in history] == [1, 2, 3, 4]
+    keys = set(history[0])
+    expected_terms = {"loss/rpn_rank", "loss/rpn_sort", "loss/rpn_box", "loss/rcnn_rank", "loss/rcnn_sort",
+                      "loss/rcnn_box"} if loss == "rs" else {"loss/rpn_cls", "loss/rpn_box", "loss/rcnn_cls",
+                                                             "loss/rcnn_box"}
+    assert expected_terms <= keys
+    assert {"lr", "sec_per_iter", "ratio/rpn/task_neg_per_pos", "ratio/rcnn/instance_neg_per_pos"} <= keys
+    if loss == "ce":  # random sampler: at most 256 anchors per image
+        assert history[0]["ratio/rpn/num_pos"] + history[0]["ratio/rpn/num_neg"] <= 2 * 256
+    metrics = run.metrics
+    for k in ("AP", "AP50", "AP75", "APs", "APm", "APl", "oLRP", "oLRP_Loc", "oLRP_FP", "oLRP_FN"):
+        assert k in metrics["bbox"]
+    preds = json.loads(run.predictions_path("bbox").read_text())
+    assert isinstance(preds, list)
+
+
+def test_resume_continues_from_the_last_checkpoint(tiny_run, monkeypatch):
+    import rsdet.engine.trainer as trainer
+
+    real_set_lr = trainer.set_lr
+
+    def interrupt_at_3(optimizer, plan, it):
+        if it == 3:
+            raise KeyboardInterrupt
+        return real_set_lr(optimizer, plan, it)
+
+    monkeypatch.setattr(trainer, "set_lr", interrupt_at_3)
+    with pytest.raises(KeyboardInterrupt):
+        train_cli.main(["schedule.checkpoint_every=2", *tiny_run])
+    run = _only_run()
+    assert run.info["status"] == "interrupted" and "resume=true" in run.info["error"]
+    state = torch.load(run.checkpoint_dir / "last.pt", weights_only=False)
+    assert state["iteration"] == 3  # Ctrl-C saves a checkpoint at the iteration reached
+
+    monkeypatch.setattr(trainer, "set_lr", real_set_lr)
+    assert train_cli.main(["schedule.checkpoint_every=2", *tiny_run, "resume=true"]) == 0
+    resumed = RunRecord(run.dir, create=False)
+    assert resumed.info["status"] == "completed" and resumed.info["iteration"] == 4
+    assert [r["iteration"] for r in resumed.read_history()] == [1, 2, 3, 4]
+    assert resumed.metrics["iterations"] == 4
+
+
+def test_multirun_then_report(tiny_run, capsys):
+    assert train_cli.main(["-m", "loss=rs,ce", *tiny_run]) == 0
+    sweeps = list(Path("outputs/multirun").glob("*/*"))
+    assert len(sweeps) == 1
+    runs = _runs(sweeps[0])
+    assert sorted(r.info["choices"]["loss"] for r in runs) == ["ce", "rs"]
+    assert all(r.info["multirun"]["job_num"] in (0, 1) for r in runs)
+    capsys.readouterr()
+    assert report_main([str(sweeps[0]), "--rows", "loss", "--metric", "AP,oLRP"]) == 0
+    out = capsys.readouterr().out
+    assert "rs" in out and "ce" in out
+    assert (sweeps[0] / "report.md").is_file() and (sweeps[0] / "report.csv").is_file()
+    assert (sweeps[0] / "report.tex").is_file()
+
+
+def test_a_failing_job_does_not_stop_the_sweep(tiny_run, capsys):
+    code = train_cli.main(["-m", "loss.delta=0.5,-1", *tiny_run])
+    assert code == 1
+    runs = _runs(next(Path("outputs/multirun").glob("*/*")))
+    status = sorted(r.info["status"] for r in runs)
+    assert status == ["completed", "failed"]
+    failed = next(r for r in runs if r.info["status"] == "failed")
+    assert "delta" in failed.info["error"]
+    assert "1/2 jobs completed" in capsys.readouterr().out
+
+
+def test_missing_dataset_path_fails_with_the_config_key(tiny_run):
+    code = train_cli.main(["dataset=coco_format", "dataset.train.images=nowhere/images",
+                           "dataset.train.annotations=nowhere/train.json", "dataset.val.images=nowhere/images",
+                           "dataset.val.annotations=nowhere/val.json", "logger=none"])
+    assert code == 1
+    run = _only_run()
+    assert run.info["status"] == "failed"
+    assert "nowhere" in run.info["error"] and "dataset.train" in run.info["error"]
+
+
+def test_nan_loss_stops_naming_iteration_and_term_and_keeps_checkpoint(tiny_run, monkeypatch):
+    from rsdet.models.criterion import Criterion
+
+    real_call = Criterion.__call__
+    calls = {"n": 0}
+
+    def poisoned(self, out, num_images):
+        terms, stats = real_call(self, out, num_images)
+        if out.name == "rcnn":
+            calls["n"] += 1
+            if calls["n"] == 3:
+                terms["rcnn_box"] = terms["rcnn_box"] * float("nan")
+        return terms, stats
+
+    monkeypatch.setattr(Criterion, "__call__", poisoned)
+    assert train_cli.main(tiny_run) == 1
+    run = _only_run()
+    assert run.info["status"] == "failed"
+    assert "rcnn_box" in run.info["error"] and "iteration 3" in run.info["error"]
+    assert torch.load(run.checkpoint_dir / "last.pt", weights_only=False)["iteration"] == 2
