@@ -38,7 +38,7 @@ from __future__ import annotations
 import torch
 
 # Grid cells per edge: more cells = fewer entries needing the binary search, bigger table.
-_CELLS_PER_EDGE = 32
+_CELLS_PER_EDGE = 64
 _MAX_CELLS = 1 << 21
 
 

@@ -202,7 +202,8 @@ def ranking_gradient_l1(output: torch.Tensor) -> torch.Tensor:
     """L1 norm of the closed-form gradient stored by a ranking loss, in O(P), without backward.
 
     ``output`` must be a raw output of :func:`rank_sort_loss` (either of its two outputs),
-    :func:`ap_loss` or :func:`alrp_loss` (``cls_loss``), before any arithmetic.  Because negatives
+    :func:`ap_loss` or :func:`alrp_loss` (``cls_loss``), before any arithmetic, computed from
+    logits that require grad (the gradient is found through ``output.grad_fn``).  Because negatives
     only receive non-negative gradient and the gradient sums to zero, ||g||_1 = sum over
     positives of (|g_i| - g_i).  This is the numerator of the magnitude-based self-balance
     (supplementary S2.1): lambda = ||dL_RS/ds||_1 / ||dL_box/db||_1.

@@ -1,0 +1,305 @@
+#!/usr/bin/env python
+"""Benchmark: RS / AP / aLRP Loss (rsdet.losses) vs torchvision sigmoid focal loss vs a naive loop.
+
+Times forward + backward in one process on the same tensors, medians over interleaved repeats
+(each repeat runs every loss once, so machine noise hits all of them alike).  The naive loop is
+the official algorithm (a Python loop over positives, vectorised over negatives, float32); where
+running it fully is too slow it is timed on the first K positives and extrapolated linearly
+(marked ``~``).  Peak extra memory of one forward + backward is measured in a fresh subprocess:
+on CPU the peak resident set (VmHWM, reset through /proc/self/clear_refs once the inputs exist)
+minus the resident set at that moment; on CUDA ``torch.cuda.max_memory_allocated``.  The
+focal-loss column is measured the same way, for comparison.
+
+Examples:
+    python scripts/bench_losses.py                      # full grid N x P
+    python scripts/bench_losses.py --quick              # two small cases, few repeats
+    python scripts/bench_losses.py --sizes 1e6:1000 --repeats 15
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+import torchvision
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from rsdet.losses import alrp_loss, ap_loss, rank_sort_loss  # noqa: E402
+
+LOSSES = ("focal", "rs", "ap", "alrp")
+DEFAULT_SIZES = [(int(n), p) for n in (1e5, 1e6, 4e6) for p in (100, 1000, 5000)]
+
+
+def make_inputs(n: int, p: int, device: str, seed: int = 0):
+    """Early-training-like scores: negatives ~ N(-4, 1.5), positives ~ N(-2, 1.5), IoU labels
+    U(0.1, 1), 1% ignored — nearly every negative is "relevant" (the loop's worst case)."""
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(n, generator=g) * 1.5 - 4.0
+    targets = torch.zeros(n)
+    targets[torch.randperm(n, generator=g)[: n // 100]] = -1.0
+    pos = torch.randperm(n, generator=g)[:p]
+    logits[pos] += 2.0
+    targets[pos] = torch.rand(p, generator=g) * 0.9 + 0.1
+    binary = torch.where(targets > 0, torch.ones_like(targets), targets)
+    loc = torch.rand(p, generator=g) * 2.0
+    return logits.to(device), targets.to(device), binary.to(device), loc.to(device)
+
+
+def run_loss(name, logits, targets, binary, loc, delta=None):
+    x = logits.detach().clone().requires_grad_()
+    if name == "focal":
+        loss = torchvision.ops.sigmoid_focal_loss(x, binary.clamp(min=0), reduction="sum")
+    elif name == "rs":
+        rank, sort = rank_sort_loss(x, targets, 0.5 if delta is None else delta)
+        loss = rank + sort
+    elif name == "ap":
+        loss = ap_loss(x, binary, 1.0 if delta is None else delta)
+    else:
+        loss = alrp_loss(x, binary, loc, 1.0 if delta is None else delta).cls_loss
+    loss.backward()
+    return x.grad
+
+
+# ---------------------------------------------------------------------------------------------
+# Naive loop: the official algorithm (spec §1.2-1.5) — one iteration per positive, O(P * N).
+# ---------------------------------------------------------------------------------------------
+def _h(x, delta):
+    return (x >= 0).float() if delta == 0 else torch.clamp(x / (2 * delta) + 0.5, 0, 1)
+
+
+def loop_loss(name, logits, targets, binary, loc, max_pos=None, delta=None):
+    """Returns the number of positives processed (all, or the first ``max_pos``)."""
+    delta = (0.5 if name == "rs" else 1.0) if delta is None else delta
+    s = logits.detach().float()
+    t = targets if name == "rs" else binary
+    pos = (t > 0).nonzero().squeeze(1) if name == "rs" else (t == 1).nonzero().squeeze(1)
+    sp = s[pos]
+    y = t[pos].float()
+    neg_mask = (t == 0) & (s >= sp.min() - delta)
+    neg = neg_mask.nonzero().squeeze(1)
+    sn = s[neg]
+    grad = torch.zeros_like(s)
+    order = torch.argsort(sp)
+    count = len(order) if max_pos is None else min(max_pos, len(order))
+    p_max = 0.0
+    for a in order[:count].tolist():
+        h = _h(sp - sp[a], delta)
+        g = _h(sn - sp[a], delta)
+        n_fp = g.sum()
+        if name == "rs":
+            rank_plus = h.sum()
+            l_r = n_fp / (rank_plus + n_fp)
+            target = h * (y >= y[a])
+            l_s = (h * (1 - y)).sum() / rank_plus - (target * (1 - y)).sum() / target.sum()
+            mis = h * (y < y[a])
+            if n_fp > 1e-10:
+                grad[pos[a]] -= l_r
+                grad[neg] += l_r * g / n_fp
+            if mis.sum() > 1e-10:
+                grad[pos[a]] -= l_s
+                grad[pos] += l_s * mis / mis.sum()
+        else:
+            h[a] = 0
+            rank = 1 + h.sum() + n_fp
+            if name == "ap":
+                prec = float((1 + h.sum()) / rank)
+                scale = 1.0 if p_max <= prec else (1 - p_max) / (1 - prec)
+                p_max = max(p_max, prec)
+                grad[neg] += g / rank * scale
+                grad[pos[a]] -= 1 - p_max
+            elif n_fp > 1e-5:
+                u = ((h * loc).sum() + n_fp) / rank
+                grad[pos[a]] -= u
+                grad[neg] += u * g / n_fp
+    grad /= len(pos)
+    return count
+
+
+# ---------------------------------------------------------------------------------------------
+def median_times(fns: dict, repeats: int, sync) -> dict:
+    times = {k: [] for k in fns}
+    for f in fns.values():
+        f()
+        sync()
+    for _ in range(repeats):
+        for k, f in fns.items():
+            start = time.perf_counter()
+            f()
+            sync()
+            times[k].append(time.perf_counter() - start)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def time_loop(name, inputs, budget_s: float, sync) -> tuple[float, bool]:
+    """Loop time in seconds, and whether it was extrapolated from a prefix of positives."""
+    p = inputs[3].numel()
+    probe = max(1, min(p, 5))
+    start = time.perf_counter()
+    loop_loss(name, *inputs, max_pos=probe)
+    sync()
+    t_probe = time.perf_counter() - start
+    if t_probe * p / probe <= budget_s:
+        start = time.perf_counter()
+        loop_loss(name, *inputs)
+        sync()
+        return time.perf_counter() - start, False
+    k = max(probe, min(p, int(budget_s / max(t_probe / probe, 1e-9))))
+    start = time.perf_counter()
+    loop_loss(name, *inputs, max_pos=k)
+    sync()
+    per = (time.perf_counter() - start) / k
+    return per * p, True
+
+
+def _status_kb(key: str) -> int:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    raise KeyError(key)
+
+
+def measure_peak_here(name: str, n: int, p: int, device: str) -> float:
+    """Run one forward+backward in THIS process and return its peak extra memory in MB.
+
+    CPU: the process's resident set high-water mark (VmHWM) is reset after the inputs are built
+    (``echo 5 > /proc/self/clear_refs``), so the peak is that of the loss alone; the baseline is
+    the resident set at that moment.  Without /proc (non-Linux) the ru_maxrss growth is used,
+    which under-reports if building the inputs peaked higher.  CUDA: max_memory_allocated.
+    """
+    inputs = make_inputs(n, p, device)
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        run_loss(name, *inputs)
+        torch.cuda.synchronize()
+        return (torch.cuda.max_memory_allocated() - base) / 2**20
+    try:
+        base = _status_kb("VmRSS")
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        run_loss(name, *inputs)
+        return (_status_kb("VmHWM") - base) / 1024
+    except OSError:
+        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        run_loss(name, *inputs)
+        return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024
+
+
+def peak_memory_mb(name: str, n: int, p: int, device: str) -> float:
+    """Peak extra memory (MB) of one forward+backward, measured in a fresh subprocess."""
+    code = (f"import sys, torch; sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r})\n"
+            f"torch.set_num_threads({torch.get_num_threads()})\n"
+            "import bench_losses as b\n"
+            f"print(b.measure_peak_here({name!r}, {n}, {p}, {device!r}))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def parse_sizes(text: str):
+    sizes = []
+    for item in text.split(","):
+        n, p = item.split(":")
+        sizes.append((int(float(n)), int(float(p))))
+    return sizes
+
+
+def fmt_ms(seconds: float) -> str:
+    ms = seconds * 1e3
+    return f"{ms:.1f}" if ms < 1000 else f"{ms:.0f}"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", type=parse_sizes, default=None,
+                    help="comma-separated N:P pairs, e.g. 1e6:1000,4e6:5000 (default: full grid)")
+    ap.add_argument("--quick", action="store_true",
+                    help="small grid (1e5:100, 1e6:1000), 5 repeats, 2 s loop budget")
+    ap.add_argument("--repeats", type=int, default=None, help="timed repeats (default 11)")
+    ap.add_argument("--loop-budget", type=float, default=None,
+                    help="seconds per loop measurement before extrapolating (default 5)")
+    ap.add_argument("--no-loop", action="store_true", help="skip the naive loop")
+    ap.add_argument("--no-memory", action="store_true", help="skip the memory subprocesses")
+    ap.add_argument("--losses", default="rs,ap,alrp", help="subset of rs,ap,alrp")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch CPU threads (default: torch's default). On a shared box, "
+                         "--threads 1 avoids OpenMP stalls when another process holds a core")
+    ap.add_argument("--json", help="also write the results to this file")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    sizes = args.sizes or ([(100_000, 100), (1_000_000, 1000)] if args.quick else DEFAULT_SIZES)
+    repeats = args.repeats or (5 if args.quick else 11)
+    budget = args.loop_budget or (2.0 if args.quick else 5.0)
+    ranking = [x for x in args.losses.split(",") if x]
+    sync = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
+    print(f"device={args.device} threads={torch.get_num_threads()} torch={torch.__version__} "
+          f"repeats={repeats} (medians, ms, forward+backward)")
+
+    rows = []
+    for n, p in sizes:
+        inputs = make_inputs(n, p, args.device)
+        fns = {k: (lambda k=k: run_loss(k, *inputs)) for k in ["focal", *ranking]}
+        med = median_times(fns, repeats, sync)
+        row = {"N": n, "P": p, **{f"{k}_ms": med[k] * 1e3 for k in med}}
+        for k in ranking:
+            row[f"{k}/focal"] = med[k] / med["focal"]
+            if not args.no_loop:
+                t_loop, extrap = time_loop(k, inputs, budget, sync)
+                row[f"{k}_loop_ms"], row[f"{k}_loop_extrapolated"] = t_loop * 1e3, extrap
+                row[f"loop/{k}"] = t_loop / med[k]
+        if not args.no_memory:
+            for k in ["focal", *ranking]:
+                row[f"{k}_peak_mb"] = peak_memory_mb(k, n, p, args.device)
+        rows.append(row)
+        print_row(row, ranking, args)
+        sys.stdout.flush()
+    print_table(rows, ranking, args)
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(rows, fh, indent=1)
+    return 0
+
+
+def print_row(row, ranking, args):
+    parts = [f"N={row['N']:.0e} P={row['P']}: focal {fmt_ms(row['focal_ms'] / 1e3)}"]
+    for k in ranking:
+        parts.append(f"{k} {fmt_ms(row[f'{k}_ms'] / 1e3)} ({row[f'{k}/focal']:.2f}x focal)")
+    print("  " + ", ".join(parts))
+
+
+def print_table(rows, ranking, args):
+    head = ["N", "P", "focal"] + [f"{k}" for k in ranking] + [f"{k}/focal" for k in ranking]
+    if not args.no_loop:
+        head += [f"{k} loop" for k in ranking] + [f"loop/{k}" for k in ranking]
+    if not args.no_memory:
+        head += ["focal MB"] + [f"{k} MB" for k in ranking]
+    print("\n| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
+    for r in rows:
+        cells = [f"{r['N']:.0e}".replace("e+0", "e"), str(r["P"]), fmt_ms(r["focal_ms"] / 1e3)]
+        cells += [fmt_ms(r[f"{k}_ms"] / 1e3) for k in ranking]
+        cells += [f"{r[f'{k}/focal']:.2f}" for k in ranking]
+        if not args.no_loop:
+            cells += [("~" if r[f"{k}_loop_extrapolated"] else "") + fmt_ms(r[f"{k}_loop_ms"] / 1e3)
+                      for k in ranking]
+            cells += [f"{r[f'loop/{k}']:.0f}" for k in ranking]
+        if not args.no_memory:
+            cells += [f"{r['focal_peak_mb']:.0f}"] + [f"{r[f'{k}_peak_mb']:.0f}" for k in ranking]
+        print("| " + " | ".join(cells) + " |")
+    print("\n(~ = loop timed on a prefix of the positives and extrapolated linearly; "
+          "MB = peak extra resident memory of one forward+backward)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
