@@ -22,7 +22,7 @@ def _only_run():
     return runs[0]
 
 
-@pytest.mark.parametrize("loss", ["rs", "ce"])
+@pytest.mark.parametrize("loss", ["rs", "ce", "focal", "ap", "alrp"])
 def test_recipe_trains_evaluates_and_writes_a_complete_record(tiny_run, loss):
     assert train_cli.main([f"loss={loss}", *tiny_run]) == 0
     run = _only_run()
@@ -98,6 +98,29 @@ def test_a_failing_job_does_not_stop_the_sweep(tiny_run, capsys):
     assert "1/2 jobs completed" in capsys.readouterr().out
 
 
+def test_images_without_objects_train_as_negatives(tiny_run):
+    """Every image empty: every batch has zero positives; losses stay finite, nothing crashes."""
+    from PIL import Image
+
+    folder = Path("empty")
+    folder.mkdir()
+    images = []
+    for i in range(4):
+        Image.new("RGB", (64, 64), (40 * i, 90, 160)).save(folder / f"{i}.png")
+        images.append({"id": i + 1, "file_name": f"{i}.png", "width": 64, "height": 64})
+    ann = {"images": images, "annotations": [], "categories": [{"id": 1, "name": "thing"}, {"id": 2, "name": "other"}]}
+    (folder / "ann.json").write_text(json.dumps(ann))
+    paths = [f"dataset.{split}.{key}={folder}" + ("/ann.json" if key == "annotations" else "")
+             for split in ("train", "val") for key in ("images", "annotations")]
+    keep = [o for o in tiny_run if not o.startswith("dataset.generate")]
+    assert train_cli.main(["dataset=coco_format", *paths, "dataset.min_size=64", "dataset.max_size=64", *keep]) == 0
+    run = _only_run()
+    history = run.read_history()
+    assert history[-1]["batches_without_positives"] == 4
+    assert all(row["loss/rcnn_rank"] == 0.0 for row in history)
+    assert run.metrics["bbox"]["AP"] == -1  # no ground truth at all: undefined, as pycocotools
+
+
 def test_missing_dataset_path_fails_with_the_config_key(tiny_run):
     code = train_cli.main(["dataset=coco_format", "dataset.train.images=nowhere/images",
                            "dataset.train.annotations=nowhere/train.json", "dataset.val.images=nowhere/images",
@@ -128,3 +151,19 @@ def test_nan_loss_stops_naming_iteration_and_term_and_keeps_checkpoint(tiny_run,
     assert run.info["status"] == "failed"
     assert "rcnn_box" in run.info["error"] and "iteration 3" in run.info["error"]
     assert torch.load(run.checkpoint_dir / "last.pt", weights_only=False)["iteration"] == 2
+
+
+def test_evaluate_a_trained_run_with_a_threshold_sweep(tiny_run, capsys):
+    from rsdet.evaluation.cli import main as evaluate_main
+
+    assert train_cli.main(tiny_run) == 0
+    run = _only_run()
+    assert evaluate_main([str(run.dir), "--score-thresholds", "0.01,0.4", "--out", "sweep"]) == 0
+    data = json.loads(Path("sweep/threshold_sweep.json").read_text())
+    assert data["device"] == "cpu"
+    assert [row["threshold"] for row in data["rows"]] == [0.01, 0.4]
+    assert all(row["fps"] > 0 for row in data["rows"])
+    assert {"md", "csv", "tex"} <= {p.suffix.lstrip(".") for p in Path("sweep").glob("threshold_sweep.*")}
+    # a checkpoint path works as well, with the run's own threshold
+    assert evaluate_main([str(run.checkpoint_dir / "last.pt"), "--out", "single"]) == 0
+    assert "AP" in capsys.readouterr().out
