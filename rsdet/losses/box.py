@@ -1,8 +1,11 @@
 """Box and mask regression losses: GIoU, L1, smooth L1 and Dice.
 
-Box losses take paired boxes ``pred[i]`` / ``target[i]`` and return one value per box with
-``reduction="none"`` (L1 and smooth L1 sum their 4 coordinates), so they can be weighted per
-instance (supplementary Eq. S18, :func:`rsdet.losses.weighting.weighted_mean`).
+Box losses take paired boxes ``pred[i]`` / ``target[i]``.  GIoU returns one value per box with
+``reduction="none"``; L1 and smooth L1 return per-coordinate values with ``"none"`` (as
+``torch.nn.functional``) and per-box sums over the 4 coordinates with ``"box"``.  Per-box values
+can be weighted per instance (supplementary Eq. S18, :func:`rsdet.losses.weighting.weighted_mean`).
+``"sum"`` is the total; ``"mean"`` is the total divided by the number of boxes (mmdet's
+normalisation by the number of positives), for every box loss.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from rsdet.losses._checks import LossInputError, check_reduction
 __all__ = ["giou_loss", "l1_loss", "smooth_l1_loss", "dice_coefficient", "dice_loss"]
 
 _REDUCTIONS = ("none", "sum", "mean")
+_COORD_REDUCTIONS = ("none", "box", "sum", "mean")
 
 
 def _check_boxes(name: str, pred: torch.Tensor, target: torch.Tensor) -> None:
@@ -25,13 +29,17 @@ def _check_boxes(name: str, pred: torch.Tensor, target: torch.Tensor) -> None:
             f"and {tuple(target.shape)}")
 
 
-def _reduce(loss: torch.Tensor, reduction: str) -> torch.Tensor:
+def _reduce(loss: torch.Tensor, reduction: str, per_coordinate: bool = False) -> torch.Tensor:
+    """``loss`` is per box, or per coordinate (..., 4) when ``per_coordinate``."""
+    if reduction == "none":
+        return loss
+    per_box = loss.sum(-1) if per_coordinate else loss
+    if reduction == "box":
+        return per_box
     if reduction == "sum":
-        return loss.sum()
-    if reduction == "mean":
-        # mean of an empty set: 0 that still carries a graph (no NaN on batches without boxes)
-        return loss.sum() / max(loss.numel(), 1)
-    return loss
+        return per_box.sum()
+    # mean over boxes; an empty set gives a 0 that still carries a graph (no NaN without boxes)
+    return per_box.sum() / max(per_box.numel(), 1)
 
 
 def giou_loss(pred: torch.Tensor, target: torch.Tensor, reduction: str = "none",
@@ -50,24 +58,29 @@ def giou_loss(pred: torch.Tensor, target: torch.Tensor, reduction: str = "none",
 
 
 def l1_loss(pred: torch.Tensor, target: torch.Tensor, reduction: str = "none") -> torch.Tensor:
-    """L1 loss summed over the 4 box coordinates: sum_c |pred_c - target_c| per box."""
+    """L1 loss |pred_c - target_c| (e.g. on encoded deltas).
+
+    reduction: "none" (..., 4) per coordinate | "box" (...,) summed over coordinates |
+    "sum" | "mean" (sum / number of boxes).
+    """
     _check_boxes("l1_loss", pred, target)
-    check_reduction("l1_loss", reduction, _REDUCTIONS)
-    return _reduce((pred - target).abs().sum(-1), reduction)
+    check_reduction("l1_loss", reduction, _COORD_REDUCTIONS)
+    return _reduce((pred - target).abs(), reduction, per_coordinate=True)
 
 
 def smooth_l1_loss(pred: torch.Tensor, target: torch.Tensor, beta: float = 1.0,
                    reduction: str = "none") -> torch.Tensor:
-    """Smooth L1 (Huber-style, Fast R-CNN) summed over the 4 coordinates.
+    """Smooth L1 (Fast R-CNN): 0.5 d^2 / beta if |d| < beta else |d| - 0.5 beta (beta 0: L1).
 
-    Per coordinate: 0.5 d^2 / beta if |d| < beta else |d| - 0.5 beta (beta = 0: plain L1).
+    reduction: "none" (..., 4) per coordinate | "box" (...,) summed over coordinates |
+    "sum" | "mean" (sum / number of boxes).
     """
     _check_boxes("smooth_l1_loss", pred, target)
-    check_reduction("smooth_l1_loss", reduction, _REDUCTIONS)
+    check_reduction("smooth_l1_loss", reduction, _COORD_REDUCTIONS)
     if beta < 0:
         raise LossInputError(f"smooth_l1_loss: beta must be >= 0, got {beta!r}")
     per_coord = F.smooth_l1_loss(pred, target, beta=beta, reduction="none")
-    return _reduce(per_coord.sum(-1), reduction)
+    return _reduce(per_coord, reduction, per_coordinate=True)
 
 
 def dice_coefficient(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:

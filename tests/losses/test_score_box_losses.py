@@ -67,10 +67,13 @@ def test_giou_l1_smooth_l1():
     assert giou[0].item() == pytest.approx(1 - (1 / 7 - 2 / 9), abs=1e-6)
     assert giou[1].item() == pytest.approx(0.0, abs=1e-6)
     assert giou_loss(pred, gt, reduction="mean").item() == pytest.approx(giou.mean().item())
-    assert l1_loss(pred, gt).tolist() == pytest.approx([4.0, 0.0])
+    assert l1_loss(pred, gt).tolist() == [[1.0] * 4, [0.0] * 4]          # like F.l1_loss
+    assert l1_loss(pred, gt, reduction="box").tolist() == pytest.approx([4.0, 0.0])
+    assert l1_loss(pred, gt, reduction="mean").item() == pytest.approx(2.0)   # per box
     # |d| = 1 per coordinate: 0.5 * 1 / 2 each with beta 2 -> 1.0; beta 0.5: 1 - 0.25 each
-    assert smooth_l1_loss(pred, gt, beta=2.0).tolist() == pytest.approx([1.0, 0.0])
-    assert smooth_l1_loss(pred, gt, beta=0.5).tolist() == pytest.approx([3.0, 0.0])
+    assert smooth_l1_loss(pred, gt, beta=2.0, reduction="box").tolist() == pytest.approx([1.0, 0])
+    assert smooth_l1_loss(pred, gt, beta=0.5).sum(-1).tolist() == pytest.approx([3.0, 0.0])
+    assert smooth_l1_loss(pred, gt, beta=0.5, reduction="sum").item() == pytest.approx(3.0)
     empty = giou_loss(pred[:0], gt[:0], reduction="mean")
     assert empty.item() == 0.0
     with pytest.raises(ValueError, match="4"):
