@@ -1,4 +1,4 @@
-"""Exact positive-vs-negative sums of the smoothed step in O(N log P + P) — the core of the ranking losses.
+"""Exact positive-vs-negative sums of the smoothed step in O(N log P) — core of the ranking losses.
 
 Every ranking loss here (RS, AP, aLRP) needs two positive-vs-negative quantities:
 
@@ -84,7 +84,10 @@ def bucketize(x: torch.Tensor, edges: torch.Tensor, right: bool) -> torch.Tensor
     """
     index_dtype = _index_dtype(x.numel())
     num_edges = edges.numel()
-    num_cells = int(min(max(64, _CELLS_PER_EDGE * num_edges), _MAX_CELLS))
+    # The table costs O(cells) to build, the binary search O(entries in occupied cells): never
+    # build a table much larger than the input.
+    num_cells = int(min(max(64, _CELLS_PER_EDGE * num_edges), _MAX_CELLS,
+                        max(1024, x.numel() // 2)))
     e_min, e_max = float(edges[0]), float(edges[-1])
     width = (e_max - e_min) / (num_cells - 4)
     if not width > 1e-6 * max(1.0, abs(e_min), abs(e_max)):

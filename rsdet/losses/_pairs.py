@@ -1,7 +1,10 @@
-"""Positive-vs-positive terms of the ranking losses as dense P x P blocks (row chunks, float64).
+"""Positive-vs-positive terms of the ranking losses (float64).
 
-These are O(P^2) — fine, because P (positive entries per batch) is small compared with the
-number of negatives.  Rows are processed in chunks so memory stays at O(chunk * P).
+Plain smoothed-step sums over positives (:func:`relation_sums`, all AP/aLRP need) take
+O(P log P).  RS's sorting terms couple the logit order with the label order (targets
+{j : y_j >= y_i}, mis-sorted pmfs), so they use dense P x P blocks, O(P^2) time — fine because
+P (positive entries per batch) is small next to the number of negatives; rows are processed in
+cache-sized chunks so memory stays O(P + block).
 """
 
 from __future__ import annotations
@@ -38,21 +41,31 @@ def _row_blocks(num: int):
         yield start, min(num, start + rows)
 
 
-def relation_sums(s: torch.Tensor, delta: float, values: torch.Tensor) -> torch.Tensor:
-    """(P, k) sums over j of H_delta(s_j - s_i) * values[j, :] (self term j = i included).
+def relation_sums(s: torch.Tensor, delta: float, weights: torch.Tensor) -> torch.Tensor:
+    """(P,) sums over j of H_delta(s_j - s_i) * weights[j] (self term j = i included), O(P log P).
+
+    No P x P matrix: with the logits sorted and prefix sums of w and w*s, positive i needs the
+    total weight above its window (s_i + delta) and, inside the window (s_i - delta, s_i + delta],
+    sum_j w_j (s_j - s_i + delta) / (2 delta) — the same piecewise-linear argument as
+    :mod:`rsdet.losses._intervals`.  Boundary entries are exact by continuity of H (delta > 0);
+    for delta = 0 the left search counts ties as "above" (H(0) = 1).
 
     Args:
-        s: (P,) float64 positive logits.
-        values: (P, k) float64 (k small: one matrix-vector product per column, which is much
-            faster than a GEMM with k columns on CPU).
+        s: (P,) float64 logits.  weights: (P,) float64.
     """
-    out = torch.empty(s.numel(), values.shape[1], dtype=s.dtype, device=s.device)
-    columns = [values[:, c].contiguous() for c in range(values.shape[1])]
-    for a, b in _row_blocks(s.numel()):
-        h = _step_block(s, a, b, delta)
-        for c, col in enumerate(columns):
-            out[a:b, c] = h @ col
-    return out
+    order = torch.sort(s, stable=True).indices
+    sorted_s, w = s[order], weights[order]
+    zero = w.new_zeros(1)
+    cum_w = torch.cat([zero, torch.cumsum(w, 0)])
+    total = cum_w[-1]
+    if delta == 0:
+        return total - cum_w[torch.searchsorted(sorted_s, s, right=False)]
+    cum_ws = torch.cat([zero, torch.cumsum(w * sorted_s, 0)])
+    lo = s - delta
+    a = torch.searchsorted(sorted_s, lo, right=True)            # entries <= s_i - delta: H = 0
+    b = torch.searchsorted(sorted_s, s + delta, right=True)     # entries > s_i + delta: H = 1
+    inside = (cum_ws[b] - cum_ws[a] - lo * (cum_w[b] - cum_w[a])) / (2 * delta)
+    return (total - cum_w[b]) + inside
 
 
 def sorting_terms(s: torch.Tensor, y: torch.Tensor, delta: float, eps: float):

@@ -25,7 +25,7 @@ from typing import NamedTuple
 
 import torch
 
-from rsdet.losses._checks import LossInputError, check_delta, check_pair, compute_dtype
+from rsdet.losses._checks import LossInputError, compute_dtype
 from rsdet.losses._intervals import NegativeIntervals
 from rsdet.losses._pairs import relation_sums, self_relation, sorting_terms
 
@@ -125,8 +125,7 @@ def _positive_ranks(s, x, special, delta):
     """rank(i) = 1 + sum_{j != i} H(s_j - s_i) + N_FP(i) (self counted exactly once), and parts."""
     intervals = NegativeIntervals(x, special, s, delta)
     n_fp = intervals.false_positives()
-    rank_plus = 1.0 + relation_sums(s, delta, torch.ones_like(s)[:, None])[:, 0] \
-        - self_relation(delta)
+    rank_plus = 1.0 + relation_sums(s, delta, torch.ones_like(s)) - self_relation(delta)
     return rank_plus, n_fp, intervals
 
 
@@ -169,10 +168,9 @@ def _alrp_forward(logits, targets, loc_errors, delta):
     err = loc_errors.detach().reshape(-1).to(device=logits.device, dtype=torch.float64)
     intervals = NegativeIntervals(x, special, s, delta)
     n_fp = intervals.false_positives()
-    sums = relation_sums(s, delta, torch.stack([torch.ones_like(s), err], 1))
     h0 = self_relation(delta)
-    rank = 1.0 + sums[:, 0] - h0 + n_fp
-    loc_above = sums[:, 1] - h0 * err          # sum_{j != i} H(s_j - s_i) E_loc(j)
+    rank = 1.0 + relation_sums(s, delta, torch.ones_like(s)) - h0 + n_fp
+    loc_above = relation_sums(s, delta, err) - h0 * err   # sum_{j != i} H(s_j - s_i) E_loc(j)
     active = n_fp > ALRP_EPS
     zero = torch.zeros_like(n_fp)
     update = torch.where(active, (loc_above + n_fp) / rank, zero)   # |u_i|

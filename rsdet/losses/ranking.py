@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from rsdet.losses._checks import LossInputError, check_delta, check_pair, compute_dtype
+from rsdet.losses._checks import LossInputError, check_delta, check_pair
 from rsdet.losses._ranking_impl import (ALRP_EPS, RS_EPS, ALRPOutput, RankSortOutput, _ALRP, _AP,
                                         _positive_ranks, _prepare,
                                         _RankSort)

@@ -119,7 +119,7 @@ def ranking_weights(pos_logits: torch.Tensor, ranks: torch.Tensor,
                 raise LossInputError(f"ranking_weights: delta_loc must be >= 0, got {delta_loc}")
             # relation_sums gives sum_j H(s_j - s_i) v_j; here we need sum_k H(s_i - s_k) v_k,
             # i.e. the same with logits negated.
-            w = relation_sums(-s, float(delta_loc), inv_rank[:, None])[:, 0]
+            w = relation_sums(-s, float(delta_loc), inv_rank)
         return (w / p).to(torch.float32 if pos_logits.dtype != torch.float64 else torch.float64)
 
 
