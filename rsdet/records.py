@@ -470,7 +470,7 @@ def find_runs(root: str | os.PathLike) -> list[RunRecord]:
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root} is not a directory; pass the folder that holds your runs "
-                        f"(e.g. outputs/ or multirun/<date>/<time>)")
+                        f"(e.g. outputs/ or outputs/multirun/<date>/<time>)")
     found: list[RunRecord] = []
     for dirpath, dirnames, _files in os.walk(root):
         if is_run_dir(dirpath):

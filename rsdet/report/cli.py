@@ -20,8 +20,8 @@ from rsdet.report.metrics import available_metrics
 from rsdet.report.render import print_table, write_outputs
 from rsdet.report.table import _text, build_table
 
-HOW_TO_MAKE_RUNS = ("Produce runs with `rsdet train` (one run in outputs/<date>/<time>) or a sweep such as "
-                    "`rsdet train -m loss=rs,ce sampler=none,random` (jobs in multirun/<date>/<time>/<n>).")
+HOW_TO_MAKE_RUNS = ("Produce runs with `rsdet train` (one run in outputs/runs/<date>/<time>_<loss>) or a sweep such as "
+                    "`rsdet train -m loss=rs,ce sampler=none,random` (jobs in outputs/multirun/<date>/<time>/job<n>).")
 
 EXAMPLES = """\
 examples:
