@@ -75,7 +75,7 @@ def _h(x, delta):
 
 
 def loop_loss(name, logits, targets, binary, loc, max_pos=None, delta=None):
-    """Returns the number of positives processed (all, or the first ``max_pos``)."""
+    """Returns (number of positives processed — all, or the first ``max_pos`` — , gradient)."""
     delta = (0.5 if name == "rs" else 1.0) if delta is None else delta
     s = logits.detach().float()
     t = targets if name == "rs" else binary
@@ -119,7 +119,7 @@ def loop_loss(name, logits, targets, binary, loc, max_pos=None, delta=None):
                 grad[pos[a]] -= u
                 grad[neg] += u * g / n_fp
     grad /= len(pos)
-    return count
+    return count, grad
 
 
 # ---------------------------------------------------------------------------------------------
@@ -137,8 +137,9 @@ def median_times(fns: dict, repeats: int, sync) -> dict:
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def time_loop(name, inputs, budget_s: float, sync) -> tuple[float, bool]:
-    """Loop time in seconds, and whether it was extrapolated from a prefix of positives."""
+def time_loop(name, inputs, budget_s: float, sync) -> tuple[float, bool, float | None]:
+    """Loop time in seconds, whether it was extrapolated from a prefix of positives, and (for a
+    full run) the max |gradient difference| between the loop and the fast implementation."""
     p = inputs[3].numel()
     probe = max(1, min(p, 5))
     start = time.perf_counter()
@@ -147,15 +148,17 @@ def time_loop(name, inputs, budget_s: float, sync) -> tuple[float, bool]:
     t_probe = time.perf_counter() - start
     if t_probe * p / probe <= budget_s:
         start = time.perf_counter()
-        loop_loss(name, *inputs)
+        _, grad = loop_loss(name, *inputs)
         sync()
-        return time.perf_counter() - start, False
+        elapsed = time.perf_counter() - start
+        diff = (grad - run_loss(name, *inputs)).abs().max().item()
+        return elapsed, False, diff
     k = max(probe, min(p, int(budget_s / max(t_probe / probe, 1e-9))))
     start = time.perf_counter()
     loop_loss(name, *inputs, max_pos=k)
     sync()
     per = (time.perf_counter() - start) / k
-    return per * p, True
+    return per * p, True, None
 
 
 def _status_kb(key: str) -> int:
@@ -255,9 +258,11 @@ def main(argv=None) -> int:
         for k in ranking:
             row[f"{k}/focal"] = med[k] / med["focal"]
             if not args.no_loop:
-                t_loop, extrap = time_loop(k, inputs, budget, sync)
+                t_loop, extrap, diff = time_loop(k, inputs, budget, sync)
                 row[f"{k}_loop_ms"], row[f"{k}_loop_extrapolated"] = t_loop * 1e3, extrap
                 row[f"loop/{k}"] = t_loop / med[k]
+                if diff is not None:
+                    row[f"{k}_loop_max_grad_diff"] = diff
         if not args.no_memory:
             for k in ["focal", *ranking]:
                 row[f"{k}_peak_mb"] = peak_memory_mb(k, n, p, args.device)
@@ -276,6 +281,10 @@ def print_row(row, ranking, args):
     for k in ranking:
         parts.append(f"{k} {fmt_ms(row[f'{k}_ms'] / 1e3)} ({row[f'{k}/focal']:.2f}x focal)")
     print("  " + ", ".join(parts))
+    checks = [f"{k} {row[f'{k}_loop_max_grad_diff']:.1e}" for k in ranking
+              if f"{k}_loop_max_grad_diff" in row]
+    if checks:
+        print("    loop vs fast, max |grad difference|: " + ", ".join(checks))
 
 
 def print_table(rows, ranking, args):
