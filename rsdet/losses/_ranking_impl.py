@@ -45,32 +45,63 @@ class ALRPOutput(NamedTuple):
 
 
 class _GradientPlan:
-    """What backward needs to rebuild the stored gradient without an N-sized float buffer."""
+    """What backward needs to rebuild the stored gradient without an N-sized float buffer.
+
+    Its tensors travel through ``ctx.save_for_backward`` (see :meth:`pack`), so autograd frees
+    them after backward (unless ``retain_graph``) even while the loss tensor itself is kept;
+    only metadata and the O(1) ``grad_l1`` stay on the context.
+    """
+
+    _FIELDS = ("pos_index", "pos_grad", "ign_index", "bins", "value", "slope", "left")
 
     def __init__(self, shape, dtype, cdtype, pos_index=None, pos_grad=None, ign_index=None,
-                 bins=None, tables=None):
+                 bins=None, tables=(None, None, None)):
         self.shape, self.dtype, self.cdtype = shape, dtype, cdtype
         self.pos_index, self.pos_grad, self.ign_index = pos_index, pos_grad, ign_index
-        self.bins, self.tables = bins, tables
+        self.bins = bins
+        self.value, self.slope, self.left = tables
         # L1 norm of the stored gradient in O(P): negatives only receive >= 0 and the gradient
         # sums to zero, so sum over negatives = -sum over positives.
         self.grad_l1 = (torch.zeros((), dtype=cdtype) if pos_grad is None
                         else (pos_grad.abs() - pos_grad).sum())
 
+    def pack(self) -> tuple:
+        """Move the tensors out (for save_for_backward); :meth:`unpack` puts them back."""
+        present = tuple(name for name in self._FIELDS if getattr(self, name) is not None)
+        tensors = tuple(getattr(self, name) for name in present)
+        for name in present:
+            setattr(self, name, None)
+        self._present = present
+        return tensors
+
+    def unpack(self, tensors) -> None:
+        for name, tensor in zip(self._present, tensors):
+            setattr(self, name, tensor)
+
     def gradient(self, logits: torch.Tensor, upstream: torch.Tensor) -> torch.Tensor:
         if self.pos_index is None:  # no positives: zero gradient everywhere
             return torch.zeros(self.shape, dtype=self.dtype, device=logits.device)
         g = upstream.to(self.cdtype)
-        value, slope, left = self.tables
         # The upstream scalar is folded into the (2P + 1)-sized tables, not the N-sized result.
-        grad = (value * g).index_select(0, self.bins)
-        if slope is not None:
+        grad = (self.value * g).index_select(0, self.bins)
+        if self.slope is not None:
             x = logits.detach().reshape(-1).to(self.cdtype)
-            offset = x - left.index_select(0, self.bins)
-            grad.addcmul_((slope * g).index_select(0, self.bins), offset)
+            offset = x - self.left.index_select(0, self.bins)
+            grad.addcmul_((self.slope * g).index_select(0, self.bins), offset)
         grad.index_fill_(0, self.ign_index, 0.0)
         grad.index_copy_(0, self.pos_index, self.pos_grad * g)
         return grad.view(self.shape).to(self.dtype)
+
+
+def _save(ctx, logits, plan: _GradientPlan) -> None:
+    ctx.plan = plan
+    ctx.save_for_backward(logits, *plan.pack())
+
+
+def _restore(ctx):
+    logits, *tensors = ctx.saved_tensors
+    ctx.plan.unpack(tensors)
+    return logits, ctx.plan
 
 
 def _zero_plan(logits: torch.Tensor) -> _GradientPlan:
@@ -185,40 +216,40 @@ class _RankSort(torch.autograd.Function):
     @staticmethod
     def forward(ctx, logits, targets, delta):
         with torch.autocast(device_type=logits.device.type, enabled=False):
-            outs, ctx.plan = _rank_sort_forward(logits, targets, delta)
-        ctx.save_for_backward(logits)
+            outs, plan = _rank_sort_forward(logits, targets, delta)
+        _save(ctx, logits, plan)
         return outs
 
     @staticmethod
     def backward(ctx, grad_rank, grad_sort):  # the sorting output's gradient is ignored (spec §1.3)
-        (logits,) = ctx.saved_tensors
-        return ctx.plan.gradient(logits, grad_rank), None, None
+        logits, plan = _restore(ctx)
+        return plan.gradient(logits, grad_rank), None, None
 
 
 class _AP(torch.autograd.Function):
     @staticmethod
     def forward(ctx, logits, targets, delta):
         with torch.autocast(device_type=logits.device.type, enabled=False):
-            out, ctx.plan = _ap_forward(logits, targets, delta)
-        ctx.save_for_backward(logits)
+            out, plan = _ap_forward(logits, targets, delta)
+        _save(ctx, logits, plan)
         return out
 
     @staticmethod
     def backward(ctx, grad):
-        (logits,) = ctx.saved_tensors
-        return ctx.plan.gradient(logits, grad), None, None
+        logits, plan = _restore(ctx)
+        return plan.gradient(logits, grad), None, None
 
 
 class _ALRP(torch.autograd.Function):
     @staticmethod
     def forward(ctx, logits, targets, loc_errors, delta):
         with torch.autocast(device_type=logits.device.type, enabled=False):
-            (value, rank, order), ctx.plan = _alrp_forward(logits, targets, loc_errors, delta)
+            (value, rank, order), plan = _alrp_forward(logits, targets, loc_errors, delta)
         ctx.mark_non_differentiable(rank, order)
-        ctx.save_for_backward(logits)
+        _save(ctx, logits, plan)
         return value, rank, order
 
     @staticmethod
     def backward(ctx, grad, _grad_rank, _grad_order):
-        (logits,) = ctx.saved_tensors
-        return ctx.plan.gradient(logits, grad), None, None, None
+        logits, plan = _restore(ctx)
+        return plan.gradient(logits, grad), None, None, None
