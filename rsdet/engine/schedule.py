@@ -56,9 +56,15 @@ def make_plan(schedule: Any, loss: Any, dataset_len: int) -> Plan:
 
 
 def build_optimizer(model: torch.nn.Module, schedule: Any, plan: Plan) -> torch.optim.Optimizer:
+    """SGD with momentum (every recipe of the paper) or AdamW (``schedule.optimizer=adamw``)."""
     params = [p for p in model.parameters() if p.requires_grad]
-    return torch.optim.SGD(params, lr=plan.base_lr, momentum=float(schedule.momentum),
-                           weight_decay=float(schedule.weight_decay))
+    kind = schedule.get("optimizer", "sgd")
+    if kind == "sgd":
+        return torch.optim.SGD(params, lr=plan.base_lr, momentum=float(schedule.momentum),
+                               weight_decay=float(schedule.weight_decay))
+    if kind == "adamw":
+        return torch.optim.AdamW(params, lr=plan.base_lr, weight_decay=float(schedule.weight_decay))
+    raise ConfigError(f"schedule.optimizer={kind!r} is not one of sgd, adamw")
 
 
 def set_lr(optimizer: torch.optim.Optimizer, plan: Plan, it: int) -> float:

@@ -34,6 +34,7 @@ class StageLossConfig:
     cls: str
     delta: float
     label: str
+    label_min: float
     box: str
     box_weight: float
     weighting: str
@@ -66,6 +67,7 @@ def stage_loss_config(cfg: Any, stage: str) -> StageLossConfig:
         cls=cls,
         delta=delta,
         label=get("label", "binary"),
+        label_min=float(get("label_min", 0.0)),
         box=get("box", "giou"),
         box_weight=float(get("box_weight", 1.0)),
         weighting=get("weighting", "none"),
@@ -169,7 +171,8 @@ class Criterion:
                                         gamma=cfg.focal_gamma, reduction="sum")
             return {"cls": loss / max(pos.numel(), 1)}, None
         if cfg.cls == "rs":
-            labels = L.continuous_labels(cfg.label, pred_boxes=pred_boxes, gt_boxes=gt, num=pos.numel())
+            labels = L.continuous_labels(cfg.label, pred_boxes=pred_boxes, gt_boxes=gt, num=pos.numel(),
+                                         min_value=cfg.label_min)
             rank, sort = L.rank_sort_loss(logits, self._targets(logits, classes, pos, labels), delta=cfg.delta)
             grad_l1 = L.ranking_gradient_l1(rank) if cfg.balance == "magnitude" and logits.requires_grad else None
             return {"rank": rank, "sort": sort}, grad_l1

@@ -1,0 +1,117 @@
+"""The criterion turns one stage's predictions + assignment into the paper's loss terms."""
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from torchvision.models.detection._utils import BoxCoder
+
+from rsdet import losses as L
+from rsdet.errors import ConfigError
+from rsdet.models.criterion import Criterion, stage_loss_config
+from rsdet.models.rpn import StageOutput
+
+RS = {"name": "rs", "cls": "rs", "delta": 0.5, "label": "iou", "box": "giou", "box_weight": 1.0, "weighting": "score",
+      "delta_loc": None, "balance": "value", "box_normalizer": "weights", "rpn_weight": 0.2, "prior_prob": None,
+      "lr": 0.01, "test_score_thresh": 0.4, "default_sampler": {"rpn": "none", "rcnn": "none"}, "rpn": {}, "rcnn": {}}
+SAMPLERS = {s: {"kind": "none", "batch_per_image": 256, "positive_fraction": 0.5} for s in ("rpn", "rcnn")}
+
+
+def _stage(name="rcnn", num_classes=3, with_pos=True, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    m = 12
+    ref = torch.rand(m, 2, generator=g) * 50
+    ref = torch.cat([ref, ref + 10 + torch.rand(m, 2, generator=g) * 20], 1)
+    gt = ref + torch.randn(m, 4, generator=g)
+    classes = torch.full((m,), -1)
+    if with_pos:
+        classes[[0, 3, 5, 8]] = torch.tensor([0, 2, 1, 2]) if num_classes > 1 else 0
+    classes[10] = -2  # ignored
+    logits = torch.randn(m, num_classes, generator=g, requires_grad=True)
+    deltas = (torch.randn(m, 4, generator=g) * 0.1).requires_grad_()
+    return StageOutput(name, logits, deltas, ref, gt, classes, BoxCoder((10.0, 10.0, 5.0, 5.0)), num_classes, 0.5,
+                       torch.zeros(m, dtype=torch.long))
+
+
+def test_rs_terms_value_self_balance_and_official_gradient_contract():
+    crit = Criterion(OmegaConf.create(RS), SAMPLERS)
+    out = _stage()
+    terms, stats = crit(out, 1)
+    assert set(terms) == {"rcnn_rank", "rcnn_sort", "rcnn_box"}
+    # value-based self-balance: λ L_box has the value of L_R + L_S (spec §2.1)
+    assert torch.allclose(terms["rcnn_box"], terms["rcnn_rank"] + terms["rcnn_sort"], atol=1e-6)
+    # the classification gradient is the RS identity update on the non-ignored rows
+    (terms["rcnn_rank"] + terms["rcnn_sort"]).backward()
+    keep = out.gt_classes >= -1
+    target = torch.zeros(out.cls_logits.shape)
+    pred = out.box_coder.decode_single(out.box_deltas.detach(), out.ref_boxes)
+    pos = torch.nonzero(out.gt_classes >= 0).flatten()
+    target[pos, out.gt_classes[pos]] = L.box_iou_aligned(pred[pos], out.gt_boxes[pos])
+    logits = out.cls_logits.detach()[keep].clone().requires_grad_()
+    rank, sort = L.rank_sort_loss(logits, target[keep], delta=0.5)
+    rank.backward()
+    assert torch.allclose(out.cls_logits.grad[keep], logits.grad, atol=1e-7)
+    assert out.cls_logits.grad[~keep].abs().sum() == 0  # ignored rows get nothing
+    assert stats["rcnn/num_pos"] == 4 and stats["rcnn/num_neg"] == 7
+    assert stats["rcnn/task_neg_per_pos"] == (4 * 2 + 7 * 3) / 4
+
+
+def test_rpn_terms_carry_the_stage_weight():
+    crit = Criterion(OmegaConf.create(RS), SAMPLERS)
+    out = _stage(name="rpn", num_classes=1)
+    terms, _ = crit(out, 1)
+    plain = Criterion(OmegaConf.create({**RS, "rpn_weight": 1.0}), SAMPLERS)(_stage(name="rpn", num_classes=1), 1)[0]
+    for k in terms:
+        assert torch.allclose(terms[k], 0.2 * plain[k])
+
+
+def test_no_positive_batch_gives_zero_valued_zero_gradient_terms():
+    crit = Criterion(OmegaConf.create(RS), SAMPLERS)
+    out = _stage(with_pos=False)
+    terms, stats = crit(out, 1)
+    total = sum(terms.values())
+    total.backward()
+    assert float(total.detach()) == 0.0 and stats["rcnn/num_pos"] == 0
+    assert out.cls_logits.grad.abs().sum() == 0 and out.box_deltas.grad.abs().sum() == 0
+
+
+@pytest.mark.parametrize("weighting", ["none", "score", "iou", "centerness", "rank"])
+@pytest.mark.parametrize("balance", ["constant", "value", "magnitude"])
+def test_every_weighting_and_balance_gives_finite_box_terms(weighting, balance):
+    cfg = OmegaConf.create({**RS, "weighting": weighting, "balance": balance, "box_weight": 2.0})
+    out = _stage()
+    terms, _ = Criterion(cfg, SAMPLERS)(out, 1)
+    sum(terms.values()).backward()
+    assert torch.isfinite(terms["rcnn_box"]) and out.box_deltas.grad.abs().sum() > 0
+
+
+def test_constant_balance_scales_the_weighted_mean():
+    out = _stage()
+    terms, _ = Criterion(OmegaConf.create({**RS, "balance": "constant", "box_weight": 3.0,
+                                           "weighting": "none"}), SAMPLERS)(out, 1)
+    pos = torch.nonzero(out.gt_classes >= 0).flatten()
+    pred = out.box_coder.decode_single(out.box_deltas[pos], out.ref_boxes[pos])
+    expected = 3.0 * L.giou_loss(pred, out.gt_boxes[pos], reduction="none").mean()
+    assert torch.allclose(terms["rcnn_box"], expected)
+
+
+@pytest.mark.parametrize("recipe", [{"cls": "ce", "box_normalizer": "sampled", "balance": "constant"},
+                                    {"cls": "focal"}, {"cls": "ap", "delta": 1.0},
+                                    {"cls": "alrp", "delta": 1.0, "balance": "constant"}])
+def test_other_recipes_produce_named_terms(recipe):
+    cfg = OmegaConf.create({**RS, **recipe})
+    out = _stage()
+    if recipe["cls"] == "ce":  # softmax head: C + 1 logits, background last
+        out.cls_logits = torch.randn(12, 4, requires_grad=True)
+    terms, _ = Criterion(cfg, SAMPLERS)(out, 1)
+    assert set(terms) == {"rcnn_cls", "rcnn_box"}
+    sum(terms.values()).backward()
+    assert out.cls_logits.grad.abs().sum() > 0
+
+
+def test_invalid_values_name_the_key():
+    with pytest.raises(ConfigError, match="loss.cls='hinge'"):
+        stage_loss_config(OmegaConf.create({**RS, "cls": "hinge"}), "rcnn")
+    with pytest.raises(ConfigError, match="loss.delta=0.0"):
+        stage_loss_config(OmegaConf.create({**RS, "cls": "ap", "delta": 0.0}), "rcnn")
+    assert stage_loss_config(OmegaConf.create({**RS, "rpn": {"box": "l1"}}), "rpn").box == "l1"
+    assert stage_loss_config(OmegaConf.create({**RS, "rpn": {"box": None}}), "rpn").box == "giou"
