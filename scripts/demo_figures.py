@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
 
     before = {p.parent for p in (ROOT / "outputs" / "runs").glob("*/*/run.json")}
     start = time.perf_counter()
-    subprocess.run([*_rsdet(), "train", "logger=none", *args.overrides], cwd=ROOT, env=env, check=True)
+    subprocess.run([*_rsdet(), "train", *args.overrides], cwd=ROOT, env=env, check=True)
     wall = time.perf_counter() - start
     run = _newest_run(before)
     metrics = json.loads((run / "metrics.json").read_text())

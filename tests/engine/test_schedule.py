@@ -29,3 +29,20 @@ def test_epoch_steps_become_iterations_and_warmup_is_linear():
 def test_explicit_max_iters_scales_steps():
     plan = make_plan(_schedule(max_iters=24, warmup_iters=0), OmegaConf.create({"lr": 1.0}), 10_000)
     assert plan.max_iters == 24 and plan.steps == [16, 22]
+
+
+def test_optimizer_choice():
+    import pytest
+    import torch
+
+    from rsdet.engine.schedule import build_optimizer
+    from rsdet.errors import ConfigError
+
+    model = torch.nn.Linear(2, 2)
+    plan = make_plan(_schedule(), OmegaConf.create({"lr": 0.01}), 100)
+    sgd = build_optimizer(model, OmegaConf.create({"momentum": 0.9, "weight_decay": 1e-4}), plan)
+    assert isinstance(sgd, torch.optim.SGD) and sgd.param_groups[0]["momentum"] == 0.9
+    adamw = build_optimizer(model, OmegaConf.create({"optimizer": "adamw", "momentum": 0.9, "weight_decay": 0.05}), plan)
+    assert isinstance(adamw, torch.optim.AdamW) and adamw.param_groups[0]["weight_decay"] == 0.05
+    with pytest.raises(ConfigError, match="schedule.optimizer='lamb'"):
+        build_optimizer(model, OmegaConf.create({"optimizer": "lamb", "momentum": 0.9, "weight_decay": 0}), plan)
