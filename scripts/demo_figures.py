@@ -37,6 +37,16 @@ def _newest_run(before: set[Path]) -> Path:
     return new[-1]
 
 
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown model"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--update-readme", action="store_true", help="rewrite README.md's demo-figures block")
@@ -56,8 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     metrics = json.loads((run / "metrics.json").read_text())
     bbox = metrics["bbox"]
 
-    machine = f"{os.cpu_count()}-core {platform.machine()} CPU ({platform.processor() or 'unknown'}), " \
-              f"torch threads default"
+    machine = f"{os.cpu_count()}-core {platform.machine()} CPU ({_cpu_model()}), torch threads default"
     cmd = "rsdet train" + (" " + " ".join(args.overrides) if args.overrides else "")
     lines = [
         f"Measured by `python scripts/demo_figures.py` on {time.strftime('%Y-%m-%d')}, {machine}:",
