@@ -167,3 +167,13 @@ def test_evaluate_a_trained_run_with_a_threshold_sweep(tiny_run, capsys):
     # a checkpoint path works as well, with the run's own threshold
     assert evaluate_main([str(run.checkpoint_dir / "last.pt"), "--out", "single"]) == 0
     assert "AP" in capsys.readouterr().out
+
+
+def test_wandb_offline_logging_needs_no_network(tiny_run, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    overrides = [o for o in tiny_run if not o.startswith("logger")] + ["logger=wandb", "logger.log_every=2"]
+    assert train_cli.main(overrides) == 0
+    run = _only_run()
+    offline = list((run.dir / "wandb").glob("offline-run-*"))
+    assert len(offline) == 1 and list(offline[0].glob("*.wandb"))
+    assert run.info["status"] == "completed"
