@@ -12,7 +12,7 @@ line is a config value, so each ablation of the paper is a command-line override
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -84,9 +84,12 @@ class Criterion:
     """Computes the loss terms of every stage. Holds the only training state losses have (the task
     balancers, e.g. aLRP's epoch-based self-balance), exposed through ``state_dict`` for checkpoints."""
 
-    def __init__(self, loss_cfg: Any, samplers: dict[str, dict]):
+    def __init__(self, loss_cfg: Any, samplers: dict[str, dict], group_images: int | None = None):
         self.cfg = {stage: stage_loss_config(loss_cfg, stage) for stage in ("rpn", "rcnn")}
         self.samplers = samplers
+        if group_images is not None and int(group_images) < 1:
+            raise ConfigError(f"schedule.ranking_group={group_images} must be a positive number of images or null")
+        self.group_images = int(group_images) if group_images else None
         self.balancers = {}
         for stage, cfg in self.cfg.items():
             if cfg.cls == "alrp":
@@ -109,6 +112,32 @@ class Criterion:
 
     # ------------------------------------------------------------------ main
     def __call__(self, out: StageOutput, num_images: int) -> tuple[dict[str, Tensor], dict[str, float]]:
+        """Named loss terms of one stage (already multiplied by the stage weight) and its pos:neg stats.
+
+        With ``group_images`` = g the batch is split into groups of g images, each group is ranked on
+        its own and the terms are averaged — what the official 4 GPUs × 4 images setting computes,
+        since the ranking set there is the per-GPU batch and DDP averages the gradients (spec §1.1,
+        §6.3)."""
+        g = self.group_images
+        if not g or num_images <= g:
+            return self._stage_terms(out, num_images)
+        num_groups = -(-num_images // g)
+        group_of_row = out.image_index // g
+        terms: dict[str, Tensor] = {}
+        num_pos = num_instances = 0.0
+        for k in range(num_groups):
+            rows = torch.nonzero(group_of_row == k).flatten()
+            part = replace(out, cls_logits=out.cls_logits[rows], box_deltas=out.box_deltas[rows],
+                           ref_boxes=out.ref_boxes[rows], gt_boxes=out.gt_boxes[rows],
+                           gt_classes=out.gt_classes[rows], image_index=out.image_index[rows] - k * g)
+            part_terms, part_stats = self._stage_terms(part, min(g, num_images - k * g))
+            for name, value in part_terms.items():
+                terms[name] = terms.get(name, 0.0) + value / num_groups
+            num_pos += part_stats[f"{out.name}/num_pos"]
+            num_instances += part_stats[f"{out.name}/num_pos"] + part_stats[f"{out.name}/num_neg"]
+        return terms, self._ratios(out.name, int(num_instances), int(num_pos), out.num_classes)
+
+    def _stage_terms(self, out: StageOutput, num_images: int) -> tuple[dict[str, Tensor], dict[str, float]]:
         cfg = self.cfg[out.name]
         if out.name == "rpn":
             keep = sample_instances(out.gt_classes, out.image_index, num_images, **self.samplers["rpn"])

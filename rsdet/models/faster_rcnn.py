@@ -37,7 +37,7 @@ def resolve_sampler(sampler_cfg: Any, loss_cfg: Any) -> dict[str, dict]:
 
 class FasterRCNN(nn.Module):
     def __init__(self, detector_cfg: Any, loss_cfg: Any, sampler_cfg: Any, num_classes: int,
-                 min_size: int, max_size: int):
+                 min_size: int, max_size: int, ranking_group: int | None = None):
         super().__init__()
         self.num_classes = num_classes
         self.transform = GeneralizedRCNNTransform(int(min_size), int(max_size), IMAGE_MEAN, IMAGE_STD,
@@ -52,7 +52,7 @@ class FasterRCNN(nn.Module):
         self.roi_head = RoIHead(detector_cfg.roi, channels, num_classes, classifier, loss_cfg.get("prior_prob"),
                                 coder, featmaps)
         self.samplers = resolve_sampler(sampler_cfg, loss_cfg)
-        self.criterion = Criterion(loss_cfg, self.samplers)
+        self.criterion = Criterion(loss_cfg, self.samplers, ranking_group)
         self.score_thresh = float(loss_cfg.test_score_thresh)
 
     def forward(self, images: list[Tensor], targets: list[dict] | None = None):
@@ -87,4 +87,5 @@ def build_detector(cfg: Any, num_classes: int) -> nn.Module:
         raise ConfigError(f"detector={name!r} is not available yet; choose detector=faster_rcnn")
     min_size = cfg.detector.get("min_size") or cfg.dataset.min_size
     max_size = cfg.detector.get("max_size") or cfg.dataset.max_size
-    return FasterRCNN(cfg.detector, cfg.loss, cfg.sampler, num_classes, min_size, max_size)
+    return FasterRCNN(cfg.detector, cfg.loss, cfg.sampler, num_classes, min_size, max_size,
+                      ranking_group=cfg.schedule.get("ranking_group"))

@@ -115,3 +115,24 @@ def test_invalid_values_name_the_key():
         stage_loss_config(OmegaConf.create({**RS, "cls": "ap", "delta": 0.0}), "rcnn")
     assert stage_loss_config(OmegaConf.create({**RS, "rpn": {"box": "l1"}}), "rpn").box == "l1"
     assert stage_loss_config(OmegaConf.create({**RS, "rpn": {"box": None}}), "rpn").box == "giou"
+
+
+def test_ranking_groups_average_independent_per_group_losses():
+    """Groups of g images are ranked separately and averaged: the 4 GPUs x 4 images emulation."""
+    out = _stage()
+    out.image_index = torch.tensor([0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3])
+    grouped, stats = Criterion(OmegaConf.create(RS), SAMPLERS, group_images=2)(out, 4)
+    plain = Criterion(OmegaConf.create(RS), SAMPLERS)
+    halves = []
+    for rows in (torch.arange(0, 6), torch.arange(6, 12)):
+        part = _stage()
+        part.cls_logits = out.cls_logits.detach()[rows].requires_grad_()
+        part.box_deltas, part.ref_boxes = out.box_deltas.detach()[rows], out.ref_boxes[rows]
+        part.gt_boxes, part.gt_classes = out.gt_boxes[rows], out.gt_classes[rows]
+        part.image_index = out.image_index[rows] % 2
+        halves.append(plain(part, 2)[0])
+    for name in grouped:
+        assert torch.allclose(grouped[name], (halves[0][name] + halves[1][name]) / 2, atol=1e-6)
+    assert stats["rcnn/num_pos"] == 4 and stats["rcnn/num_neg"] == 7
+    whole, _ = plain(_stage(), 4)
+    assert not torch.allclose(whole["rcnn_rank"], grouped["rcnn_rank"])
