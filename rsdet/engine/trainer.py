@@ -10,8 +10,10 @@ last good checkpoint; Ctrl-C saves a checkpoint and marks the run interrupted.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import signal
 import random
 import time
 from collections import defaultdict
@@ -62,6 +64,24 @@ def _progress(console: Console) -> Progress:
         console=console,
         transient=False,
     )
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt():
+    """SIGTERM (a scheduler's preemption, `kill`) is handled like Ctrl-C: checkpoint, then stop."""
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _check_finite(terms: dict[str, torch.Tensor], iteration: int, ckpt_dir: Path) -> None:
@@ -162,7 +182,7 @@ def train(cfg: Any, record, *, console: Console | None = None, resume_from: Path
     model.train()
     batches = _infinite_batches(loader, start_iter // plan.iters_per_epoch)
     try:
-        with _progress(console) as progress:
+        with _terminate_as_interrupt(), _progress(console) as progress:
             task = progress.add_task("training", total=plan.max_iters, completed=start_iter, info="")
             while iteration < plan.max_iters:
                 epoch, (images, targets) = next(batches)

@@ -177,3 +177,26 @@ def test_wandb_offline_logging_needs_no_network(tiny_run, monkeypatch):
     offline = list((run.dir / "wandb").glob("offline-run-*"))
     assert len(offline) == 1 and list(offline[0].glob("*.wandb"))
     assert run.info["status"] == "completed"
+
+
+def test_sigterm_checkpoints_and_marks_the_run_interrupted(tiny_run, monkeypatch):
+    import os
+    import signal
+
+    import rsdet.engine.trainer as trainer
+
+    real_set_lr = trainer.set_lr
+
+    def terminate_at_2(optimizer, plan, it):
+        if it == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_set_lr(optimizer, plan, it)
+
+    monkeypatch.setattr(trainer, "set_lr", terminate_at_2)
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt):
+        train_cli.main(tiny_run)
+    run = _only_run()
+    assert run.info["status"] == "interrupted"
+    assert torch.load(run.checkpoint_dir / "last.pt", weights_only=False)["iteration"] == 2
+    assert signal.getsignal(signal.SIGTERM) == before  # the handler is restored after training
