@@ -228,22 +228,26 @@ class RunRecord:
             log.warning("%s", message)
         self._problems[name] = message
 
-    def _read_json(self, name: str) -> Any:
+    def _read_cached(self, name: str, parse, expected: str) -> Any:
+        """Parse ``name`` once; a malformed file is reported (once) and read as None."""
         if name in self._cache:
             return self._cache[name]
         path = self.dir / name
         value = None
         if path.is_file():
             try:
-                value = json.loads(path.read_text(encoding="utf-8"))
+                value = parse(path.read_text(encoding="utf-8"))
                 if not isinstance(value, dict):
-                    raise ValueError(f"expected a JSON object, found {type(value).__name__}")
-            except (ValueError, OSError, UnicodeDecodeError) as exc:
+                    raise ValueError(f"expected {expected}, found {type(value).__name__}")
+            except Exception as exc:  # json/yaml errors, ValueError, OSError, UnicodeDecodeError, ...
                 value = None
-                self._problem(name, f"{path}: cannot read {name} ({_one_line(exc)}); the run is listed as unreadable — "
-                                    f"fix or delete the file")
+                self._problem(name, f"{path}: cannot read {name} ({_one_line(exc)}); the run is listed as "
+                                    f"unreadable — fix or delete the file")
         self._cache[name] = value
         return value
+
+    def _read_json(self, name: str) -> Any:
+        return self._read_cached(name, json.loads, "a JSON object")
 
     @property
     def info(self) -> dict:
@@ -258,21 +262,7 @@ class RunRecord:
     @property
     def config(self) -> dict | None:
         """config.yaml as a plain nested dict, or None when missing or malformed."""
-        if CONFIG_FILE in self._cache:
-            return self._cache[CONFIG_FILE]
-        path = self.dir / CONFIG_FILE
-        value = None
-        if path.is_file():
-            try:
-                value = load_config_yaml(path.read_text(encoding="utf-8"))
-                if not isinstance(value, dict):
-                    raise ValueError(f"expected a mapping at the top level, found {type(value).__name__}")
-            except Exception as exc:  # yaml.YAMLError, ValueError, OSError, ...
-                value = None
-                self._problem(CONFIG_FILE, f"{path}: cannot read {CONFIG_FILE} ({_one_line(exc)}); the run is "
-                                           f"listed as unreadable — fix or delete the file")
-        self._cache[CONFIG_FILE] = value
-        return value
+        return self._read_cached(CONFIG_FILE, load_config_yaml, "a mapping at the top level")
 
     @property
     def problems(self) -> list[str]:
