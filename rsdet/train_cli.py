@@ -34,7 +34,8 @@ def _job_context() -> dict:
     overrides = list(hc.overrides.task)
     multirun = None
     if hc.mode == RunMode.MULTIRUN:
-        multirun = {"sweep_dir": hc.sweep.dir, "sweep_name": Path(hc.sweep.dir).name, "job_num": hc.job.num}
+        sweep = Path(hc.sweep.dir)  # outputs/multirun/<date>/<time>: "<date>/<time>" names the W&B group
+        multirun = {"sweep_dir": hc.sweep.dir, "sweep_name": f"{sweep.parent.name}/{sweep.name}", "job_num": hc.job.num}
     return {"run_dir": Path(hc.runtime.output_dir), "choices": choices, "overrides": overrides, "multirun": multirun}
 
 

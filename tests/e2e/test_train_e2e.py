@@ -79,6 +79,7 @@ def test_multirun_then_report(tiny_run, capsys):
     runs = _runs(sweeps[0])
     assert sorted(r.info["choices"]["loss"] for r in runs) == ["ce", "rs"]
     assert all(r.info["multirun"]["job_num"] in (0, 1) for r in runs)
+    assert {r.info["multirun"]["sweep_name"] for r in runs} == {f"{sweeps[0].parent.name}/{sweeps[0].name}"}  # W&B group
     capsys.readouterr()
     assert report_main([str(sweeps[0]), "--rows", "loss", "--metric", "AP,oLRP"]) == 0
     out = capsys.readouterr().out
