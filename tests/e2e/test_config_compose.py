@@ -64,3 +64,23 @@ def test_ablation_axes_are_plain_overrides():
 def test_dataset_group_options_compose(dataset):
     cfg = _compose([f"dataset={dataset}"])
     assert cfg.dataset.protocol in ("coco", "lvis")
+
+
+@pytest.mark.parametrize("table, sweep", [
+    ("table_s8", {"loss": "rs,ce,focal", "sampler.rpn": "random,none", "sampler.rcnn": "random,none"}),
+    ("table_s4", {"loss.delta": "0.25,0.4,0.5,0.6,0.75,1.0"}),
+    ("table_s1", {"loss.weighting": "none,centerness,score,iou,rank", "loss.balance": "value,magnitude"}),
+    ("table_s3", {"loss.delta_loc": "0,0.5,1.0,1.5,2.0,null"}),
+    ("table_s6", {"loss.label": "binary,iou"}),
+])
+def test_paper_table_presets_define_their_sweeps(table, sweep):
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=[f"+experiment={table}"], return_hydra_config=True)
+    assert dict(cfg.hydra.sweeper.params) == sweep and table in cfg.tags
+    # every swept value is a valid choice for the criterion
+    for key, values in sweep.items():
+        for value in values.split(","):
+            value = None if value == "null" else value
+            with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+                one = compose("train", overrides=[f"+experiment={table}", f"{key}={value if value is not None else 'null'}"])
+            stage_loss_config(one.loss, "rcnn")
