@@ -83,6 +83,25 @@ def measure_fps(model, dataset, device: torch.device, score_thresh: float, num_i
     return (n - warmup) / max(time.perf_counter() - start, 1e-9)
 
 
+def eval_score_thresh(cfg: Any) -> float:
+    """The test score threshold of a run: ``eval.score_thresh`` if set, else the loss recipe's."""
+    thr = cfg.eval.get("score_thresh")
+    return float(cfg.loss.test_score_thresh if thr is None else thr)
+
+
+def ground_truth_for(ann_file: str, dataset, max_images: int | None):
+    """The ground truth the detections of ``run_inference(..., max_images)`` are scored against: the
+    annotation file, or only its first ``max_images`` images (else the skipped images would count
+    as missed objects)."""
+    if not max_images:
+        return ann_file
+    keep = set(dataset.image_ids[: int(max_images)])
+    data = json.loads(Path(ann_file).read_text())
+    data["images"] = [im for im in data["images"] if im["id"] in keep]
+    data["annotations"] = [a for a in data["annotations"] if a["image_id"] in keep]
+    return data
+
+
 def _run_dir_of(path: Path) -> tuple[Path, Path]:
     if path.is_dir():
         return path, path / "checkpoints" / "last.pt"
@@ -127,18 +146,18 @@ def evaluate_run(path, score_thresholds=None, out_dir=None, device: str = "auto"
     out.mkdir(parents=True, exist_ok=True)
     info = dataset_eval_info(cfg.dataset, cfg.eval.split)
     max_dets = cfg.dataset.get("max_dets")
+    gt = ground_truth_for(info["ann_file"], val, max_images)
     if not score_thresholds:
-        thr = cfg.eval.score_thresh if cfg.eval.get("score_thresh") is not None else cfg.loss.test_score_thresh
-        dets = run_inference(model, val, dev, thr, max_images)
+        dets = run_inference(model, val, dev, eval_score_thresh(cfg), max_images)
         (out / "predictions_bbox.json").write_text(dumps(dets, indent=None))
-        metrics = evaluate(info["ann_file"], dets, iou_type="bbox", protocol=info["protocol"], max_dets=max_dets)
-        (out / "metrics_eval.json").write_text(json.dumps({"bbox": metrics}, indent=2))
+        metrics = evaluate(gt, dets, iou_type="bbox", protocol=info["protocol"], max_dets=max_dets)
+        (out / "metrics_eval.json").write_text(dumps({"bbox": metrics}))
         return {"bbox": metrics}
     thresholds = sorted(float(t) for t in score_thresholds)
     dets = run_inference(model, val, dev, thresholds[0], max_images)
     fps = {t: measure_fps(model, val, dev, t, num_images=fps_images) for t in thresholds}
-    rows = threshold_sweep(info["ann_file"], dets, thresholds, iou_type="bbox", protocol=info["protocol"], fps=fps,
+    rows = threshold_sweep(gt, dets, thresholds, iou_type="bbox", protocol=info["protocol"], fps=fps,
                            max_dets=max_dets)
     write_table(rows, out, "threshold_sweep")
-    (out / "threshold_sweep.json").write_text(json.dumps({"device": str(dev), "rows": rows}, indent=2, default=str))
+    (out / "threshold_sweep.json").write_text(dumps({"device": str(dev), "rows": rows}))
     return {"device": str(dev), "rows": rows}

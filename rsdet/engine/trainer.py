@@ -11,7 +11,6 @@ last good checkpoint; Ctrl-C saves a checkpoint and marks the run interrupted.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import signal
 import random
@@ -27,7 +26,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from rsdet.engine.checkpoint import load_checkpoint, save_checkpoint, set_rng_state
-from rsdet.engine.inference import pick_device, run_inference
+from rsdet.engine.inference import eval_score_thresh, ground_truth_for, pick_device, run_inference
 from rsdet.engine.loggers import build_logger
 from rsdet.engine.schedule import build_optimizer, make_plan, set_lr
 from rsdet.errors import TrainingError
@@ -100,25 +99,16 @@ def evaluate_model(cfg: Any, model, val_ds, device, record, console: Console | N
     from rsdet.evaluation import evaluate
 
     info = dataset_eval_info(cfg.dataset, cfg.eval.split)
-    thr = cfg.eval.score_thresh if cfg.eval.get("score_thresh") is not None else cfg.loss.test_score_thresh
+    thr = eval_score_thresh(cfg)
     start = time.perf_counter()
     with _progress(console or Console()) as progress:
         dets = run_inference(model, val_ds, device, thr, cfg.eval.get("max_images"), progress=progress)
     infer_s = time.perf_counter() - start
     record.predictions_path("bbox").write_text(dumps(dets, indent=None))
-    gt = info["ann_file"]
-    if cfg.eval.get("max_images"):
-        gt = _subset_gt(gt, {int(val_ds[i][1]["image_id"]) for i in range(min(len(val_ds), cfg.eval.max_images))})
+    gt = ground_truth_for(info["ann_file"], val_ds, cfg.eval.get("max_images"))
     metrics = evaluate(gt, dets, iou_type="bbox", protocol=info["protocol"], max_dets=cfg.dataset.get("max_dets"))
     return {"bbox": metrics, "eval_seconds": time.perf_counter() - start, "inference_seconds": infer_s,
-            "num_detections": len(dets), "score_thresh": float(thr)}
-
-
-def _subset_gt(ann_file: str, image_ids: set[int]) -> dict:
-    data = json.loads(Path(ann_file).read_text())
-    data["images"] = [im for im in data["images"] if im["id"] in image_ids]
-    data["annotations"] = [a for a in data["annotations"] if a["image_id"] in image_ids]
-    return data
+            "num_detections": len(dets), "score_thresh": thr}
 
 
 def train(cfg: Any, record, *, console: Console | None = None, resume_from: Path | None = None) -> dict:
