@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 USAGE = """\
 usage: rsdet <command> [args]
@@ -60,12 +59,5 @@ def main(argv: list[str] | None = None) -> int:
     return 2
 
 
-def _entry() -> None:  # pragma: no cover - console script shim
-    sys.exit(main())
-
-
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
-
-
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"

@@ -44,7 +44,6 @@ class RoIHead(nn.Module):
         self.append_gt = bool(cfg.get("append_gt", True))
         self.nms_thresh = float(cfg.nms_thresh)
         self.detections_per_img = int(cfg.detections_per_img)
-        self.score_thresh = 0.05
 
     def _predict(self, features, boxes: list[Tensor], image_sizes):
         x = self.roi_align(features, boxes, image_sizes)
