@@ -1,0 +1,1 @@
+"""Assigners: label anchors or RoIs as positives (a class), negatives or ignored (docs/detectors.md)."""
