@@ -8,6 +8,7 @@ survive without W&B, without torch and without the code that wrote them:
       run.json             status, error + traceback, Hydra choices/overrides, multirun job, iteration, host
       metrics.json         final evaluation {"bbox": {"AP": .., "oLRP": ..}, "segm": {..}, "train_seconds": ..}
       history.jsonl        one JSON object per logging step (loss terms, lr, sec/iter, pos:neg ratios)
+      history.dropped.jsonl  rows a resume took out of history.jsonl (logged after the checkpoint it resumed)
       predictions_bbox.json
       checkpoints/last.pt
 
@@ -40,6 +41,7 @@ RUN_FILE = "run.json"
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.json"
 HISTORY_FILE = "history.jsonl"
+DROPPED_HISTORY_FILE = "history.dropped.jsonl"
 CHECKPOINT_DIR = "checkpoints"
 
 #: Statuses a writer may set; ``"unreadable"`` is only ever reported by readers.
@@ -413,6 +415,37 @@ class RunRecord:
         with self.history_path.open("a", encoding="utf-8") as fh:
             fh.write(line + "\n")
             fh.flush()
+
+    def drop_history_after(self, iteration: int) -> int:
+        """Move the history rows logged after ``iteration`` (and lines a kill cut short) from
+        history.jsonl to the end of history.dropped.jsonl; return how many lines moved.
+
+        A run resumed from the checkpoint of ``iteration`` logs those iterations again, so keeping
+        the old rows would list them twice."""
+        path = self.history_path
+        if not path.is_file():
+            return 0
+        keep: list[str] = []
+        drop: list[str] = []
+        with path.open(encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                    logged = int(row["iteration"]) if isinstance(row, dict) else None
+                except (ValueError, KeyError, TypeError):
+                    logged = None
+                if logged is not None and logged <= iteration and line.endswith("\n"):
+                    keep.append(line)
+                else:
+                    drop.append(line if line.endswith("\n") else line + "\n")
+        if drop:
+            with (self.dir / DROPPED_HISTORY_FILE).open("a", encoding="utf-8") as fh:
+                fh.write("".join(drop))
+                fh.flush()
+            atomic_write_text(path, "".join(keep))
+        return len(drop)
 
     def write_metrics(self, metrics: Mapping) -> Path:
         """Write the final evaluation (fractions, not percentages) to metrics.json."""

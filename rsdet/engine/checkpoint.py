@@ -1,8 +1,10 @@
-"""Checkpoints that make ``resume=true`` lose at most one checkpoint interval.
+"""Checkpoints from which ``resume=true`` continues exactly where the run was.
 
-A checkpoint holds the model, optimiser, iteration, the criterion's state (aLRP self-balance) and
-every RNG state. It is written to a temporary file and renamed, so an interrupt during the write
-never destroys the previous good checkpoint.
+A checkpoint holds the model, optimiser, iteration, the criterion's state (aLRP self-balance),
+every RNG state, the data loader's position (epoch, batches consumed, what fixes the order) and the
+logging state (the partial sums of the next history row, counters, training time). It is written to
+a temporary file and renamed, so an interrupt during the write never destroys the previous good
+checkpoint. The format is described in docs/resume.md.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import torch
 from rsdet.errors import RsdetError
 
 LAST = "last.pt"
+#: 1: model/optimizer/iteration/criterion/rng/scaler/extra; 2: adds "data" (loader position) and "log"
+FORMAT_VERSION = 2
 
 
 def rng_state() -> dict:
@@ -36,9 +40,13 @@ def set_rng_state(state: dict) -> None:
 
 
 def save_checkpoint(directory: Path, *, model, optimizer, iteration: int, criterion_state: dict,
-                    scaler=None, extra: dict | None = None) -> Path:
+                    scaler=None, extra: dict | None = None, data: dict | None = None,
+                    log: dict | None = None) -> Path:
+    """Write ``directory/last.pt``. ``data`` is the loader's position (``TrainLoader.state_dict()``),
+    ``log`` the logging state the trainer needs to continue its history rows unchanged."""
     directory.mkdir(parents=True, exist_ok=True)
     payload = {
+        "format_version": FORMAT_VERSION,
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict() if optimizer is not None else None,
         "iteration": iteration,
@@ -46,6 +54,8 @@ def save_checkpoint(directory: Path, *, model, optimizer, iteration: int, criter
         "rng": rng_state(),
         "scaler": scaler.state_dict() if scaler is not None else None,
         "extra": extra or {},
+        "data": data,
+        "log": log,
     }
     path = directory / LAST
     tmp = directory / (LAST + ".tmp")

@@ -19,7 +19,7 @@ import torch
 from omegaconf import OmegaConf
 
 from rsdet.errors import RsdetError
-from rsdet.records import dumps
+from rsdet.records import atomic_write_text, dumps
 
 log = logging.getLogger(__name__)
 
@@ -130,34 +130,54 @@ def load_trained(path: Path, device: torch.device):
     return cfg, model.to(device).eval(), val, run_dir
 
 
+def evaluate_model(cfg: Any, model, dataset, device: torch.device, predictions_path: Path,
+                   max_images: int | None = None, progress=None) -> dict[str, Any]:
+    """Evaluate ``model`` on ``dataset`` (the run's validation split) as configured by ``cfg``: inference
+    at the run's test score threshold, the COCO results file written to ``predictions_path``, then
+    COCO/LVIS AP and oLRP against the ground truth of the evaluated images.
+
+    Used by training (``metrics.json``) and by ``rsdet evaluate RUN`` alike."""
+    from rsdet.data.build import dataset_eval_info
+    from rsdet.evaluation import evaluate
+
+    info = dataset_eval_info(cfg.dataset, cfg.eval.split)
+    thr = eval_score_thresh(cfg)
+    start = time.perf_counter()
+    dets = run_inference(model, dataset, device, thr, max_images, progress=progress)
+    infer_s = time.perf_counter() - start
+    atomic_write_text(predictions_path, dumps(dets, indent=None))
+    gt = ground_truth_for(info["ann_file"], dataset, max_images)
+    metrics = evaluate(gt, dets, iou_type="bbox", protocol=info["protocol"], max_dets=cfg.dataset.get("max_dets"))
+    return {"bbox": metrics, "eval_seconds": time.perf_counter() - start, "inference_seconds": infer_s,
+            "num_detections": len(dets), "score_thresh": thr}
+
+
 def evaluate_run(path, score_thresholds=None, out_dir=None, device: str = "auto", max_images: int | None = None,
                  fps_images: int = 50) -> dict[str, Any]:
     """Evaluate a run directory or checkpoint on its configured validation split.
 
-    Without ``score_thresholds`` the run's own test threshold is used; with them, one row per
-    threshold (metrics + fps) is returned and written as Markdown/CSV/LaTeX next to metrics.json.
+    Without ``score_thresholds`` the run's own test threshold is used (``evaluate_model``; the result
+    goes to ``metrics_eval.json``); with them, one row per threshold (metrics + fps) is returned and
+    written as Markdown/CSV/LaTeX next to metrics.json.
     """
     from rsdet.data.build import dataset_eval_info
-    from rsdet.evaluation import evaluate, threshold_sweep, write_table
+    from rsdet.evaluation import threshold_sweep, write_table
 
     dev = pick_device(device)
     cfg, model, val, run_dir = load_trained(Path(path), dev)
     out = Path(out_dir) if out_dir else run_dir
     out.mkdir(parents=True, exist_ok=True)
-    info = dataset_eval_info(cfg.dataset, cfg.eval.split)
-    max_dets = cfg.dataset.get("max_dets")
-    gt = ground_truth_for(info["ann_file"], val, max_images)
     if not score_thresholds:
-        dets = run_inference(model, val, dev, eval_score_thresh(cfg), max_images)
-        (out / "predictions_bbox.json").write_text(dumps(dets, indent=None))
-        metrics = evaluate(gt, dets, iou_type="bbox", protocol=info["protocol"], max_dets=max_dets)
-        (out / "metrics_eval.json").write_text(dumps({"bbox": metrics}))
-        return {"bbox": metrics}
+        result = evaluate_model(cfg, model, val, dev, out / "predictions_bbox.json", max_images)
+        atomic_write_text(out / "metrics_eval.json", dumps(result))
+        return result
+    info = dataset_eval_info(cfg.dataset, cfg.eval.split)
+    gt = ground_truth_for(info["ann_file"], val, max_images)
     thresholds = sorted(float(t) for t in score_thresholds)
     dets = run_inference(model, val, dev, thresholds[0], max_images)
     fps = {t: measure_fps(model, val, dev, t, num_images=fps_images) for t in thresholds}
     rows = threshold_sweep(gt, dets, thresholds, iou_type="bbox", protocol=info["protocol"], fps=fps,
-                           max_dets=max_dets)
+                           max_dets=cfg.dataset.get("max_dets"))
     write_table(rows, out, "threshold_sweep")
     (out / "threshold_sweep.json").write_text(dumps({"device": str(dev), "rows": rows}))
     return {"device": str(dev), "rows": rows}

@@ -2,7 +2,9 @@
 
 W&B runs in offline mode by default, which needs no network (``wandb sync`` uploads later);
 ``logger.mode=online`` for users with an account; ``logger=none`` turns it off. Multirun jobs of
-one sweep share a W&B group (the sweep directory's name) so they appear together.
+one sweep share a W&B group (the sweep directory's name) so they appear together. A resumed run
+logs into the W&B run it started (its id is kept in run.json as ``wandb_id``): offline, each start
+writes an ``offline-run-*`` folder with that id, and ``wandb sync`` of them fills one run.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ log = logging.getLogger(__name__)
 
 
 class NullLogger:
+    run_id: str | None = None
+
     def log(self, row: dict, step: int) -> None:  # noqa: D401 - interface
         pass
 
@@ -27,7 +31,8 @@ class NullLogger:
 
 
 class WandbLogger(NullLogger):
-    def __init__(self, cfg: Any, run_dir: Path, config: dict, group: str | None, name: str, tags: list[str]):
+    def __init__(self, cfg: Any, run_dir: Path, config: dict, group: str | None, name: str, tags: list[str],
+                 run_id: str | None = None):
         import wandb
 
         os.environ.setdefault("WANDB_SILENT", "true")
@@ -42,7 +47,9 @@ class WandbLogger(NullLogger):
             name=name,
             tags=list(tags or []),
             reinit="finish_previous",
+            **({"id": run_id, "resume": "allow"} if run_id else {}),
         )
+        self.run_id = self.run.id
 
     def log(self, row: dict, step: int) -> None:
         self.run.log({k: v for k, v in row.items() if isinstance(v, (int, float))}, step=step)
@@ -58,7 +65,9 @@ class WandbLogger(NullLogger):
         self.run.finish(exit_code=0 if status == "completed" else 1)
 
 
-def build_logger(cfg: Any, run_dir: Path, config: dict, group: str | None, name: str, tags: list[str]):
+def build_logger(cfg: Any, run_dir: Path, config: dict, group: str | None, name: str, tags: list[str],
+                 run_id: str | None = None):
+    """The configured logger; ``run_id`` continues that W&B run (a resumed training run)."""
     if cfg.name == "none" or cfg.get("mode") == "disabled":
         return NullLogger()
     if cfg.name != "wandb":
@@ -66,7 +75,7 @@ def build_logger(cfg: Any, run_dir: Path, config: dict, group: str | None, name:
 
         raise ConfigError(f"logger={cfg.name!r} is not one of wandb, none")
     try:
-        return WandbLogger(cfg, run_dir, config, group, name, tags)
+        return WandbLogger(cfg, run_dir, config, group, name, tags, run_id=run_id)
     except Exception as exc:  # never let logging kill a training run
         log.warning("W&B could not start (%s); continuing with the run record only. Use logger=none to "
                     "silence this.", exc)

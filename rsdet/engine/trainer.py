@@ -6,11 +6,14 @@ pos:neg instance and task ratios per stage — supplementary Table S7), checkpoi
 ``schedule.checkpoint_every`` iterations, then evaluation (COCO/LVIS AP and oLRP) into
 ``metrics.json``. A NaN/inf loss stops the run naming the iteration and the loss term, keeping the
 last good checkpoint; Ctrl-C saves a checkpoint and marks the run interrupted.
+
+Resuming is exact: the checkpoint holds the data loader's position (``rsdet.engine.loader``), the
+RNG states and the partial sums of the next history row, so a resumed run computes the same
+iterations, history rows and final metrics as the run left alone (docs/resume.md).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import signal
 import random
@@ -26,11 +29,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from rsdet.engine.checkpoint import load_checkpoint, save_checkpoint, set_rng_state
-from rsdet.engine.inference import eval_score_thresh, ground_truth_for, pick_device, run_inference
+from rsdet.engine.inference import evaluate_model, pick_device
+from rsdet.engine.loader import TrainLoader
 from rsdet.engine.loggers import build_logger
 from rsdet.engine.schedule import build_optimizer, make_plan, set_lr
 from rsdet.errors import TrainingError
-from rsdet.records import dumps
 
 log = logging.getLogger(__name__)
 
@@ -39,16 +42,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def _infinite_batches(loader, start_epoch: int):
-    epoch = start_epoch
-    while True:
-        if hasattr(loader.sampler, "set_epoch"):
-            loader.sampler.set_epoch(epoch)
-        for batch in loader:
-            yield epoch, batch
-        epoch += 1
 
 
 def _progress(console: Console) -> Progress:
@@ -65,22 +58,42 @@ def _progress(console: Console) -> Progress:
     )
 
 
-@contextlib.contextmanager
-def _terminate_as_interrupt():
-    """SIGTERM (a scheduler's preemption, `kill`) is handled like Ctrl-C: checkpoint, then stop."""
+class _StopSignals:
+    """Ctrl-C (SIGINT) and SIGTERM (a scheduler's preemption, `kill`) stop training at the next
+    iteration boundary, where the checkpoint is exact; a second signal stops at once.
 
-    def handler(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
+    An interrupt in the middle of an iteration would leave the model half-way through it (batch-norm
+    statistics already updated by the forward pass, parameters part-way through the optimiser
+    step), which no checkpoint can describe."""
 
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread: leave signals alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    _SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._previous: dict = {}
+
+    def _handle(self, signum, frame) -> None:
+        if self.received is not None:
+            raise KeyboardInterrupt(f"signal {signum} (second)")
+        self.received = signum
+        log.warning("signal %d: stopping after this iteration with a checkpoint (send it again to stop now)", signum)
+
+    def check(self) -> None:
+        if self.received is not None:
+            raise KeyboardInterrupt(f"signal {self.received}")
+
+    def __enter__(self) -> _StopSignals:
+        try:
+            for sig in self._SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        except ValueError:  # not the main thread: leave signals alone
+            pass
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+        self._previous.clear()
 
 
 def _check_finite(terms: dict[str, torch.Tensor], iteration: int, ckpt_dir: Path) -> None:
@@ -93,22 +106,53 @@ def _check_finite(terms: dict[str, torch.Tensor], iteration: int, ckpt_dir: Path
             )
 
 
-def evaluate_model(cfg: Any, model, val_ds, device, record, console: Console | None = None) -> dict:
-    """Inference on the validation split, COCO results file in the run record, then metrics."""
-    from rsdet.data.build import dataset_eval_info
-    from rsdet.evaluation import evaluate
+class _LogState:
+    """What the next history row needs: per-key sums and the iteration count since the last row, the
+    running count of batches without R-CNN positives, and the clocks (sec_per_iter, train_seconds).
+    Checkpointed, so a resumed run writes the rows the uninterrupted run would have written."""
 
-    info = dataset_eval_info(cfg.dataset, cfg.eval.split)
-    thr = eval_score_thresh(cfg)
-    start = time.perf_counter()
-    with _progress(console or Console()) as progress:
-        dets = run_inference(model, val_ds, device, thr, cfg.eval.get("max_images"), progress=progress)
-    infer_s = time.perf_counter() - start
-    record.predictions_path("bbox").write_text(dumps(dets, indent=None))
-    gt = ground_truth_for(info["ann_file"], val_ds, cfg.eval.get("max_images"))
-    metrics = evaluate(gt, dets, iou_type="bbox", protocol=info["protocol"], max_dets=cfg.dataset.get("max_dets"))
-    return {"bbox": metrics, "eval_seconds": time.perf_counter() - start, "inference_seconds": infer_s,
-            "num_detections": len(dets), "score_thresh": thr}
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = defaultdict(float)
+        self.count = 0
+        self.zero_pos = 0
+        self._window_before = 0.0  # seconds of the current row's window spent before this process
+        self._train_before = 0.0  # training seconds spent before this process
+        self.restart_clock()
+
+    def restart_clock(self) -> None:
+        now = time.perf_counter()
+        self._window_start = now - self._window_before
+        self._train_start = now - self._train_before
+
+    def train_seconds(self) -> float:
+        return time.perf_counter() - self._train_start
+
+    def row(self, iteration: int, epoch: int, lr: float) -> dict:
+        now = time.perf_counter()
+        row = {"iteration": iteration, "epoch": epoch, "lr": lr,
+               "sec_per_iter": (now - self._window_start) / max(self.count, 1),
+               **{k: v / max(self.count, 1) for k, v in self.sums.items()},
+               "batches_without_positives": self.zero_pos}
+        self.sums.clear()
+        self.count = 0
+        self._window_start = now
+        return row
+
+    def state_dict(self) -> dict:
+        now = time.perf_counter()
+        return {"sums": dict(self.sums), "count": self.count, "batches_without_positives": self.zero_pos,
+                "window_seconds": now - self._window_start, "train_seconds": now - self._train_start}
+
+    def load_state_dict(self, state: dict | None) -> None:
+        if not state:  # a checkpoint without logging state: the next row averages from here
+            return
+        self.sums.clear()
+        self.sums.update(state["sums"])
+        self.count = int(state["count"])
+        self.zero_pos = int(state["batches_without_positives"])
+        self._window_before = float(state["window_seconds"])
+        self._train_before = float(state["train_seconds"])
+        self.restart_clock()
 
 
 def train(cfg: Any, record, *, console: Console | None = None, resume_from: Path | None = None) -> dict:
@@ -141,44 +185,62 @@ def train(cfg: Any, record, *, console: Console | None = None, resume_from: Path
         model.criterion.load_state_dict(state.get("criterion", {}))
         if scaler is not None and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
-        set_rng_state(state["rng"])
         start_iter = int(state["iteration"])
         log.info("resumed from %s at iteration %d", resume_from, start_iter)
 
-    generator = torch.Generator().manual_seed(int(cfg.seed) + start_iter)
-    loader = torch.utils.data.DataLoader(
-        train_ds, batch_size=int(cfg.schedule.batch_size), shuffle=True, collate_fn=collate_fn,
-        num_workers=int(cfg.get("num_workers", 0)), generator=generator, drop_last=len(train_ds) > cfg.schedule.batch_size,
-    )
+    loader = TrainLoader(train_ds, batch_size=int(cfg.schedule.batch_size), seed=int(cfg.seed), collate_fn=collate_fn,
+                         num_workers=int(cfg.get("num_workers", 0)), drop_last=len(train_ds) > cfg.schedule.batch_size)
+    logged = _LogState()
+    if resume_from is not None:
+        if state.get("data"):
+            loader.load_state_dict(state["data"], source=str(resume_from))
+        else:
+            loader.seek_iteration(start_iter)
+            log.warning("%s was written by an older rsdet without the data loader's position; continuing at "
+                        "epoch %d, batch %d with a new order (not the exact batches of the interrupted run)",
+                        resume_from, loader.epoch, loader.batch)
+        logged.load_state_dict(state.get("log"))
+    dropped = record.drop_history_after(start_iter)
+    if dropped:
+        log.info("moved %d history rows logged after iteration %d to %s", dropped, start_iter,
+                 record.dir / "history.dropped.jsonl")
     logger = build_logger(cfg.logger, record.dir, OmegaConf.to_container(cfg, resolve=True),
                           group=(record.info.get("multirun") or {}).get("sweep_name"),
-                          name=record.dir.name, tags=list(cfg.get("tags", [])))
+                          name=record.dir.name, tags=list(cfg.get("tags", [])),
+                          run_id=record.info.get("wandb_id") if resume_from is not None else None)
     record.update(device=str(device), amp=use_amp, max_iters=plan.max_iters, base_lr=plan.base_lr,
-                  num_classes=train_ds.num_classes)
+                  num_classes=train_ds.num_classes, wandb_id=logger.run_id)
     log_every = int(cfg.logger.get("log_every", 10))
-    sums: dict[str, float] = defaultdict(float)
-    count = 0
-    zero_pos = 0
-    last_time = time.perf_counter()
-    train_start = time.perf_counter()
+    sums = logged.sums
     iteration = start_iter
     extra = {"num_classes": train_ds.num_classes}
 
+    position = loader.state_dict()  # the loader's position at the last iteration boundary
+    mid_iteration = False  # the model has seen part of an iteration (forward pass started)
+
     def checkpoint(it: int) -> None:
+        if (ckpt_dir / "last.pt").is_file() and record.info.get("iteration") == it:
+            return  # this iteration's checkpoint is already written
         save_checkpoint(ckpt_dir, model=model, optimizer=optimizer, iteration=it,
-                        criterion_state=model.criterion.state_dict(), scaler=scaler, extra=extra)
+                        criterion_state=model.criterion.state_dict(), scaler=scaler, extra=extra,
+                        data=position, log=logged.state_dict())
         record.update(iteration=it)
 
+    if resume_from is not None:  # last, so that nothing above (W&B, the loader) draws from the restored RNGs
+        set_rng_state(state["rng"])
     model.train()
-    batches = _infinite_batches(loader, start_iter // plan.iters_per_epoch)
+    batches = iter(loader)
+    logged.restart_clock()
     try:
-        with _terminate_as_interrupt(), _progress(console) as progress:
+        with _StopSignals() as stop, _progress(console) as progress:
             task = progress.add_task("training", total=plan.max_iters, completed=start_iter, info="")
             while iteration < plan.max_iters:
+                stop.check()
                 epoch, (images, targets) = next(batches)
                 images = [im.to(device, non_blocking=True) for im in images]
                 targets = [{k: (v.to(device) if torch.is_tensor(v) else v) for k, v in t.items()} for t in targets]
                 lr = set_lr(optimizer, plan, iteration)
+                mid_iteration = True
                 with torch.autocast(device.type, enabled=use_amp):
                     terms, stats = model(images, targets)
                 _check_finite(terms, iteration + 1, ckpt_dir)
@@ -197,39 +259,39 @@ def train(cfg: Any, record, *, console: Console | None = None, resume_from: Path
                 else:
                     optimizer.step()
                 iteration += 1
-                zero_pos += int(stats.get("rcnn/num_pos", 1) == 0)
+                position = loader.state_dict()
+                logged.zero_pos += int(stats.get("rcnn/num_pos", 1) == 0)
                 for k, v in terms.items():
                     sums[f"loss/{k}"] += float(v.detach())
                 sums["loss/total"] += float(total.detach())
                 for k, v in stats.items():
                     sums[f"ratio/{k}"] += float(v)
-                count += 1
+                logged.count += 1
                 progress.update(task, advance=1, info=f"loss {float(total.detach()):.3f} lr {lr:.4f}")
                 if iteration % log_every == 0 or iteration == plan.max_iters:
-                    now = time.perf_counter()
-                    row = {"iteration": iteration, "epoch": epoch, "lr": lr,
-                           "sec_per_iter": (now - last_time) / count,
-                           **{k: v / count for k, v in sums.items()}, "batches_without_positives": zero_pos}
+                    row = logged.row(iteration, epoch, lr)
                     record.append_history(row)
                     logger.log(row, step=iteration)
-                    sums.clear()
-                    count = 0
-                    last_time = now
+                mid_iteration = False
                 if iteration % int(cfg.schedule.checkpoint_every) == 0:
                     checkpoint(iteration)
         checkpoint(iteration)
     except KeyboardInterrupt:
-        checkpoint(iteration)
+        if mid_iteration:
+            log.warning("stopped in the middle of iteration %d; keeping the last checkpoint in %s", iteration + 1,
+                        ckpt_dir)
+        else:
+            checkpoint(iteration)
         logger.finish("interrupted")
         raise
     except Exception:
         logger.finish("failed")
         raise
-    train_seconds = time.perf_counter() - train_start
-
-    metrics: dict[str, Any] = {"iterations": iteration, "train_seconds": train_seconds}
+    metrics: dict[str, Any] = {"iterations": iteration, "train_seconds": logged.train_seconds()}
     if val_ds is not None:
-        metrics.update(evaluate_model(cfg, model, val_ds, device, record, console))
+        with _progress(console) as progress:
+            metrics.update(evaluate_model(cfg, model, val_ds, device, record.predictions_path("bbox"),
+                                          cfg.eval.get("max_images"), progress=progress))
     record.write_metrics(metrics)
     logger.summary(metrics)
     logger.finish("completed")

@@ -180,24 +180,30 @@ def test_wandb_offline_logging_needs_no_network(tiny_run, monkeypatch):
     assert run.info["status"] == "completed"
 
 
-def test_sigterm_checkpoints_and_marks_the_run_interrupted(tiny_run, monkeypatch):
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGINT"])
+def test_a_signal_stops_at_the_next_iteration_with_a_checkpoint(tiny_run, monkeypatch, signame):
+    """SIGTERM (preemption) and Ctrl-C let the running iteration finish, checkpoint it, and mark the
+    run interrupted; the signal handlers are put back afterwards."""
     import os
     import signal
 
     import rsdet.engine.trainer as trainer
 
+    sig = getattr(signal, signame)
     real_set_lr = trainer.set_lr
 
-    def terminate_at_2(optimizer, plan, it):
+    def signal_during_iteration_3(optimizer, plan, it):
         if it == 2:
-            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), sig)
         return real_set_lr(optimizer, plan, it)
 
-    monkeypatch.setattr(trainer, "set_lr", terminate_at_2)
-    before = signal.getsignal(signal.SIGTERM)
+    monkeypatch.setattr(trainer, "set_lr", signal_during_iteration_3)
+    before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
     with pytest.raises(KeyboardInterrupt):
         train_cli.main(tiny_run)
     run = _only_run()
-    assert run.info["status"] == "interrupted"
-    assert torch.load(run.checkpoint_dir / "last.pt", weights_only=False)["iteration"] == 2
-    assert signal.getsignal(signal.SIGTERM) == before  # the handler is restored after training
+    assert run.info["status"] == "interrupted" and run.info["iteration"] == 3
+    state = torch.load(run.checkpoint_dir / "last.pt", weights_only=False)
+    assert state["iteration"] == 3 and state["data"]["batch"] == 3
+    assert [r["iteration"] for r in run.read_history()] == [1, 2, 3]
+    assert {s: signal.getsignal(s) for s in before} == before
