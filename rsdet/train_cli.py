@@ -2,6 +2,12 @@
 
 A failing multirun job does not stop the sweep: its record says ``failed`` with the error, the
 remaining jobs run, and the command exits 1 at the end with a summary.
+
+``resume=true`` continues a single run from its checkpoint (``find_resumable``). With ``-m`` it
+resumes a whole sweep: the newest sweep directory under ``outputs/multirun`` started with the same
+overrides becomes this sweep's directory again (``hydra.sweep.dir`` is set before Hydra starts), so
+every job lands in its old ``job<N>`` folder, where a completed job is reused as it is, an
+unfinished one continues from its checkpoint, and a missing one starts (README, "Resume").
 """
 
 from __future__ import annotations
@@ -67,6 +73,73 @@ def find_resumable(resume, overrides: list[str], outputs: Path) -> Path | None:
     return max(candidates, key=lambda p: (p / "checkpoints" / "last.pt").stat().st_mtime) if candidates else None
 
 
+def _is_resume(value) -> bool:
+    return value not in (False, None) and str(value).lower() not in ("false", "none", "null")
+
+
+def _argv_overrides(argv: list[str]) -> list[str]:
+    """The config overrides of a command line (no flags, no ``hydra.*`` settings)."""
+    return [a for a in argv if "=" in a and not a.startswith("-") and not a.lstrip("+~").startswith("hydra.")]
+
+
+def find_sweep(overrides: list[str], outputs: Path) -> Path | None:
+    """The newest sweep directory under ``outputs/multirun`` whose sweep was started with the same
+    overrides as ``overrides`` (those of ``_RESUME_NEUTRAL`` aside), or None."""
+    import yaml
+
+    wanted = _key_overrides(overrides)
+    found = []
+    for manifest in (outputs / "multirun").glob("*/*/multirun.yaml"):
+        try:
+            task = ((yaml.safe_load(manifest.read_text()) or {}).get("hydra") or {}).get("overrides", {}).get("task")
+        except (OSError, yaml.YAMLError, AttributeError) as exc:
+            log.warning("skipping %s while looking for the sweep to resume (%s)", manifest, exc)
+            continue
+        if isinstance(task, list) and _key_overrides([str(t) for t in task]) == wanted:
+            found.append(manifest.parent)
+    return max(found, key=lambda d: (d.parent.name, d.name, d.stat().st_mtime)) if found else None
+
+
+def _resume_sweep_argv(argv: list[str]) -> list[str]:
+    """``-m ... resume=true``: point Hydra at the sweep directory to resume (``resume=DIR`` names it)."""
+    if not ({"-m", "--multirun"} & set(argv)):
+        return argv
+    resume = next((a.split("=", 1)[1] for a in reversed(_argv_overrides(argv)) if a.split("=", 1)[0] == "resume"), None)
+    if resume is None or not _is_resume(resume) or any(a.startswith("hydra.sweep.dir=") for a in argv):
+        return argv
+    if resume.lower() != "true":
+        sweep = Path(resume).expanduser()
+        if not (sweep / "multirun.yaml").is_file():
+            raise RsdetError(f"resume={resume}: {sweep} is not a sweep directory (no multirun.yaml); give "
+                             "outputs/multirun/<date>/<time> or use resume=true to find it by its overrides")
+    else:
+        outputs = Path(os.getcwd()) / "outputs"
+        sweep = find_sweep(_argv_overrides(argv), outputs)
+        if sweep is None:
+            log.warning("resume=true: no sweep under %s was started with these overrides; starting a new sweep",
+                        outputs / "multirun")
+            return argv
+    print(f"resuming the sweep in {sweep}")
+    return [*argv, f"hydra.sweep.dir='{sweep.resolve()}'"]
+
+
+def _sweep_job_to_resume(run_dir: Path, overrides: list[str]) -> tuple[str, Path | None]:
+    """What to do with a resumed sweep's job folder: ("reuse" | "resume" | "start", checkpoint)."""
+    from rsdet.records import RUN_FILE, RunRecord
+
+    if not (run_dir / RUN_FILE).is_file():
+        return "start", None
+    record = RunRecord(run_dir, create=False)
+    if _key_overrides(record.info.get("overrides", [])) != _key_overrides(overrides):
+        raise RsdetError(f"{run_dir} holds a run with overrides {record.info.get('overrides')}, not this job's "
+                         f"{overrides}; the sweep's jobs are numbered differently. Resume it with the same "
+                         "sweep overrides in the same order, or start a new sweep without resume=...")
+    if record.status == "completed" and record.metrics:
+        return "reuse", None
+    checkpoint = run_dir / "checkpoints" / "last.pt"
+    return ("resume", checkpoint) if checkpoint.is_file() else ("start", None)
+
+
 def _print_metrics(metrics: dict, run_dir: Path) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -83,15 +156,37 @@ def _print_metrics(metrics: dict, run_dir: Path) -> None:
                   f"{metrics.get('iterations', 0)} iterations")
 
 
+def _resumed_config(run_dir: Path, cfg: DictConfig) -> DictConfig:
+    """The run's own config.yaml, with this command's device and resume settings."""
+    old = OmegaConf.load(run_dir / "config.yaml")
+    with open_dict(old):
+        old.device = cfg.device
+        old.resume = cfg.resume
+    return old
+
+
 def run_job(cfg: DictConfig) -> dict:
     """Train + evaluate one composed config into its Hydra output directory (or the resumed one)."""
-    from rsdet.engine.trainer import train
     from rsdet.records import RunRecord
 
     ctx = _job_context()
     run_dir = ctx["run_dir"]
     resume_from = None
-    if cfg.resume not in (False, None, "false"):
+    if _is_resume(cfg.resume) and ctx["multirun"]:  # the sweep directory is the resumed one (main)
+        try:
+            action, checkpoint = _sweep_job_to_resume(run_dir, ctx["overrides"])
+        except RsdetError as exc:
+            log.error("%s", exc)
+            _OUTCOMES.append({"run_dir": str(run_dir), "status": "failed", "error": str(exc)})
+            return {}
+        if action == "reuse":
+            log.info("job %s completed earlier; reusing %s", ctx["multirun"]["job_num"], run_dir)
+            _OUTCOMES.append({"run_dir": str(run_dir), "status": "reused"})
+            return RunRecord(run_dir, create=False).metrics or {}
+        if action == "resume":
+            log.info("resuming job %s in %s", ctx["multirun"]["job_num"], run_dir)
+            cfg, resume_from = _resumed_config(run_dir, cfg), checkpoint
+    elif _is_resume(cfg.resume):
         outputs = Path(os.getcwd()) / "outputs"
         previous = find_resumable(cfg.resume, ctx["overrides"], outputs)
         if previous is None:
@@ -99,11 +194,7 @@ def run_job(cfg: DictConfig) -> dict:
                         cfg.resume, outputs)
         else:
             log.info("resuming the run in %s", previous)
-            old = OmegaConf.load(previous / "config.yaml")
-            with open_dict(old):
-                old.device = cfg.device
-                old.resume = cfg.resume
-            cfg, run_dir = old, previous
+            cfg, run_dir = _resumed_config(previous, cfg), previous
             resume_from = previous / "checkpoints" / "last.pt"
 
     record = RunRecord(run_dir)
@@ -113,6 +204,8 @@ def run_job(cfg: DictConfig) -> dict:
         record.start(info.get("choices"), info.get("overrides"), multirun=info.get("multirun"))
     else:
         record.start(ctx["choices"], ctx["overrides"], multirun=ctx["multirun"])
+    from rsdet.engine.trainer import train
+
     try:
         metrics = train(cfg, record, resume_from=resume_from)
     except KeyboardInterrupt:
@@ -142,6 +235,11 @@ def _hydra_entry(cfg: DictConfig) -> None:
 def main(argv: list[str]) -> int:
     """Run Hydra with ``argv`` as its command line; exit 1 if any job failed."""
     _OUTCOMES.clear()
+    try:
+        argv = _resume_sweep_argv(list(argv))
+    except RsdetError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     saved = sys.argv
     sys.argv = ["rsdet train", *argv]
     try:
@@ -151,8 +249,12 @@ def main(argv: list[str]) -> int:
     finally:
         sys.argv = saved
     failed = [o for o in _OUTCOMES if o["status"] == "failed"]
-    if len(_OUTCOMES) > 1:
-        print(f"{len(_OUTCOMES) - len(failed)}/{len(_OUTCOMES)} jobs completed")
+    reused = [o for o in _OUTCOMES if o["status"] == "reused"]
+    if len(_OUTCOMES) > 1 or reused:
+        note = f" ({len(reused)} reused: completed by an earlier run of the sweep)" if reused else ""
+        print(f"{len(_OUTCOMES) - len(failed)}/{len(_OUTCOMES)} jobs completed{note}")
+        for o in reused:
+            print(f"  reused: {o['run_dir']}")
         for o in failed:
             print(f"  failed: {o['run_dir']}: {o['error']}")
     return 1 if failed else 0

@@ -96,6 +96,23 @@ def test_truncated_history_line_is_skipped(tmp_path, caplog):
     assert "history.jsonl:2" in caplog.text
 
 
+def test_resume_moves_the_rows_after_the_checkpoint_aside(tmp_path):
+    rec = RunRecord(tmp_path / "run")
+    for it in (2, 4, 6, 8):
+        rec.append_history({"iteration": it, "loss/total": it / 10})
+    with rec.history_path.open("a") as fh:  # the line a kill cut short
+        fh.write('{"iteration": 10, "loss/to')
+    assert rec.drop_history_after(4) == 3
+    assert [r["iteration"] for r in rec.read_history()] == [2, 4]
+    dropped = (rec.dir / "history.dropped.jsonl").read_text().splitlines()
+    assert [json.loads(line)["iteration"] for line in dropped[:2]] == [6, 8]
+    assert dropped[2] == '{"iteration": 10, "loss/to'
+    rec.append_history({"iteration": 6, "loss/total": 0.5})  # the resumed run's rows follow cleanly
+    assert [r["iteration"] for r in rec.read_history()] == [2, 4, 6]
+    assert rec.drop_history_after(6) == 0
+    assert RunRecord(tmp_path / "none").drop_history_after(0) == 0
+
+
 @pytest.mark.parametrize("name,content", [
     ("metrics.json", "{not json"),
     ("metrics.json", "[1, 2]"),

@@ -22,7 +22,7 @@ import torch
 
 from conftest import TINY
 from rsdet import train_cli
-from rsdet.records import find_runs
+from rsdet.records import RunRecord, find_runs
 
 REPO = Path(__file__).resolve().parents[2]
 EXACT = [o for o in TINY if not o.startswith(("schedule.max_iters", "schedule.checkpoint_every", "logger.log_every"))]
@@ -122,3 +122,46 @@ def test_killed_and_resumed_run_equals_the_run_left_alone(left_alone, shapes_cac
     assert outcome["model"].keys() == left_alone["model"].keys()
     differing = [k for k, v in outcome["model"].items() if not torch.equal(v, left_alone["model"][k])]
     assert differing == []
+
+
+def test_an_interrupted_sweep_resumes_in_its_own_directory(tiny_run, monkeypatch, capsys):
+    """Job 0 completes, job 1 is interrupted at iteration 3; `-m ... resume=true` reuses job 0 untouched,
+    continues job 1 from its checkpoint, in the same sweep directory, which `rsdet report` reads as one."""
+    import rsdet.engine.trainer as trainer
+    from rsdet.report.cli import main as report_main
+
+    real_set_lr = trainer.set_lr
+    jobs_started = []
+
+    def interrupt_the_second_job(optimizer, plan, it):
+        if it == 0:
+            jobs_started.append(it)
+        if len(jobs_started) == 2 and it == 3:
+            raise KeyboardInterrupt
+        return real_set_lr(optimizer, plan, it)
+
+    monkeypatch.setattr(trainer, "set_lr", interrupt_the_second_job)
+    with pytest.raises(KeyboardInterrupt):
+        train_cli.main(["-m", "loss=rs,ce", *tiny_run])
+    (sweep,) = Path("outputs/multirun").glob("*/*")
+    done, interrupted = find_runs(sweep)
+    assert done.info["status"] == "completed" and interrupted.info["status"] == "interrupted"
+    assert interrupted.info["iteration"] == 3
+    done_record = (done.dir / "run.json").read_text(), (done.dir / "metrics.json").read_text()
+
+    monkeypatch.setattr(trainer, "set_lr", real_set_lr)
+    capsys.readouterr()
+    assert train_cli.main(["-m", "loss=rs,ce", *tiny_run, "resume=true"]) == 0
+    out = capsys.readouterr().out
+    assert f"resuming the sweep in {sweep.resolve()}" in out
+    assert "2/2 jobs completed (1 reused" in out and f"reused: {done.dir.resolve()}" in out
+    assert list(Path("outputs/multirun").glob("*/*")) == [sweep]
+    assert ((done.dir / "run.json").read_text(), (done.dir / "metrics.json").read_text()) == done_record
+    resumed = RunRecord(interrupted.dir, create=False)
+    assert resumed.info["status"] == "completed" and resumed.info["iteration"] == 4
+    assert len(resumed.info["resumed"]) == 1 and resumed.info["multirun"] == interrupted.info["multirun"]
+    assert [r["iteration"] for r in resumed.read_history()] == [1, 2, 3, 4]
+
+    assert report_main([str(sweep), "--rows", "loss", "--metric", "AP"]) == 0
+    table = capsys.readouterr().out
+    assert "rs" in table and "ce" in table
