@@ -126,7 +126,8 @@ def test_killed_and_resumed_run_equals_the_run_left_alone(left_alone, shapes_cac
 
 def test_an_interrupted_sweep_resumes_in_its_own_directory(tiny_run, monkeypatch, capsys):
     """Job 0 completes, job 1 is interrupted at iteration 3; `-m ... resume=true` reuses job 0 untouched,
-    continues job 1 from its checkpoint, in the same sweep directory, which `rsdet report` reads as one."""
+    continues job 1 from its checkpoint, in the same sweep directory, which `rsdet report` reads as one
+    sweep (rows, W&B group, Markdown/CSV/LaTeX files)."""
     import rsdet.engine.trainer as trainer
     from rsdet.report.cli import main as report_main
 
@@ -145,6 +146,7 @@ def test_an_interrupted_sweep_resumes_in_its_own_directory(tiny_run, monkeypatch
         train_cli.main(["-m", "loss=rs,ce", *tiny_run])
     (sweep,) = Path("outputs/multirun").glob("*/*")
     done, interrupted = find_runs(sweep)
+    assert [r.info["multirun"]["job_num"] for r in (done, interrupted)] == [0, 1]
     assert done.info["status"] == "completed" and interrupted.info["status"] == "interrupted"
     assert interrupted.info["iteration"] == 3
     done_record = (done.dir / "run.json").read_text(), (done.dir / "metrics.json").read_text()
@@ -162,6 +164,10 @@ def test_an_interrupted_sweep_resumes_in_its_own_directory(tiny_run, monkeypatch
     assert len(resumed.info["resumed"]) == 1 and resumed.info["multirun"] == interrupted.info["multirun"]
     assert [r["iteration"] for r in resumed.read_history()] == [1, 2, 3, 4]
 
-    assert report_main([str(sweep), "--rows", "loss", "--metric", "AP"]) == 0
+    runs = find_runs(sweep)
+    assert sorted(r.info["choices"]["loss"] for r in runs) == ["ce", "rs"]
+    assert {r.info["multirun"]["sweep_name"] for r in runs} == {f"{sweep.parent.name}/{sweep.name}"}  # W&B group
+    assert report_main([str(sweep), "--rows", "loss", "--metric", "AP,oLRP"]) == 0
     table = capsys.readouterr().out
     assert "rs" in table and "ce" in table
+    assert all((sweep / f"report.{ext}").is_file() for ext in ("md", "csv", "tex"))
