@@ -156,12 +156,22 @@ def _print_metrics(metrics: dict, run_dir: Path) -> None:
                   f"{metrics.get('iterations', 0)} iterations")
 
 
-def _resumed_config(run_dir: Path, cfg: DictConfig) -> DictConfig:
-    """The run's own config.yaml, with this command's device and resume settings."""
+def _resumed_config(run_dir: Path, cfg: DictConfig, overrides: list[str]) -> DictConfig:
+    """The run's own config.yaml with this command's device and resume, and its num_workers and
+    logger where this command sets them (they do not change results; the run's own
+    ``logger.log_every`` stays, as it sets which iterations get a history row)."""
     old = OmegaConf.load(run_dir / "config.yaml")
+    given = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
     with open_dict(old):
         old.device = cfg.device
         old.resume = cfg.resume
+        if "num_workers" in given:
+            old.num_workers = cfg.num_workers
+        if any(k == "logger" or k.startswith("logger.") for k in given):
+            log_every = (old.get("logger") or {}).get("log_every")
+            old.logger = OmegaConf.to_container(cfg.logger, resolve=True)
+            if log_every is not None:
+                old.logger.log_every = log_every
     return old
 
 
@@ -185,7 +195,7 @@ def run_job(cfg: DictConfig) -> dict:
             return RunRecord(run_dir, create=False).metrics or {}
         if action == "resume":
             log.info("resuming job %s in %s", ctx["multirun"]["job_num"], run_dir)
-            cfg, resume_from = _resumed_config(run_dir, cfg), checkpoint
+            cfg, resume_from = _resumed_config(run_dir, cfg, ctx["overrides"]), checkpoint
     elif _is_resume(cfg.resume):
         outputs = Path(os.getcwd()) / "outputs"
         previous = find_resumable(cfg.resume, ctx["overrides"], outputs)
@@ -194,7 +204,7 @@ def run_job(cfg: DictConfig) -> dict:
                         cfg.resume, outputs)
         else:
             log.info("resuming the run in %s", previous)
-            cfg, run_dir = _resumed_config(previous, cfg), previous
+            cfg, run_dir = _resumed_config(previous, cfg, ctx["overrides"]), previous
             resume_from = previous / "checkpoints" / "last.pt"
 
     record = RunRecord(run_dir)
@@ -202,8 +212,8 @@ def run_job(cfg: DictConfig) -> dict:
     if resume_from is not None:  # keep the original choices/overrides; start() notes the resume time
         info = record.info
         record.start(info.get("choices"), info.get("overrides"), multirun=info.get("multirun"))
-    else:
-        record.start(ctx["choices"], ctx["overrides"], multirun=ctx["multirun"])
+    else:  # iteration 0: a sweep job started again in its folder had a stale one
+        record.start(ctx["choices"], ctx["overrides"], multirun=ctx["multirun"], iteration=0)
     from rsdet.engine.trainer import train
 
     try:

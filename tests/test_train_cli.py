@@ -44,3 +44,18 @@ def test_resume_in_multirun_points_hydra_at_the_sweep(tmp_path, monkeypatch, cap
         assert train_cli._resume_sweep_argv(unchanged) == unchanged
     with pytest.raises(RsdetError, match="not a sweep directory"):
         train_cli._resume_sweep_argv(["-m", "loss=rs,ce", f"resume={tmp_path}"])
+
+
+def test_a_resumed_run_keeps_its_config_but_takes_device_workers_and_logger_from_the_command(tmp_path):
+    from omegaconf import OmegaConf
+
+    run = tmp_path / "run"
+    run.mkdir()
+    OmegaConf.save({"seed": 3, "device": "cuda", "resume": False, "num_workers": 0,
+                    "logger": {"name": "wandb", "mode": "offline", "log_every": 5}}, run / "config.yaml")
+    now = OmegaConf.create({"seed": 0, "device": "cpu", "resume": True, "num_workers": 2,
+                            "logger": {"name": "none", "log_every": 10}})
+    plain = train_cli._resumed_config(run, now, ["resume=true"])
+    assert (plain.seed, plain.device, plain.resume, plain.num_workers, plain.logger.name) == (3, "cpu", True, 0, "wandb")
+    given = train_cli._resumed_config(run, now, ["resume=true", "num_workers=2", "logger=none"])
+    assert (given.seed, given.num_workers, given.logger.name, given.logger.log_every) == (3, 2, "none", 5)

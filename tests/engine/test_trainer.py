@@ -1,0 +1,41 @@
+"""Training-loop pieces that need no training: stop signals and the checkpointed logging state."""
+
+import os
+import signal
+
+import pytest
+
+from rsdet.engine.trainer import _LogState, _StopSignals
+
+
+def test_a_signal_stops_at_the_next_check_and_a_second_one_at_once():
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    with _StopSignals() as stop:
+        stop.check()  # nothing received
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.received == signal.SIGTERM  # no exception inside the iteration
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+        with pytest.raises(KeyboardInterrupt):
+            stop.check()
+    assert {s: signal.getsignal(s) for s in before} == before
+
+
+def test_the_logging_state_continues_the_next_history_row():
+    first = _LogState()
+    for value in (1.0, 2.0, 4.0):
+        first.sums["loss/total"] += value
+        first.count += 1
+    first.zero_pos = 2
+    assert first.row(3, 0, 0.1)["loss/total"] == pytest.approx(7 / 3)
+    first.sums["loss/total"] += 8.0
+    first.count += 1
+    state = first.state_dict()
+
+    second = _LogState()
+    second.load_state_dict(state)
+    second.sums["loss/total"] += 16.0
+    second.count += 1
+    row = second.row(5, 0, 0.1)
+    assert row["loss/total"] == 12.0 and row["batches_without_positives"] == 2
+    assert second.train_seconds() >= state["train_seconds"]
