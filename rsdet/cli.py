@@ -15,6 +15,7 @@ commands:
                rsdet train loss=ce sampler=random
                rsdet train -m loss=rs,ce sampler=none,random   # Hydra multirun: 4 jobs
                rsdet train resume=true                     # continue the latest interrupted run
+               rsdet train -m loss=rs,ce resume=true       # resume a sweep: completed jobs are reused
              `rsdet train --help` lists the config groups and options.
   evaluate   COCO/LVIS AP + oLRP of a results file, run directory or checkpoint; score-threshold sweeps
   report     turn a folder of runs into the paper's tables (Markdown, CSV, LaTeX)
