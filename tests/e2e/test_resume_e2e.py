@@ -75,21 +75,22 @@ def left_alone(shapes_cache, tmp_path_factory):
 
 def _kill_after_checkpoint(folder: Path, overrides: list[str], shapes_cache: Path) -> None:
     env = {**os.environ, "RSDET_CACHE": str(shapes_cache), "WANDB_MODE": "offline", "WANDB_SILENT": "true",
-           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    child = subprocess.Popen([sys.executable, "-c", CHILD.format(kill_after=KILL_AFTER), "train", *overrides],
-                             cwd=folder, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+           "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
+    err = folder / "killed-run.stderr"
+    with err.open("w") as stderr:  # a file, not a pipe: a full pipe would block the child
+        child = subprocess.Popen([sys.executable, "-c", CHILD.format(kill_after=KILL_AFTER), "train", *overrides],
+                                 cwd=folder, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
     deadline = time.monotonic() + 120
     try:
         while not ((folder / "reached").exists() and list(folder.glob("outputs/runs/*/*/checkpoints/last.pt"))):
             if child.poll() is not None:
-                pytest.fail(f"the run ended before the kill (exit {child.returncode}): {child.stderr.read()[-2000:]}")
+                pytest.fail(f"the run ended before the kill (exit {child.returncode}): {err.read_text()[-2000:]}")
             if time.monotonic() > deadline:
-                pytest.fail("the run did not reach the kill point in 120 s")
+                pytest.fail(f"the run did not reach the kill point in 120 s: {err.read_text()[-2000:]}")
             time.sleep(0.05)
     finally:
         child.send_signal(signal.SIGKILL)
         child.wait(30)
-        child.stderr.close()
     assert child.returncode == -signal.SIGKILL
 
 
