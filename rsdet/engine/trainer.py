@@ -209,7 +209,7 @@ def train(cfg: Any, record, *, console: Console | None = None, resume_from: Path
                           name=record.dir.name, tags=list(cfg.get("tags", [])),
                           run_id=record.info.get("wandb_id") if resume_from is not None else None)
     record.update(device=str(device), amp=use_amp, max_iters=plan.max_iters, base_lr=plan.base_lr,
-                  num_classes=train_ds.num_classes, wandb_id=logger.run_id)
+                  num_classes=train_ds.num_classes, **({"wandb_id": logger.run_id} if logger.run_id else {}))
     log_every = int(cfg.logger.get("log_every", 10))
     sums = logged.sums
     iteration = start_iter

@@ -59,7 +59,7 @@ def _outcome(run) -> dict:
     state = torch.load(run.checkpoint_dir / "last.pt", weights_only=False, map_location="cpu")
     history = [{k: v for k, v in row.items() if k != "sec_per_iter"} for row in run.read_history()]
     metrics = {k: v for k, v in run.metrics.items() if k not in TIMING_KEYS}
-    return {"model": state["model"], "criterion": state["criterion"], "history": history, "metrics": metrics}
+    return {"model": state["model"], "criterion": state.get("criterion"), "history": history, "metrics": metrics}
 
 
 @pytest.fixture(scope="module")
