@@ -56,6 +56,7 @@ def test_a_resumed_run_keeps_its_config_but_takes_device_workers_and_logger_from
     now = OmegaConf.create({"seed": 0, "device": "cpu", "resume": True, "num_workers": 2,
                             "logger": {"name": "none", "log_every": 10}})
     plain = train_cli._resumed_config(run, now, ["resume=true"])
-    assert (plain.seed, plain.device, plain.resume, plain.num_workers, plain.logger.name) == (3, "cpu", True, 0, "wandb")
+    assert (plain.seed, plain.device, plain.resume) == (3, "cpu", True)
+    assert (plain.num_workers, plain.logger.name) == (0, "wandb")
     given = train_cli._resumed_config(run, now, ["resume=true", "num_workers=2", "logger=none"])
     assert (given.seed, given.num_workers, given.logger.name, given.logger.log_every) == (3, 2, "none", 5)

@@ -129,7 +129,8 @@ class TrainLoader:
 
     def __init__(self, dataset: Dataset, *, batch_size: int, seed: int, collate_fn: Callable,
                  num_workers: int = 0, drop_last: bool = True):
-        self.sampler = ResumableBatchSampler(len(dataset), batch_size, seed, drop_last=drop_last)  # type: ignore[arg-type]
+        self.sampler = ResumableBatchSampler(len(dataset), batch_size, seed,  # type: ignore[arg-type]
+                                             drop_last=drop_last)
         num_workers = int(num_workers)
         self.loader = DataLoader(
             SeededSamples(dataset), batch_sampler=self.sampler, collate_fn=collate_fn, num_workers=num_workers,

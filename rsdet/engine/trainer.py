@@ -127,7 +127,8 @@ class _LogState:
     def train_seconds(self) -> float:
         return time.perf_counter() - self._train_start
 
-    def row(self, iteration: int, epoch: int, lr: float) -> dict:
+    def row(self, iteration: int, epoch: int, lr: float, zero_pos: int) -> dict:
+        self.zero_pos = zero_pos
         now = time.perf_counter()
         row = {"iteration": iteration, "epoch": epoch, "lr": lr,
                "sec_per_iter": (now - self._window_start) / max(self.count, 1),
@@ -138,7 +139,9 @@ class _LogState:
         self._window_start = now
         return row
 
-    def state_dict(self) -> dict:
+    def state_dict(self, zero_pos: int | None = None) -> dict:
+        if zero_pos is not None:
+            self.zero_pos = zero_pos
         now = time.perf_counter()
         return {"sums": dict(self.sums), "count": self.count, "batches_without_positives": self.zero_pos,
                 "window_seconds": now - self._window_start, "train_seconds": now - self._train_start}
@@ -212,6 +215,7 @@ def train(cfg: Any, record, *, console: Console | None = None, resume_from: Path
                   num_classes=train_ds.num_classes, **({"wandb_id": logger.run_id} if logger.run_id else {}))
     log_every = int(cfg.logger.get("log_every", 10))
     sums = logged.sums
+    zero_pos = logged.zero_pos
     iteration = start_iter
     extra = {"num_classes": train_ds.num_classes}
 
@@ -222,8 +226,8 @@ def train(cfg: Any, record, *, console: Console | None = None, resume_from: Path
         if (ckpt_dir / "last.pt").is_file() and record.info.get("iteration") == it:
             return  # this iteration's checkpoint is already written
         save_checkpoint(ckpt_dir, model=model, optimizer=optimizer, iteration=it,
-                        criterion_state=model.criterion.state_dict(), scaler=scaler, extra=extra,
-                        data=position, log=logged.state_dict())
+                        data=position, log=logged.state_dict(zero_pos),
+                        criterion_state=model.criterion.state_dict(), scaler=scaler, extra=extra)
         record.update(iteration=it)
 
     if resume_from is not None:  # last, so that nothing above (W&B, the loader) draws from the restored RNGs
@@ -260,7 +264,7 @@ def train(cfg: Any, record, *, console: Console | None = None, resume_from: Path
                     optimizer.step()
                 iteration += 1
                 position = loader.state_dict()
-                logged.zero_pos += int(stats.get("rcnn/num_pos", 1) == 0)
+                zero_pos += int(stats.get("rcnn/num_pos", 1) == 0)
                 for k, v in terms.items():
                     sums[f"loss/{k}"] += float(v.detach())
                 sums["loss/total"] += float(total.detach())
@@ -269,7 +273,7 @@ def train(cfg: Any, record, *, console: Console | None = None, resume_from: Path
                 logged.count += 1
                 progress.update(task, advance=1, info=f"loss {float(total.detach()):.3f} lr {lr:.4f}")
                 if iteration % log_every == 0 or iteration == plan.max_iters:
-                    row = logged.row(iteration, epoch, lr)
+                    row = logged.row(iteration, epoch, lr, zero_pos)
                     record.append_history(row)
                     logger.log(row, step=iteration)
                 mid_iteration = False

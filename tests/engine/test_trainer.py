@@ -27,15 +27,15 @@ def test_the_logging_state_continues_the_next_history_row():
         first.sums["loss/total"] += value
         first.count += 1
     first.zero_pos = 2
-    assert first.row(3, 0, 0.1)["loss/total"] == pytest.approx(7 / 3)
+    assert first.row(3, 0, 0.1, 2)["loss/total"] == pytest.approx(7 / 3)
     first.sums["loss/total"] += 8.0
     first.count += 1
-    state = first.state_dict()
+    state = first.state_dict(2)
 
     second = _LogState()
     second.load_state_dict(state)
     second.sums["loss/total"] += 16.0
     second.count += 1
-    row = second.row(5, 0, 0.1)
+    row = second.row(5, 0, 0.1, second.zero_pos)
     assert row["loss/total"] == 12.0 and row["batches_without_positives"] == 2
     assert second.train_seconds() >= state["train_seconds"]
