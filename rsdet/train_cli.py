@@ -139,11 +139,16 @@ def _hydra_entry(cfg: DictConfig) -> None:
     run_job(cfg)
 
 
+def _normalise_argv(argv: list[str]) -> list[str]:
+    """``+experiment=x`` (the spelling of rsdet <= 0.1) means ``experiment=x``: the group has a null default."""
+    return [a[1:] if a.startswith("+experiment=") else a for a in argv]
+
+
 def main(argv: list[str]) -> int:
     """Run Hydra with ``argv`` as its command line; exit 1 if any job failed."""
     _OUTCOMES.clear()
     saved = sys.argv
-    sys.argv = ["rsdet train", *argv]
+    sys.argv = ["rsdet train", *_normalise_argv(argv)]
     try:
         _hydra_entry()
     except SystemExit as exc:  # hydra exits on --help / config errors

@@ -1,6 +1,6 @@
 """Checkpoints that make ``resume=true`` lose at most one checkpoint interval.
 
-A checkpoint holds the model, optimiser, iteration, the criterion's state (aLRP self-balance) and
+A checkpoint holds the model (with the criterion's loss state, e.g. aLRP self-balance), optimiser, iteration and
 every RNG state. It is written to a temporary file and renamed, so an interrupt during the write
 never destroys the previous good checkpoint.
 """
@@ -35,14 +35,13 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(directory: Path, *, model, optimizer, iteration: int, criterion_state: dict,
-                    scaler=None, extra: dict | None = None) -> Path:
+def save_checkpoint(directory: Path, *, model, optimizer, iteration: int, scaler=None,
+                    extra: dict | None = None) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     payload = {
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict() if optimizer is not None else None,
         "iteration": iteration,
-        "criterion": criterion_state,
         "rng": rng_state(),
         "scaler": scaler.state_dict() if scaler is not None else None,
         "extra": extra or {},

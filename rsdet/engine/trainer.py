@@ -136,9 +136,10 @@ def train(cfg: Any, record, *, console: Console | None = None, resume_from: Path
     ckpt_dir = record.checkpoint_dir
     if resume_from is not None:
         state = load_checkpoint(resume_from)
+        if state.get("criterion"):  # checkpoints of rsdet <= 0.1 kept the loss state beside the model
+            state["model"].setdefault("criterion._extra_state", state["criterion"])
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        model.criterion.load_state_dict(state.get("criterion", {}))
         if scaler is not None and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"])
@@ -163,10 +164,10 @@ def train(cfg: Any, record, *, console: Console | None = None, resume_from: Path
     train_start = time.perf_counter()
     iteration = start_iter
     extra = {"num_classes": train_ds.num_classes}
+    last_stage_pos = f"{model.stages[-1].name}/num_pos"  # "batches without positives" of the final stage
 
     def checkpoint(it: int) -> None:
-        save_checkpoint(ckpt_dir, model=model, optimizer=optimizer, iteration=it,
-                        criterion_state=model.criterion.state_dict(), scaler=scaler, extra=extra)
+        save_checkpoint(ckpt_dir, model=model, optimizer=optimizer, iteration=it, scaler=scaler, extra=extra)
         record.update(iteration=it)
 
     model.train()
@@ -197,7 +198,7 @@ def train(cfg: Any, record, *, console: Console | None = None, resume_from: Path
                 else:
                     optimizer.step()
                 iteration += 1
-                zero_pos += int(stats.get("rcnn/num_pos", 1) == 0)
+                zero_pos += int(stats.get(last_stage_pos, 1) == 0)
                 for k, v in terms.items():
                     sums[f"loss/{k}"] += float(v.detach())
                 sums["loss/total"] += float(total.detach())

@@ -4,9 +4,21 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from rsdet.models.faster_rcnn import resolve_sampler
-from rsdet.models.criterion import stage_loss_config
+from rsdet.models.criterion import stage_loss_config as _stage_loss_config
+from rsdet.models.samplers import resolve_stage_sampler
+from rsdet.models.stage import StageSpec
 from rsdet.train_cli import CONF_DIR
+
+
+SPECS = {"rpn": StageSpec("rpn", 1, objectness=True), "rcnn": StageSpec("rcnn", 6), "head": StageSpec("head", 6, dense=True)}
+
+
+def stage_loss_config(loss_cfg, stage):
+    return _stage_loss_config(loss_cfg, SPECS[stage])
+
+
+def resolve_sampler(sampler_cfg, loss_cfg, stages=("rpn", "rcnn")):
+    return {s: resolve_stage_sampler(sampler_cfg, loss_cfg, s) for s in stages}
 
 
 def _compose(overrides=()):
@@ -75,12 +87,12 @@ def test_dataset_group_options_compose(dataset):
 ])
 def test_paper_table_presets_define_their_sweeps(table, sweep):
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=[f"+experiment={table}"], return_hydra_config=True)
+        cfg = compose("train", overrides=[f"experiment={table}"], return_hydra_config=True)
     assert dict(cfg.hydra.sweeper.params) == sweep and table in cfg.tags
     # every swept value is a valid choice for the criterion
     for key, values in sweep.items():
         for value in values.split(","):
             value = None if value == "null" else value
             with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-                one = compose("train", overrides=[f"+experiment={table}", f"{key}={value if value is not None else 'null'}"])
+                one = compose("train", overrides=[f"experiment={table}", f"{key}={value if value is not None else 'null'}"])
             stage_loss_config(one.loss, "rcnn")
