@@ -3,14 +3,34 @@ import math
 import pytest
 import torch
 
+from rsdet.models.assign import atss
 from rsdet.models.assign.atss import (
     AssignerInputError,
-    _candidate_statistics,
-    _nearest_k_mask,
+    _nearest_k_indices,
     anchor_centers,
     atss_assign,
     pairwise_iou,
 )
+
+
+def _candidate_statistics(anchors, counts, gts, topk):
+    """The assigner's internals as dense (A, G) IoU / candidate / inside matrices + thresholds."""
+    cand, cand_ious, threshold, cand_inside = atss._candidate_statistics(anchors, counts, gts, topk)
+    num_anchors, num_gts = len(anchors), len(gts)
+    candidate = torch.zeros(num_anchors, num_gts, dtype=torch.bool)
+    inside = torch.zeros(num_anchors, num_gts, dtype=torch.bool)
+    for g in range(num_gts):
+        assert len(set(cand[g].tolist())) == cand.shape[1]  # no anchor twice
+        candidate[cand[g], g] = True
+        inside[cand[g], g] = cand_inside[g]
+        assert torch.allclose(cand_ious[g], pairwise_iou(anchors, gts)[cand[g], g])
+    # IoU and inside for every pair (non-candidates too), as the tests' hand numbers list them
+    ctr = anchor_centers(anchors)
+    gaps = torch.stack((ctr[:, None, 0] - gts[:, 0], ctr[:, None, 1] - gts[:, 1],
+                        gts[:, 2] - ctr[:, None, 0], gts[:, 3] - ctr[:, None, 1]), -1)
+    all_inside = gaps.min(-1).values > 0.01
+    assert torch.equal(inside, all_inside & candidate)
+    return pairwise_iou(anchors, gts), candidate, threshold, all_inside
 
 
 def _t(rows, dtype=torch.float32):
@@ -153,13 +173,15 @@ def test_single_candidate_uses_zero_std_and_empty_levels_are_skipped():
 
 
 def test_equal_distances_are_broken_towards_the_lower_anchor_index():
-    # three anchors per location share a centre: distances 1, 1, 1, 0.5 -> k = 2 takes row 3
-    # (nearest) and row 0 (first of the tied ones)
-    d = torch.tensor([[1.0, 2.0], [1.0, 1.0], [1.0, 1.0], [0.5, 3.0]])
-    mask = _nearest_k_mask(d, 2)
-    assert mask[:, 0].tolist() == [True, False, False, True]
-    assert mask[:, 1].tolist() == [False, True, True, False]
-    assert (mask.sum(0) == 2).all()
+    # three anchors per location share a centre: distances 1, 1, 1, 0.5 -> k = 2 takes anchor 3
+    # (nearest) and anchor 0 (first of the tied ones)
+    d = torch.tensor([[1.0, 1.0, 1.0, 0.5], [2.0, 1.0, 1.0, 3.0]])
+    assert _nearest_k_indices(d, 2).tolist() == [[0, 3], [1, 2]]
+    assert _nearest_k_indices(d, 4).tolist() == [[0, 1, 2, 3]] * 2
+    # with one anchor per location (no ties) the chosen set equals torch.topk's
+    d = torch.rand(5, 50, generator=torch.Generator().manual_seed(1))
+    got = _nearest_k_indices(d, 9)
+    assert torch.equal(got, d.topk(9, dim=1, largest=False).indices.sort(dim=1).values)
 
 
 def test_vectorised_result_matches_a_per_box_loop_on_a_random_scene():

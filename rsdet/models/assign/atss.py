@@ -36,73 +36,77 @@ def anchor_centers(boxes: Tensor) -> Tensor:
     return torch.stack(((boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2), dim=1)
 
 
+def _iou(boxes1: Tensor, boxes2: Tensor, eps: float = 1e-6) -> Tensor:
+    """IoU of broadcastable (..., 4) xyxy boxes; the union is clamped to ``eps`` (no NaN)."""
+    area1 = (boxes1[..., 2] - boxes1[..., 0]).clamp(min=0) * (
+        boxes1[..., 3] - boxes1[..., 1]).clamp(min=0)
+    area2 = (boxes2[..., 2] - boxes2[..., 0]).clamp(min=0) * (
+        boxes2[..., 3] - boxes2[..., 1]).clamp(min=0)
+    wh = (torch.min(boxes1[..., 2:], boxes2[..., 2:])
+          - torch.max(boxes1[..., :2], boxes2[..., :2])).clamp(min=0)
+    inter = wh[..., 0] * wh[..., 1]
+    return inter / (area1 + area2 - inter).clamp(min=eps)
+
+
 def pairwise_iou(boxes1: Tensor, boxes2: Tensor, eps: float = 1e-6) -> Tensor:
     """IoU of every box in ``boxes1`` (N, 4) with every box in ``boxes2`` (M, 4): an (N, M) tensor.
 
     The union is clamped to ``eps`` so that degenerate (zero-area) boxes give 0, not NaN.
     """
-    area1 = (boxes1[:, 2] - boxes1[:, 0]).clamp(min=0) * (boxes1[:, 3] - boxes1[:, 1]).clamp(min=0)
-    area2 = (boxes2[:, 2] - boxes2[:, 0]).clamp(min=0) * (boxes2[:, 3] - boxes2[:, 1]).clamp(min=0)
-    lt = torch.max(boxes1[:, None, :2], boxes2[None, :, :2])
-    rb = torch.min(boxes1[:, None, 2:], boxes2[None, :, 2:])
-    wh = (rb - lt).clamp(min=0)
-    inter = wh[..., 0] * wh[..., 1]
-    union = (area1[:, None] + area2[None, :] - inter).clamp(min=eps)
-    return inter / union
+    return _iou(boxes1[:, None, :], boxes2[None, :, :], eps)
 
 
-def _nearest_k_mask(distances: Tensor, k: int) -> Tensor:
-    """Mark, in each column of ``distances`` (n, G), the ``k`` smallest entries (k <= n).
+def _nearest_k_indices(distances: Tensor, k: int) -> Tensor:
+    """Column indices of the ``k`` smallest entries of each row of ``distances`` (G, n), k <= n.
 
-    Equal distances are broken towards the lower row (anchor) index, so exactly ``k`` entries
-    per column are marked and the result does not depend on the device's top-k implementation.
+    Equal distances are broken towards the lower column (anchor) index, so the choice does not
+    depend on the device's top-k implementation. Returns (G, k), ascending within each row.
     """
-    kth = distances.kthvalue(k, dim=0).values  # (G,) the k-th smallest distance
+    kth = distances.topk(k, dim=1, largest=False).values[:, -1:]  # the k-th smallest value
     below = distances < kth
     at = distances == kth
-    still_needed = k - below.sum(dim=0)  # >= 1 per column
-    return below | (at & (at.cumsum(dim=0) <= still_needed))
+    still_needed = k - below.sum(dim=1, keepdim=True)  # >= 1 per row
+    chosen = below | (at & (at.cumsum(dim=1) <= still_needed))
+    return chosen.nonzero()[:, 1].view(distances.shape[0], k)
 
 
 def _candidate_statistics(anchors: Tensor, num_anchors_per_level: Sequence[int], gt_boxes: Tensor,
                           topk: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """The pieces of the ATSS rule for every (anchor, box) pair, G >= 1.
+    """The pieces of the ATSS rule for each box (G >= 1) and its K candidates.
 
-    Returns ``(ious (A, G), candidate (A, G) bool, threshold (G,), inside (A, G) bool)``,
-    computed in float32 (float64 when the anchors are float64).
+    Returns ``(candidates (G, K) anchor indices, ious (G, K), threshold (G,), inside (G, K))``,
+    K = sum over levels of min(topk, level size); computed in float32 (float64 when the anchors
+    are float64).
     """
     dtype = torch.float64 if anchors.dtype == torch.float64 else torch.float32
     anchors = anchors.to(dtype)
     gt_boxes = gt_boxes.to(device=anchors.device, dtype=dtype)
-    ious = pairwise_iou(anchors, gt_boxes)
     a_ctr = anchor_centers(anchors)
     g_ctr = anchor_centers(gt_boxes)
-    distances = (a_ctr[:, None, :] - g_ctr[None, :, :]).pow(2).sum(-1).sqrt()
+    distances = (g_ctr[:, None, :] - a_ctr[None, :, :]).pow(2).sum(-1).sqrt()  # (G, A)
 
-    candidate = torch.zeros_like(ious, dtype=torch.bool)
-    start = 0
+    parts, start = [], 0
     for count in num_anchors_per_level:
         count = int(count)
         if count > 0:
             k = min(int(topk), count)
-            candidate[start:start + count] = _nearest_k_mask(distances[start:start + count], k)
+            parts.append(_nearest_k_indices(distances[:, start:start + count], k) + start)
         start += count
+    candidates = torch.cat(parts, dim=1)  # (G, K)
 
-    # mean + unbiased std of the candidate IoUs per box; every box has the same number of
-    # candidates (the sum over levels of min(topk, level size)); one candidate: std = 0
-    n = candidate.sum(dim=0).to(dtype)
-    zeros = torch.zeros_like(ious)
-    mean = torch.where(candidate, ious, zeros).sum(dim=0) / n
-    sq_dev = torch.where(candidate, (ious - mean).pow(2), zeros)
-    std = (sq_dev.sum(dim=0) / (n - 1).clamp(min=1)).sqrt()
+    ious = _iou(anchors[candidates], gt_boxes[:, None, :])  # (G, K)
+    # mean + unbiased std of the candidates' IoUs; a single candidate gets std 0
+    mean = ious.mean(dim=1)
+    std = ious.std(dim=1) if ious.shape[1] > 1 else torch.zeros_like(mean)
     threshold = mean + std
 
     # centre strictly inside the box: distance to each side > CENTER_MARGIN
-    x, y = a_ctr[:, 0:1], a_ctr[:, 1:2]
-    side_gaps = torch.stack((x - gt_boxes[:, 0], y - gt_boxes[:, 1],
-                             gt_boxes[:, 2] - x, gt_boxes[:, 3] - y), dim=-1)
+    ctr = a_ctr[candidates]  # (G, K, 2)
+    side_gaps = torch.stack((ctr[..., 0] - gt_boxes[:, None, 0], ctr[..., 1] - gt_boxes[:, None, 1],
+                             gt_boxes[:, None, 2] - ctr[..., 0], gt_boxes[:, None, 3] - ctr[..., 1]),
+                            dim=-1)
     inside = side_gaps.min(dim=-1).values > CENTER_MARGIN
-    return ious, candidate, threshold, inside
+    return candidates, ious, threshold, inside
 
 
 def _check_inputs(anchors: Tensor, num_anchors_per_level: Sequence[int], gt_boxes: Tensor,
@@ -161,13 +165,21 @@ def atss_assign(anchors: Tensor, num_anchors_per_level: Sequence[int], gt_boxes:
         return matched_gt.clone(), matched_gt
 
     with torch.no_grad():
-        ious, candidate, threshold, inside = _candidate_statistics(
+        candidates, ious, threshold, inside = _candidate_statistics(
             anchors, num_anchors_per_level, gt_boxes, topk)
-        positive = candidate & (ious >= threshold[None, :]) & inside
-        masked = torch.where(positive, ious, torch.full_like(ious, float("-inf")))
-        best_gt = masked.argmax(dim=1)  # first maximum: lowest box index on exact ties
-        is_pos = positive.any(dim=1)
+        positive = (ious >= threshold[:, None]) & inside  # (G, K)
+        pos_gt = torch.arange(num_gts, device=device)[:, None].expand_as(candidates)[positive]
+        pos_anchor = candidates[positive]
+        pos_iou = ious[positive]
+        # per anchor: the highest IoU among its boxes, then the lowest box index reaching it
+        best_iou = torch.full((num_anchors,), float("-inf"), dtype=ious.dtype, device=device)
+        best_iou = best_iou.scatter_reduce(0, pos_anchor, pos_iou, reduce="amax")
+        at_best = pos_iou == best_iou[pos_anchor]
+        best_gt = torch.full((num_anchors,), num_gts, dtype=torch.long, device=device)
+        best_gt = best_gt.scatter_reduce(0, pos_anchor[at_best], pos_gt[at_best], reduce="amin")
+        is_pos = best_gt < num_gts
         matched_gt = torch.where(is_pos, best_gt, matched_gt)
         labels = gt_labels.to(device=device, dtype=torch.long)
-        gt_classes = torch.where(is_pos, labels[best_gt], torch.full_like(matched_gt, -1))
+        gt_classes = torch.where(is_pos, labels[best_gt.clamp(max=num_gts - 1)],
+                                 torch.full_like(matched_gt, -1))
     return gt_classes, matched_gt
