@@ -18,9 +18,10 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from rsdet.errors import RsdetError
+from rsdet.paths import conf_dir
 
 log = logging.getLogger("rsdet.train")
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+CONF_DIR = str(conf_dir())  # conf/ of the checkout, or rsdet/conf of an installed wheel
 _OUTCOMES: list[dict] = []
 
 # Hydra-internal keys never shown as a run's "choices".
