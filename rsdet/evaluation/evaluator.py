@@ -10,8 +10,8 @@ from pycocotools.cocoeval import COCOeval
 
 from rsdet.errors import ConfigError
 from rsdet.evaluation import _backends as backends
-from rsdet.evaluation.io import (IOU_TYPES, PROTOCOLS, load_detections, load_ground_truth,
-                                 validate_detections)
+from rsdet.evaluation.io import (DEFAULT_MAX_DETS, IOU_TYPES, PROTOCOLS, load_detections,
+                                 load_ground_truth, validate_detections)
 from rsdet.evaluation.lrp import ClassLRP, class_lrp, summarize_lrp
 
 COCO_AP_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl",
@@ -21,8 +21,9 @@ LVIS_AP_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "APr", "APc", "APf")
 # rsdet key keeps the default count in its name and holds AR at ``max_dets`` (docs/evaluation.md).
 LVIS_AR_KEYS = ("AR300", "ARs300", "ARm300", "ARl300")
 LRP_KEYS = ("oLRP", "oLRP_Loc", "oLRP_FP", "oLRP_FN")
+#: the metrics ``rsdet train`` prints when a run ends (every protocol has them)
+SUMMARY_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl") + LRP_KEYS
 LVIS_LRP_GROUP_KEYS = ("oLRPr", "oLRPc", "oLRPf")
-DEFAULT_MAX_DETS = {"coco": 100, "lvis": 300}
 
 
 def metric_keys(protocol: str) -> tuple[str, ...]:
