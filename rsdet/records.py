@@ -1,4 +1,4 @@
-"""The run record: one self-contained directory per training run (architecture guide, "The run record").
+"""The run record: one self-contained directory per training run (conventions in docs/records.md).
 
 `rsdet report` reads nothing else, so everything a results table needs lives here, in plain files that
 survive without W&B, without torch and without the code that wrote them:
