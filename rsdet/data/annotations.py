@@ -124,8 +124,12 @@ def check_annotations(data: Any, source: str, *, protocol: str | None = None, fo
         for key in ("width", "height"):
             if key in img and not (is_finite(img[key]) and img[key] > 0):
                 raise bad("images", i, img, f"has {key} {img[key]!r}, expected a positive number of pixels")
-        if need_file_name and "file_name" not in img and "coco_url" not in img:
-            raise bad("images", i, img, "has neither 'file_name' nor 'coco_url'")
+        if need_file_name:
+            if "file_name" not in img and "coco_url" not in img:
+                raise bad("images", i, img, "has neither 'file_name' nor 'coco_url'")
+            key = "file_name" if "file_name" in img else "coco_url"
+            if not (isinstance(img[key], str) and img[key].strip("/")):
+                raise bad("images", i, img, f"has {key} {img[key]!r}, expected a non-empty path string")
         if protocol == "lvis":
             lacking = [k for k in _LVIS_IMAGE_KEYS if not isinstance(img.get(k), list)]
             if lacking:

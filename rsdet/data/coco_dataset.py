@@ -237,6 +237,14 @@ class CocoDetectionDataset(Dataset):
         image_id = self.image_ids[index]
         array = self._load_image(index)
         h, w = int(array.shape[0]), int(array.shape[1])
+        img = self._images[image_id]
+        if ("width" in img and img["width"] != w) or ("height" in img and img["height"] != h):
+            # the boxes were clipped to the annotated size: they would not fit these pixels
+            raise DataError(
+                f"image file {self.image_path(index)} is {w}x{h} pixels but {self.ann_file} says image id "
+                f"{image_id} is {img.get('width')}x{img.get('height')}; the annotation file does not belong "
+                "to these images (or an image was replaced)"
+            )
         entries = self._targets[image_id]
         boxes = np.asarray([e[0] for e in entries], dtype=np.float32).reshape(-1, 4)
         masks = self._masks([e[2] for e in entries], [e[0] for e in entries], h, w) if self.with_masks else None
