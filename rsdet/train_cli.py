@@ -18,9 +18,10 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from rsdet.errors import RsdetError
+from rsdet.paths import conf_dir
 
 log = logging.getLogger("rsdet.train")
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+CONF_DIR = str(conf_dir())  # conf/ of the checkout, or rsdet/conf of an installed wheel
 _OUTCOMES: list[dict] = []
 
 # Hydra-internal keys never shown as a run's "choices".
@@ -69,16 +70,14 @@ def find_resumable(resume, overrides: list[str], outputs: Path) -> Path | None:
 
 def _print_metrics(metrics: dict, run_dir: Path) -> None:
     from rich.console import Console
-    from rich.table import Table
+
+    from rsdet.evaluation.evaluator import SUMMARY_KEYS
+    from rsdet.evaluation.sweep import metrics_table
 
     bbox = metrics.get("bbox") or {}
-    table = Table(title=f"box metrics — {run_dir}")
-    keys = [k for k in ("AP", "AP50", "AP75", "APs", "APm", "APl", "oLRP", "oLRP_Loc", "oLRP_FP", "oLRP_FN") if k in bbox]
-    for k in keys:
-        table.add_column(k, justify="right")
-    table.add_row(*[("—" if bbox[k] is None or bbox[k] < 0 else f"{100 * bbox[k]:.1f}") for k in keys])
     console = Console()
-    console.print(table)
+    console.print(metrics_table(bbox, [k for k in SUMMARY_KEYS if k in bbox], title=f"box metrics — {run_dir}",
+                                horizontal=True))
     console.print(f"train {metrics.get('train_seconds', 0):.0f}s, eval {metrics.get('eval_seconds', 0):.0f}s, "
                   f"{metrics.get('iterations', 0)} iterations")
 

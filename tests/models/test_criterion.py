@@ -39,7 +39,7 @@ def test_rs_terms_value_self_balance_and_official_gradient_contract():
     out = _stage()
     terms, stats = crit(out, 1)
     assert set(terms) == {"rcnn_rank", "rcnn_sort", "rcnn_box"}
-    # value-based self-balance: λ L_box has the value of L_R + L_S (spec §2.1)
+    # value-based self-balance: λ L_box has the value of L_R + L_S (supplementary S2.1, value-based)
     assert torch.allclose(terms["rcnn_box"], terms["rcnn_rank"] + terms["rcnn_sort"], atol=1e-6)
     # the classification gradient is the RS identity update on the non-ignored rows
     (terms["rcnn_rank"] + terms["rcnn_sort"]).backward()
