@@ -1,7 +1,7 @@
 """ResNet + FPN backbones built from torchvision parts.
 
 The R-CNN configs of the RS paper use an ImageNet-pretrained ResNet-50 with a frozen stem and first
-stage and frozen batch-norm statistics (spec §7). The CPU demo uses a shallow ResNet with trainable
+stage and frozen batch-norm statistics (docs/detectors.md, "Backbones"). The CPU demo uses a shallow ResNet with trainable
 batch norm instead, because no pretrained weights can be downloaded there.
 
 Pretrained weights are never downloaded at run time: they come from a local file

@@ -40,8 +40,8 @@ class Detector(nn.Module):
         max_size = cfg.detector.get("max_size") or cfg.dataset.max_size
         self.transform = GeneralizedRCNNTransform(int(min_size), int(max_size), IMAGE_MEAN, IMAGE_STD,
                                                   size_divisible=size_divisible)
+        self.criterion = Criterion(cfg.loss, self.stages, cfg.schedule.get("ranking_group"))  # checks each loss first
         check_stage_overrides(cfg.loss, self.stages, cfg.detector.name)
-        self.criterion = Criterion(cfg.loss, self.stages, cfg.schedule.get("ranking_group"))
         self.score_thresh = test_score_thresh(cfg)
 
     def stage_outputs(self, images, features: dict[str, Tensor], targets: list[dict]) -> list[StageOutput]:

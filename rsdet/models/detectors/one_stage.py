@@ -60,8 +60,7 @@ class OneStageDetector(Detector):
         spec = StageSpec("head", num_classes, iou_threshold=float(det.get("iou_threshold", 0.5)), dense=True)
         super().__init__(cfg, num_classes, [spec])
         self.spec = spec
-        classifier = stage_loss_config(cfg.loss, spec)  # raises for softmax losses (loss=ce) with the valid ones
-        del classifier
+        stage_loss_config(cfg.loss, spec)  # fail early, naming the valid losses, for softmax ones (loss=ce)
         head = det.head
         self.strides = [int(s) for s in head.strides]
         self.anchor_sizes = dense_anchor_sizes(self.strides, float(head.octave_base_scale),
