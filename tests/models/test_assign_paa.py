@@ -64,7 +64,8 @@ def test_gmm_split_one_iteration_by_hand():
     # M-step: n0 = n1 = 1, weights 1/2; mean0 = 0.3 * 0.519989 + 0.7 * 0.480011 = 0.492004,
     #   mean1 = 0.507996; var0 = 0.519989 * 0.192004^2 + 0.480011 * 0.207996^2 + 1e-6
     #   = 0.039937 = var1.
-    # (reg_covar 1e-6 here.)  Log-likelihood of 0.3: log(1/2 N(0.3 | 0.492004, 0.039937) + 1/2 N(0.3 | 0.507996, 0.039937))
+    # (reg_covar 1e-6 here.)  Log-likelihood of 0.3:
+    #   log(1/2 N(0.3 | 0.492004, 0.039937) + 1/2 N(0.3 | 0.507996, 0.039937))
     #   = log(1/2 (1.258274 + 1.161434)) = 0.190500, the same for 0.7 by symmetry.
     # Component: equal weights and variances, 0.3 is nearer mean0 -> 0, 0.7 -> 1.
     component, loglik = gmm_split(torch.tensor([0.3, 0.7], dtype=torch.float64), max_iter=1,

@@ -153,7 +153,8 @@ def gmm_split(sorted_scores: Tensor, reg_covar: float = GMM_REG_COVAR, tol: floa
     iteration does an E-step (whose mean log-likelihood is the stopping statistic) and an M-step
     (``reg_covar`` added to both variances); it stops after the M-step of the first iteration
     whose mean log-likelihood changed by less than ``tol``, or after ``max_iter`` iterations.
-    Computed in float64 whatever the input dtype.
+    Computed in float64 whatever the input dtype. ``reg_covar`` defaults to 1e-5, the value the
+    official RS-PAA code passes to scikit-learn (whose own default is 1e-6).
 
     Returns:
         ``(component, log_likelihood)``: (n,) long, the component with the highest posterior
