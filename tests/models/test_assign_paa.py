@@ -8,7 +8,7 @@ from rsdet.models.assign.atss import AssignerInputError
 from rsdet.models.assign.paa import gmm_split, paa_anchor_scores, paa_reassign
 
 
-def _simple_em(xs, reg_covar=1e-6, tol=1e-3, max_iter=100):
+def _simple_em(xs, reg_covar=1e-5, tol=1e-3, max_iter=100):
     """A deliberately plain float64 EM for a 2-component 1-D mixture, one sample at a time."""
 
     def log_pdf(v, m, var):
@@ -64,10 +64,12 @@ def test_gmm_split_one_iteration_by_hand():
     # M-step: n0 = n1 = 1, weights 1/2; mean0 = 0.3 * 0.519989 + 0.7 * 0.480011 = 0.492004,
     #   mean1 = 0.507996; var0 = 0.519989 * 0.192004^2 + 0.480011 * 0.207996^2 + 1e-6
     #   = 0.039937 = var1.
-    # Log-likelihood of 0.3: log(1/2 N(0.3 | 0.492004, 0.039937) + 1/2 N(0.3 | 0.507996, 0.039937))
+    # (reg_covar 1e-6 here.)  Log-likelihood of 0.3:
+    #   log(1/2 N(0.3 | 0.492004, 0.039937) + 1/2 N(0.3 | 0.507996, 0.039937))
     #   = log(1/2 (1.258274 + 1.161434)) = 0.190500, the same for 0.7 by symmetry.
     # Component: equal weights and variances, 0.3 is nearer mean0 -> 0, 0.7 -> 1.
-    component, loglik = gmm_split(torch.tensor([0.3, 0.7], dtype=torch.float64), max_iter=1)
+    component, loglik = gmm_split(torch.tensor([0.3, 0.7], dtype=torch.float64), max_iter=1,
+                                  reg_covar=1e-6)
     assert component.tolist() == [0, 1]
     var = 0.519989 * 0.192004 ** 2 + 0.480011 * 0.207996 ** 2 + 1e-6
     pdf = [math.exp(-(0.3 - m) ** 2 / (2 * var)) / math.sqrt(2 * math.pi * var)
@@ -78,29 +80,39 @@ def test_gmm_split_one_iteration_by_hand():
 
 
 # Outputs of scikit-learn 1.9.1 GaussianMixture(2, covariance_type="diag", weights_init=[.5, .5],
-# means_init=[[min], [max]], precisions_init=[[1], [1]]) (default tol 1e-3, reg_covar 1e-6,
-# max_iter 100): predict() and score_samples() after fit().  In the third list the outlier 2.5
-# becomes a component of its own with variance ~reg_covar, hence its large log-likelihood.
+# means_init=[[min], [max]], precisions_init=[[1], [1]], reg_covar=R) (default tol 1e-3,
+# max_iter 100): predict() and score_samples() after fit().  R = 1e-5 is what the official
+# RS-PAA code passes; the last row uses scikit-learn's default 1e-6.  In the third list the
+# outlier 2.5 becomes a component of its own with variance ~R, hence its large log-likelihood
+# (2.758 at R = 1e-5, 3.909 at R = 1e-6).
 SKLEARN_VECTORS = [
-    ([0.1, 0.12, 0.15, 0.2, 1.5, 1.6, 1.8], [0, 0, 0, 0, 1, 1, 1],
-     [1.163967405169, 1.621794487401, 1.78027309279, 0.635705387208, -0.255991657657,
-      0.279688191495, -0.577399567149]),
-    ([0.2, 0.3, 0.4, 1.0, 1.6, 2.0], [0, 0, 0, 1, 1, 1],
-     [0.144337179742, 0.891019600235, 0.1443344684, -1.526901066958, -0.752213805054,
-      -1.374286512227]),
-    ([0.5, 0.6, 0.9, 1.0, 1.1, 1.15, 1.2, 2.5], [0, 0, 0, 0, 0, 0, 0, 1],
+    ([0.1, 0.12, 0.15, 0.2, 1.5, 1.6, 1.8], 1e-5, [0, 0, 0, 0, 1, 1, 1],
+     [1.164814863848, 1.619757995957, 1.777238310917, 0.639880480646, -0.255950462526,
+      0.279419656683, -0.577172534052]),
+    ([0.2, 0.3, 0.4, 1.0, 1.6, 2.0], 1e-5, [0, 0, 0, 1, 1, 1],
+     [0.144668897727, 0.890345874041, 0.144677514158, -1.526885021626, -0.752239390593,
+      -1.374279676499]),
+    ([0.5, 0.6, 0.9, 1.0, 1.1, 1.15, 1.2, 2.5], 1e-5, [0, 0, 0, 0, 0, 0, 0, 1],
+     [-1.062874399373, -0.484268205374, 0.316878832655, 0.272370664009, 0.072083904702,
+      -0.08647644645, -0.283981445267, 2.758082656832]),
+    ([0.3, 0.7], 1e-5, [0, 1], [0.190499793195, 0.190499793195]),
+    ([0.5, 0.6, 0.9, 1.0, 1.1, 1.15, 1.2, 2.5], 1e-6, [0, 0, 0, 0, 0, 0, 0, 1],
      [-1.0629982659, -0.484310938897, 0.316948437013, 0.272434027282, 0.072119183368,
       -0.086463401408, -0.28399609473, 3.909375198346]),
-    ([0.3, 0.7], [0, 1], [0.190499809822, 0.190499809822]),
 ]
 
 
-@pytest.mark.parametrize("scores, components, logliks", SKLEARN_VECTORS)
-def test_gmm_split_matches_scikit_learn_outputs(scores, components, logliks):
-    component, loglik = gmm_split(torch.tensor(scores, dtype=torch.float64))
+@pytest.mark.parametrize("scores, reg_covar, components, logliks", SKLEARN_VECTORS)
+def test_gmm_split_matches_scikit_learn_outputs(scores, reg_covar, components, logliks):
+    component, loglik = gmm_split(torch.tensor(scores, dtype=torch.float64), reg_covar=reg_covar)
     assert component.tolist() == components
     # 1e-8 relative: scikit-learn expands the variance as E[x^2] - mean^2
     assert loglik.tolist() == pytest.approx(logliks, rel=1e-8, abs=1e-9)
+
+
+def test_default_reg_covar_is_the_rs_paa_value():
+    scores = torch.tensor(SKLEARN_VECTORS[2][0], dtype=torch.float64)
+    assert gmm_split(scores)[1][-1].item() == pytest.approx(2.758082656832, rel=1e-8)
 
 
 def test_gmm_split_matches_a_plain_em_on_random_lists():
@@ -126,10 +138,10 @@ def test_gmm_split_reg_covar_and_constant_scores():
     # all scores equal: both components stay identical, every score goes to component 0
     component, loglik = gmm_split(torch.tensor([0.4, 0.4, 0.4]))
     assert component.tolist() == [0, 0, 0]
-    # variance = reg_covar: density 1 / sqrt(2 pi 1e-6)
-    assert loglik.tolist() == pytest.approx([-0.5 * math.log(2 * math.pi * 1e-6)] * 3)
-    _, loglik = gmm_split(torch.tensor([0.4, 0.4, 0.4]), reg_covar=1e-5)
+    # variance = reg_covar (1e-5 by default): density 1 / sqrt(2 pi 1e-5)
     assert loglik.tolist() == pytest.approx([-0.5 * math.log(2 * math.pi * 1e-5)] * 3)
+    _, loglik = gmm_split(torch.tensor([0.4, 0.4, 0.4]), reg_covar=1e-6)
+    assert loglik.tolist() == pytest.approx([-0.5 * math.log(2 * math.pi * 1e-6)] * 3)
 
 
 def test_gmm_split_rejects_empty_and_non_finite_input():
@@ -161,7 +173,7 @@ def test_paa_reassign_toy():
     # box 1: a single candidate (a8): fewer than 2, no positive.
     # box 2: level 0 scores 0.1 (a0), 0.12 (a2), 0.15 (a4), 0.2 (a6) and level 1 1.5 (a9),
     #   1.6 (a11), 1.8 (a13): the first scikit-learn vector; component 0 = the first four, the
-    #   most likely of them is 0.15 (log-lik 1.78), so the positives are a0, a2, a4 and a6
+    #   most likely of them is 0.15 (log-lik 1.777), so the positives are a0, a2, a4 and a6
     #   (component 0, but after the cut) is a negative.
     entries = {3: (0, 0, 0.5), 10: (0, 0, 0.6), 1: (0, 0, 0.9), 7: (0, 0, 1.0), 5: (0, 0, 3.0),
                12: (0, 1, 1.1), 19: (0, 1, 1.15), 14: (0, 1, 1.2), 16: (0, 1, 2.5),

@@ -102,9 +102,9 @@ def _candidate_statistics(anchors: Tensor, num_anchors_per_level: Sequence[int],
 
     # centre strictly inside the box: distance to each side > CENTER_MARGIN
     ctr = a_ctr[candidates]  # (G, K, 2)
-    side_gaps = torch.stack((ctr[..., 0] - gt_boxes[:, None, 0], ctr[..., 1] - gt_boxes[:, None, 1],
-                             gt_boxes[:, None, 2] - ctr[..., 0], gt_boxes[:, None, 3] - ctr[..., 1]),
-                            dim=-1)
+    box = gt_boxes[:, None, :]
+    side_gaps = torch.stack((ctr[..., 0] - box[..., 0], ctr[..., 1] - box[..., 1],
+                             box[..., 2] - ctr[..., 0], box[..., 3] - ctr[..., 1]), dim=-1)
     inside = side_gaps.min(dim=-1).values > CENTER_MARGIN
     return candidates, ious, threshold, inside
 

@@ -8,11 +8,12 @@ low-score component up to its most likely member become positives; every other c
 a negative. The exact rules, tie breaks and the differences from the paper's description are in
 docs/assigners.md.
 
-The mixture is fitted by our own expectation-maximisation in float64 with the settings the
-official implementation gets from scikit-learn's ``GaussianMixture`` (means initialised to the
+The mixture is fitted by our own expectation-maximisation in float64, reproducing the
+scikit-learn ``GaussianMixture`` fit that the official RS-PAA code runs (means initialised to the
 minimum and maximum score, weights 1/2, precisions 1, ``tol`` 1e-3 on the mean log-likelihood,
-at most 100 iterations, ``reg_covar`` added to the variances). All boxes of an image are fitted
-at once: every box's EM runs until its own stopping rule fires, exactly as if fitted alone.
+at most 100 iterations, ``reg_covar`` 1e-5 added to the variances; scikit-learn's own default
+would be 1e-6). All boxes of an image are fitted at once: every box's EM runs until its own
+stopping rule fires, exactly as if fitted alone.
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ from rsdet.models.assign.atss import AssignerInputError
 __all__ = ["paa_anchor_scores", "gmm_split", "paa_reassign", "GMM_REG_COVAR", "GMM_TOL",
            "GMM_MAX_ITER"]
 
-# scikit-learn GaussianMixture defaults, which the official PAA code leaves untouched
-GMM_REG_COVAR = 1e-6
+# the official RS-PAA mixture settings: reg_covar set to 1e-5, scikit-learn defaults otherwise
+GMM_REG_COVAR = 1e-5
 GMM_TOL = 1e-3
 GMM_MAX_ITER = 100
 _LOG_2PI = math.log(2 * math.pi)
@@ -152,7 +153,8 @@ def gmm_split(sorted_scores: Tensor, reg_covar: float = GMM_REG_COVAR, tol: floa
     iteration does an E-step (whose mean log-likelihood is the stopping statistic) and an M-step
     (``reg_covar`` added to both variances); it stops after the M-step of the first iteration
     whose mean log-likelihood changed by less than ``tol``, or after ``max_iter`` iterations.
-    Computed in float64 whatever the input dtype.
+    Computed in float64 whatever the input dtype. ``reg_covar`` defaults to 1e-5, the value the
+    official RS-PAA code passes to scikit-learn (whose own default is 1e-6).
 
     Returns:
         ``(component, log_likelihood)``: (n,) long, the component with the highest posterior
