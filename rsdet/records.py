@@ -1,4 +1,4 @@
-"""The run record: one self-contained directory per training run (architecture guide, "The run record").
+"""The run record: one self-contained directory per training run (conventions in docs/records.md).
 
 `rsdet report` reads nothing else, so everything a results table needs lives here, in plain files that
 survive without W&B, without torch and without the code that wrote them:
@@ -249,7 +249,7 @@ class RunRecord:
         return value
 
     def _read_json(self, name: str) -> Any:
-        return self._read_cached(name, json.loads, "a JSON object")
+        return self._read_cached(name, _parse_run_json if name == RUN_FILE else json.loads, "a JSON object")
 
     @property
     def info(self) -> dict:
@@ -454,6 +454,42 @@ class RunRecord:
         self._cache[METRICS_FILE] = to_jsonable(metrics)
         self._problems.pop(METRICS_FILE, None)
         return path
+
+
+_SCALAR = (str, int, float, bool, type(None))
+_TEXT_FIELDS = ("error", "traceback", "started", "updated", "finished", "host")
+
+
+def _run_json_problem(info: dict) -> str | None:
+    """What makes a parsed run.json unusable (a field of the wrong type), or None."""
+    choices = info.get("choices")
+    if choices is not None and not (isinstance(choices, dict)
+                                    and all(isinstance(v, _SCALAR) for v in choices.values())):
+        return "'choices' must be an object mapping config groups to option names"
+    overrides = info.get("overrides")
+    if overrides is not None and not (isinstance(overrides, list) and all(isinstance(o, str) for o in overrides)):
+        return "'overrides' must be a list of strings"
+    if info.get("multirun") is not None and not isinstance(info["multirun"], dict):
+        return "'multirun' must be an object or null"
+    for key in ("iteration", "pid"):
+        value = info.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            return f"'{key}' must be a non-negative integer, got {value!r}"
+    for key in _TEXT_FIELDS:
+        if info.get(key) is not None and not isinstance(info[key], str):
+            return f"'{key}' must be a string or null, got {type(info[key]).__name__}"
+    if info.get("resumed") is not None and not isinstance(info["resumed"], list):
+        return "'resumed' must be a list of times"
+    return None
+
+
+def _parse_run_json(text: str) -> Any:
+    """``json.loads`` of run.json, refusing fields of the wrong type (the readers rely on them)."""
+    info = json.loads(text)
+    problem = _run_json_problem(info) if isinstance(info, dict) else None
+    if problem:
+        raise ValueError(problem)
+    return info
 
 
 def _process_gone(info: Mapping) -> bool:

@@ -24,9 +24,10 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from rsdet.errors import RsdetError
+from rsdet.paths import conf_dir
 
 log = logging.getLogger("rsdet.train")
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+CONF_DIR = str(conf_dir())  # conf/ of the checkout, or rsdet/conf of an installed wheel
 _OUTCOMES: list[dict] = []
 
 # Hydra-internal keys never shown as a run's "choices".
@@ -142,16 +143,14 @@ def _sweep_job_to_resume(run_dir: Path, overrides: list[str]) -> tuple[str, Path
 
 def _print_metrics(metrics: dict, run_dir: Path) -> None:
     from rich.console import Console
-    from rich.table import Table
+
+    from rsdet.evaluation.evaluator import SUMMARY_KEYS
+    from rsdet.evaluation.sweep import metrics_table
 
     bbox = metrics.get("bbox") or {}
-    table = Table(title=f"box metrics — {run_dir}")
-    keys = [k for k in ("AP", "AP50", "AP75", "APs", "APm", "APl", "oLRP", "oLRP_Loc", "oLRP_FP", "oLRP_FN") if k in bbox]
-    for k in keys:
-        table.add_column(k, justify="right")
-    table.add_row(*[("—" if bbox[k] is None or bbox[k] < 0 else f"{100 * bbox[k]:.1f}") for k in keys])
     console = Console()
-    console.print(table)
+    console.print(metrics_table(bbox, [k for k in SUMMARY_KEYS if k in bbox], title=f"box metrics — {run_dir}",
+                                horizontal=True))
     console.print(f"train {metrics.get('train_seconds', 0):.0f}s, eval {metrics.get('eval_seconds', 0):.0f}s, "
                   f"{metrics.get('iterations', 0)} iterations")
 
@@ -242,6 +241,11 @@ def _hydra_entry(cfg: DictConfig) -> None:
     run_job(cfg)
 
 
+def _normalise_argv(argv: list[str]) -> list[str]:
+    """``+experiment=x`` (the spelling of rsdet <= 0.1) means ``experiment=x``: the group has a null default."""
+    return [a[1:] if a.startswith("+experiment=") else a for a in argv]
+
+
 def main(argv: list[str]) -> int:
     """Run Hydra with ``argv`` as its command line; exit 1 if any job failed."""
     _OUTCOMES.clear()
@@ -251,7 +255,7 @@ def main(argv: list[str]) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     saved = sys.argv
-    sys.argv = ["rsdet train", *argv]
+    sys.argv = ["rsdet train", *_normalise_argv(argv)]
     try:
         _hydra_entry()
     except SystemExit as exc:  # hydra exits on --help / config errors

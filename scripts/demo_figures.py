@@ -3,6 +3,7 @@
     python scripts/demo_figures.py                  # run the default demo once, print the figures
     python scripts/demo_figures.py --update-readme  # ... and rewrite README's "Demo figures" block
     python scripts/demo_figures.py -- loss=ce       # extra Hydra overrides after `--`
+    python scripts/demo_figures.py --detectors      # the default, detector=atss and detector=paa, one row each
 
 The wall time is the whole command as a user runs it (start-up, dataset generation if the cache is
 cold, training, inference, evaluation). The dataset is generated before the clock starts so that a
@@ -47,9 +48,27 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown model"
 
 
+def _measure(overrides: list[str], env: dict) -> tuple[str, Path]:
+    """Run ``rsdet train <overrides>`` once; the table row and the run directory."""
+    before = {p.parent for p in (ROOT / "outputs" / "runs").glob("*/*/run.json")}
+    start = time.perf_counter()
+    subprocess.run([*_rsdet(), "train", *overrides], cwd=ROOT, env=env, check=True)
+    wall = time.perf_counter() - start
+    run = _newest_run(before)
+    metrics = json.loads((run / "metrics.json").read_text())
+    bbox = metrics["bbox"]
+    cmd = "rsdet train" + (" " + " ".join(overrides) if overrides else "")
+    row = (f"| `{cmd}` | {wall / 60:.1f} min | {metrics['train_seconds']:.0f} s | {metrics.get('eval_seconds', 0):.0f} s "
+           f"| {metrics['iterations']} | {100 * bbox['AP']:.1f} | {100 * bbox['AP50']:.1f} | {100 * bbox['AP75']:.1f} "
+           f"| {100 * bbox['APs']:.1f} | {100 * bbox['APm']:.1f} | {100 * bbox['APl']:.1f} | {100 * bbox['oLRP']:.1f} |")
+    return row, run
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--update-readme", action="store_true", help="rewrite README.md's demo-figures block")
+    parser.add_argument("--detectors", action="store_true",
+                        help="measure the default and detector=atss, detector=paa (one row each)")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for rsdet train")
     args = parser.parse_args(argv)
 
@@ -58,27 +77,26 @@ def main(argv: list[str] | None = None) -> int:
     subprocess.run([*_rsdet(), "data", "shapes"], cwd=ROOT, env=env, check=True, capture_output=True)
     gen_s = time.perf_counter() - start
 
-    before = {p.parent for p in (ROOT / "outputs" / "runs").glob("*/*/run.json")}
-    start = time.perf_counter()
-    subprocess.run([*_rsdet(), "train", *args.overrides], cwd=ROOT, env=env, check=True)
-    wall = time.perf_counter() - start
-    run = _newest_run(before)
-    metrics = json.loads((run / "metrics.json").read_text())
-    bbox = metrics["bbox"]
+    runs = [args.overrides]
+    if args.detectors:
+        runs += [[*args.overrides, f"detector={d}"] for d in ("atss", "paa")]
+    rows, dirs = [], []
+    for overrides in runs:
+        row, run = _measure(overrides, env)
+        rows.append(row)
+        dirs.append(f"`{run.relative_to(ROOT)}`")
 
     machine = f"{os.cpu_count()}-core {platform.machine()} CPU ({_cpu_model()}), torch threads default"
-    cmd = "rsdet train" + (" " + " ".join(args.overrides) if args.overrides else "")
     lines = [
-        f"Measured by `python scripts/demo_figures.py` on {time.strftime('%Y-%m-%d')}, {machine}:",
+        f"Measured by `python scripts/demo_figures.py{' --detectors' if args.detectors else ''}` on "
+        f"{time.strftime('%Y-%m-%d')}, {machine}, one run at a time:",
         "",
         "| command | wall time (train + eval) | train | eval | iterations | AP | AP50 | AP75 | APs | APm | APl | oLRP |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
-        f"| `{cmd}` | {wall / 60:.1f} min | {metrics['train_seconds']:.0f} s | {metrics.get('eval_seconds', 0):.0f} s "
-        f"| {metrics['iterations']} | {100 * bbox['AP']:.1f} | {100 * bbox['AP50']:.1f} | {100 * bbox['AP75']:.1f} "
-        f"| {100 * bbox['APs']:.1f} | {100 * bbox['APm']:.1f} | {100 * bbox['APl']:.1f} | {100 * bbox['oLRP']:.1f} |",
+        *rows,
         "",
-        f"(dataset generation before the timed run: {gen_s:.0f} s, cached afterwards; run record: "
-        f"`{run.relative_to(ROOT)}`)",
+        f"(dataset generation before the timed runs: {gen_s:.0f} s, cached afterwards; run records: "
+        f"{', '.join(dirs)})",
     ]
     block = "\n".join(lines)
     print(block)

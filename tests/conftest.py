@@ -39,3 +39,13 @@ def tiny_run(shapes_cache, tmp_path, monkeypatch):
     monkeypatch.setenv("RSDET_CACHE", str(shapes_cache))
     monkeypatch.chdir(tmp_path)
     return list(TINY)
+
+# The same tiny run for detectors without an RPN (ATSS, PAA): only the detector-independent keys.
+TINY_DENSE = [o for o in TINY if not o.startswith("detector.rpn.")]
+
+
+@pytest.fixture
+def tiny_dense_run(shapes_cache, tmp_path, monkeypatch):
+    monkeypatch.setenv("RSDET_CACHE", str(shapes_cache))
+    monkeypatch.chdir(tmp_path)
+    return list(TINY_DENSE)

@@ -192,3 +192,17 @@ def test_config_yaml_parsed_like_omegaconf(tmp_path):
     text = "lr: 1e-3\nwd: 1.0e-4\nday: 2026-01-05\nn: 5\nflag: true\nname: '1e-3'\nlist: [1, 2]\n"
     assert load_config_yaml(text) == OmegaConf.to_container(OmegaConf.create(text))
     assert load_config_yaml("a: 2\nb: ${a}\n") == {"a": 2, "b": 2}
+
+
+def test_run_json_with_fields_of_the_wrong_type_is_unreadable_and_named(tmp_path):
+    import json as _json
+
+    from rsdet.records import RunRecord as _RunRecord
+
+    rec = _RunRecord(tmp_path / "run")
+    rec.start(choices={"loss": "rs"}, overrides=["loss=rs"])
+    info = _json.loads((rec.dir / "run.json").read_text())
+    (rec.dir / "run.json").write_text(_json.dumps({**info, "choices": {"loss": ["rs"]}}))
+    again = _RunRecord(rec.dir, create=False)
+    assert again.status == "unreadable"
+    assert "run.json" in again.reason and "'choices'" in again.reason

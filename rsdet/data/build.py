@@ -23,11 +23,11 @@ from omegaconf import DictConfig, OmegaConf
 from rsdet.data.coco_dataset import CocoDetectionDataset
 from rsdet.data.shapes import ShapesPaths, ensure_shapes_dataset, params_hash, shapes_params
 from rsdet.errors import DataError
+from rsdet.evaluation.io import DEFAULT_MAX_DETS, PROTOCOLS
 
 __all__ = ["build_dataset", "dataset_eval_info", "cache_root", "resolve_path", "dataset_paths"]
 
 SPLITS = ("train", "val")
-PROTOCOLS = ("coco", "lvis")
 
 
 def base_dir() -> Path:
@@ -164,7 +164,9 @@ def build_dataset(
 
 
 def dataset_eval_info(dataset_cfg: DictConfig | Mapping, split: str = "val") -> dict:
-    """What the evaluator needs: ``{ann_file, protocol, max_dets}``; generates shapes if needed."""
+    """What the evaluator needs: ``{ann_file, protocol, max_dets}``; generates shapes if needed.
+
+    ``max_dets: null`` (or 0) takes the protocol's default from the evaluator."""
     cfg = _as_config(dataset_cfg)
     protocol = str(_value(cfg, "protocol") or "coco").lower()
     if protocol not in PROTOCOLS:
@@ -174,5 +176,5 @@ def dataset_eval_info(dataset_cfg: DictConfig | Mapping, split: str = "val") -> 
     return {
         "ann_file": str(annotations),
         "protocol": protocol,
-        "max_dets": int(max_dets) if max_dets else (300 if protocol == "lvis" else 100),
+        "max_dets": int(max_dets) if max_dets else DEFAULT_MAX_DETS[protocol],
     }

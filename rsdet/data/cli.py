@@ -4,7 +4,8 @@
     rsdet data check ANNOTATIONS.json [--images DIR] [--verify-files]
 
 ``shapes`` starts from ``conf/dataset/shapes.yaml`` (the ``generate`` block ``rsdet train`` uses)
-when it is found next to the package, so both commands share one cache folder.
+(from the checkout or the installed package, :func:`rsdet.paths.conf_dir`), so both commands
+share one cache folder.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from rich.console import Console
 from rich.table import Table
 
 from rsdet.errors import RsdetError
+from rsdet.paths import conf_dir
 
-SHAPES_YAML = Path(__file__).resolve().parents[2] / "conf" / "dataset" / "shapes.yaml"
+SHAPES_YAML = conf_dir() / "dataset" / "shapes.yaml"
 
 
 def _parser() -> argparse.ArgumentParser:

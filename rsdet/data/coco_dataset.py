@@ -4,8 +4,9 @@ Items are ``(image, target)`` at the image's original size; resizing and normali
 the model (torchvision's ``GeneralizedRCNNTransform``), so the evaluator's boxes and the loader's
 boxes share one coordinate frame: absolute pixels of the original image.
 
-Bad input is reported with ``DataError`` naming the file and the fix. Recoverable defects are
-counted in ``stats`` instead: boxes with non-positive width/height are dropped (one warning),
+Bad input is reported with ``DataError`` naming the file, the record and the fix (the checks of
+:mod:`rsdet.data.annotations`, shared with the evaluator). Recoverable defects are counted in
+``stats`` instead: boxes of zero width/height (after clipping to the image) are dropped (one warning),
 crowd regions are excluded from the training targets, images without annotations are kept as
 negatives.
 """
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import logging
 import os
 import warnings
@@ -28,6 +28,7 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 
+from rsdet.data.annotations import check_annotations, read_json
 from rsdet.errors import DataError
 
 __all__ = ["CocoDetectionDataset", "collate_fn", "load_annotation_json"]
@@ -36,45 +37,10 @@ log = logging.getLogger(__name__)
 
 
 def load_annotation_json(path: str | os.PathLike, *, hint: str = "") -> dict:
-    """Read and structurally validate a COCO-format annotation file, or raise ``DataError``."""
-    path = Path(path)
-    fix = f" ({hint})" if hint else ""
-    if not path.is_file():
-        what = "is a folder, expected a .json file" if path.is_dir() else "does not exist"
-        raise DataError(f"annotation file {path} {what}{fix}")
-    try:
-        with open(path, "rb") as fh:
-            data = json.load(fh)
-    except json.JSONDecodeError as err:
-        raise DataError(
-            f"annotation file {path} is not valid JSON: {err.msg} at line {err.lineno}, column "
-            f"{err.colno}; re-download or re-export it{fix}"
-        ) from err
-    except UnicodeDecodeError as err:
-        raise DataError(f"annotation file {path} is not UTF-8 text JSON ({err}){fix}") from err
-    if not isinstance(data, dict):
-        raise DataError(f"annotation file {path}: top level must be a JSON object, got {type(data).__name__}")
-    missing = [k for k in ("images", "annotations", "categories") if not isinstance(data.get(k), list)]
-    if missing:
-        raise DataError(
-            f"annotation file {path} lacks the COCO key(s) {missing} (each must be a list); an "
-            "instances file needs 'images', 'annotations' and 'categories' — image_info_test files "
-            "without annotations cannot be used for training or evaluation"
-        )
-    _require(path, data["categories"], "categories", ("id",))
-    _require(path, data["images"], "images", ("id",))
-    _require(path, data["annotations"], "annotations", ("image_id", "category_id", "bbox"))
-    for img in data["images"]:
-        if "file_name" not in img and "coco_url" not in img:
-            raise DataError(f"annotation file {path}: image id {img['id']} has neither 'file_name' nor 'coco_url'")
-    return data
-
-
-def _require(path: Path, items: list, section: str, keys: Sequence[str]) -> None:
-    for i, item in enumerate(items):
-        if not isinstance(item, dict) or any(k not in item for k in keys):
-            lacking = [k for k in keys if not isinstance(item, dict) or k not in item]
-            raise DataError(f"annotation file {path}: {section}[{i}] lacks required key(s) {lacking}")
+    """Read and check a COCO-format annotation file for training (:mod:`rsdet.data.annotations`), or
+    raise ``DataError`` naming the file, the offending record and ``hint`` (how to point elsewhere)."""
+    data = read_json(path, "annotation file", hint)
+    return check_annotations(data, f"annotation file {path}", need_file_name=True, hint=hint)
 
 
 class CocoDetectionDataset(Dataset):
@@ -131,27 +97,16 @@ class CocoDetectionDataset(Dataset):
         self.num_classes = len(self.category_ids)
         label_of = {cid: i for i, cid in enumerate(self.category_ids)}
 
-        self.image_ids: list[int] = [int(img["id"]) for img in data["images"]]
+        self.image_ids: list[int] = [int(img["id"]) for img in data["images"]]  # unique: checked on load
         self._images = {int(img["id"]): img for img in data["images"]}
-        if len(self._images) != len(self.image_ids):
-            raise DataError(f"annotation file {self.ann_file} lists some image id more than once")
-        self._build_targets(data["annotations"], categories, label_of)
+        self._build_targets(data["annotations"], label_of)
 
     # -- annotation indexing -------------------------------------------------------------------
-    def _build_targets(self, anns: list, categories: dict, label_of: dict) -> None:
+    def _build_targets(self, anns: list, label_of: dict) -> None:
         per_image: dict[int, list[tuple[list[float], int, dict]]] = {i: [] for i in self.image_ids}
         degenerate, crowd, ignored = [], 0, 0
-        bad_cat: set = set()
-        for ann in anns:
-            image_id, cat = ann["image_id"], ann["category_id"]
-            if cat not in categories:
-                bad_cat.add(cat)
-                continue
-            if image_id not in per_image:
-                raise DataError(
-                    f"annotation file {self.ann_file}: annotation id {ann.get('id')} refers to image_id "
-                    f"{image_id}, which is not in 'images'"
-                )
+        for ann in anns:  # ids, references and boxes were checked on load
+            image_id, cat = int(ann["image_id"]), int(ann["category_id"])
             if ann.get("iscrowd", 0):  # LVIS has no iscrowd key: never crowd
                 crowd += 1
                 continue
@@ -163,16 +118,10 @@ class CocoDetectionDataset(Dataset):
                 degenerate.append(ann)
                 continue
             per_image[image_id].append((box, label_of[cat], ann))
-        if bad_cat:
-            raise DataError(
-                f"annotation file {self.ann_file}: category ids {sorted(bad_cat, key=str)[:10]} are used by "
-                f"annotations but not defined in 'categories' (defined: {sorted(categories)[:10]}"
-                f"{'...' if len(categories) > 10 else ''}); fix the file or its 'categories' list"
-            )
         if degenerate:
             ex = degenerate[0]
             log.warning(
-                "%s: dropped %d box(es) with non-positive width/height (e.g. annotation id %s, bbox %s)",
+                "%s: dropped %d degenerate box(es): zero width/height or outside the image (e.g. annotation id %s, bbox %s)",
                 self.ann_file, len(degenerate), ex.get("id"), ex.get("bbox"),
             )  # fmt: skip
         self._targets = per_image
@@ -186,20 +135,14 @@ class CocoDetectionDataset(Dataset):
         }
 
     def _xyxy(self, ann: dict, img: dict) -> list[float] | None:
-        """COCO [x, y, w, h] → [x1, y1, x2, y2] clipped to the image; None if degenerate."""
-        bbox = ann["bbox"]
-        try:
-            x, y, w, h = (float(v) for v in bbox)
-        except (TypeError, ValueError) as err:
-            raise DataError(
-                f"annotation file {self.ann_file}: annotation id {ann.get('id')} has bbox {bbox!r}, "
-                "expected four numbers [x, y, width, height]"
-            ) from err
+        """COCO [x, y, w, h] (checked finite, w, h >= 0) → [x1, y1, x2, y2] clipped to the image;
+        None if nothing of it is left (zero width or height, or entirely outside the image)."""
+        x, y, w, h = (float(v) for v in ann["bbox"])
         x1, y1, x2, y2 = x, y, x + w, y + h
         if "width" in img and "height" in img:
             x1, x2 = min(max(x1, 0.0), img["width"]), min(max(x2, 0.0), img["width"])
             y1, y2 = min(max(y1, 0.0), img["height"]), min(max(y2, 0.0), img["height"])
-        if not (x2 > x1 and y2 > y1) or not all(np.isfinite((x1, y1, x2, y2))):
+        if not (x2 > x1 and y2 > y1):
             return None
         return [x1, y1, x2, y2]
 
@@ -294,6 +237,14 @@ class CocoDetectionDataset(Dataset):
         image_id = self.image_ids[index]
         array = self._load_image(index)
         h, w = int(array.shape[0]), int(array.shape[1])
+        img = self._images[image_id]
+        if ("width" in img and img["width"] != w) or ("height" in img and img["height"] != h):
+            # the boxes were clipped to the annotated size: they would not fit these pixels
+            raise DataError(
+                f"image file {self.image_path(index)} is {w}x{h} pixels but {self.ann_file} says image id "
+                f"{image_id} is {img.get('width')}x{img.get('height')}; the annotation file does not belong "
+                "to these images (or an image was replaced)"
+            )
         entries = self._targets[image_id]
         boxes = np.asarray([e[0] for e in entries], dtype=np.float32).reshape(-1, 4)
         masks = self._masks([e[2] for e in entries], [e[0] for e in entries], h, w) if self.with_masks else None

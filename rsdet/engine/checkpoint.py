@@ -1,10 +1,10 @@
 """Checkpoints from which ``resume=true`` continues exactly where the run was.
 
-A checkpoint holds the model, optimiser, iteration, the criterion's state (aLRP self-balance),
-every RNG state, the data loader's position (epoch, batches consumed, what fixes the order) and the
-logging state (the partial sums of the next history row, counters, training time). It is written to
-a temporary file and renamed, so an interrupt during the write never destroys the previous good
-checkpoint. The format is described in docs/resume.md.
+A checkpoint holds the model (with the criterion's loss state, e.g. aLRP self-balance), optimiser,
+iteration, every RNG state, the data loader's position (epoch, batches consumed, what fixes the order)
+and the logging state (the partial sums of the next history row, counters, training time). It is
+written to a temporary file and renamed, so an interrupt during the write never destroys the previous
+good checkpoint. The format is described in docs/resume.md.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ import torch
 from rsdet.errors import RsdetError
 
 LAST = "last.pt"
-#: 1: model/optimizer/iteration/criterion/rng/scaler/extra; 2: adds "data" (loader position) and "log"
+#: 1: model/optimizer/iteration/criterion/rng/scaler/extra; 2: the loss state inside "model", adds "data"
+#: (the loader's position) and "log" (the next history row's partial state)
 FORMAT_VERSION = 2
 
 
@@ -39,9 +40,8 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(directory: Path, *, model, optimizer, iteration: int, criterion_state: dict,
-                    scaler=None, extra: dict | None = None, data: dict | None = None,
-                    log: dict | None = None) -> Path:
+def save_checkpoint(directory: Path, *, model, optimizer, iteration: int, scaler=None,
+                    extra: dict | None = None, data: dict | None = None, log: dict | None = None) -> Path:
     """Write ``directory/last.pt``. ``data`` is the loader's position (``TrainLoader.state_dict()``),
     ``log`` the logging state the trainer needs to continue its history rows unchanged."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -50,7 +50,6 @@ def save_checkpoint(directory: Path, *, model, optimizer, iteration: int, criter
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict() if optimizer is not None else None,
         "iteration": iteration,
-        "criterion": criterion_state,
         "rng": rng_state(),
         "scaler": scaler.state_dict() if scaler is not None else None,
         "extra": extra or {},

@@ -84,9 +84,12 @@ def measure_fps(model, dataset, device: torch.device, score_thresh: float, num_i
 
 
 def eval_score_thresh(cfg: Any) -> float:
-    """The test score threshold of a run: ``eval.score_thresh`` if set, else the loss recipe's."""
+    """The test score threshold of a run: ``eval.score_thresh`` if set, else the detector's own
+    (``detector.test_score_thresh``, ATSS/PAA 0.05), else the loss recipe's (RS 0.40, CE 0.05)."""
+    from rsdet.models.detectors.base import test_score_thresh
+
     thr = cfg.eval.get("score_thresh")
-    return float(cfg.loss.test_score_thresh if thr is None else thr)
+    return test_score_thresh(cfg) if thr is None else float(thr)
 
 
 def ground_truth_for(ann_file: str, dataset, max_images: int | None):

@@ -1,4 +1,5 @@
-"""Optimiser and learning-rate schedule: SGD, linear warm-up, step decay (spec §2.1).
+"""Optimiser and learning-rate schedule: SGD, linear warm-up, step decay — the "standard training"
+of the RS Loss supplementary (Section S2.2); conventions in docs/training.md.
 
 The learning rate given by a recipe (``loss.lr`` or ``schedule.lr``) is for
 ``schedule.reference_batch`` images per iteration; it is scaled linearly to the actual

@@ -183,9 +183,10 @@ def train(cfg: Any, record, *, console: Console | None = None, resume_from: Path
     ckpt_dir = record.checkpoint_dir
     if resume_from is not None:
         state = load_checkpoint(resume_from)
+        if state.get("criterion"):  # checkpoints of rsdet <= 0.1 kept the loss state beside the model
+            state["model"].setdefault("criterion._extra_state", state["criterion"])
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        model.criterion.load_state_dict(state.get("criterion", {}))
         if scaler is not None and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
         start_iter = int(state["iteration"])
@@ -218,6 +219,7 @@ def train(cfg: Any, record, *, console: Console | None = None, resume_from: Path
     zero_pos = logged.zero_pos
     iteration = start_iter
     extra = {"num_classes": train_ds.num_classes}
+    last_stage_pos = f"{model.stages[-1].name}/num_pos"  # "batches without positives" of the final stage
 
     position = loader.state_dict()  # the loader's position at the last iteration boundary
     mid_iteration = False  # the model has seen part of an iteration (forward pass started)
@@ -225,9 +227,8 @@ def train(cfg: Any, record, *, console: Console | None = None, resume_from: Path
     def checkpoint(it: int) -> None:
         if (ckpt_dir / "last.pt").is_file() and record.info.get("iteration") == it:
             return  # this iteration's checkpoint is already written
-        save_checkpoint(ckpt_dir, model=model, optimizer=optimizer, iteration=it,
-                        data=position, log=logged.state_dict(zero_pos),
-                        criterion_state=model.criterion.state_dict(), scaler=scaler, extra=extra)
+        save_checkpoint(ckpt_dir, model=model, optimizer=optimizer, iteration=it, scaler=scaler, extra=extra,
+                        data=position, log=logged.state_dict(zero_pos))
         record.update(iteration=it)
 
     if resume_from is not None:  # last, so that nothing above (W&B, the loader) draws from the restored RNGs
@@ -264,7 +265,7 @@ def train(cfg: Any, record, *, console: Console | None = None, resume_from: Path
                     optimizer.step()
                 iteration += 1
                 position = loader.state_dict()
-                zero_pos += int(stats.get("rcnn/num_pos", 1) == 0)
+                zero_pos += int(stats.get(last_stage_pos, 1) == 0)
                 for k, v in terms.items():
                     sums[f"loss/{k}"] += float(v.detach())
                 sums["loss/total"] += float(total.detach())

@@ -10,22 +10,26 @@ from pycocotools.cocoeval import COCOeval
 
 from rsdet.errors import ConfigError
 from rsdet.evaluation import _backends as backends
-from rsdet.evaluation.io import (IOU_TYPES, PROTOCOLS, load_detections, load_ground_truth,
-                                 validate_detections)
+from rsdet.evaluation.io import (DEFAULT_MAX_DETS, IOU_TYPES, PROTOCOLS, load_detections,
+                                 load_ground_truth, validate_detections)
 from rsdet.evaluation.lrp import ClassLRP, class_lrp, summarize_lrp
 
 COCO_AP_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl",
                 "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 LVIS_AP_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "APr", "APc", "APf")
+# LVISEval.results names these "AR@300", "ARs@300", ... after its max_dets; like COCO's AR100, the
+# rsdet key keeps the default count in its name and holds AR at ``max_dets`` (docs/evaluation.md).
+LVIS_AR_KEYS = ("AR300", "ARs300", "ARm300", "ARl300")
 LRP_KEYS = ("oLRP", "oLRP_Loc", "oLRP_FP", "oLRP_FN")
+#: the metrics ``rsdet train`` prints when a run ends (every protocol has them)
+SUMMARY_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl") + LRP_KEYS
 LVIS_LRP_GROUP_KEYS = ("oLRPr", "oLRPc", "oLRPf")
-DEFAULT_MAX_DETS = {"coco": 100, "lvis": 300}
 
 
 def metric_keys(protocol: str) -> tuple[str, ...]:
     """The keys ``evaluate`` returns for a protocol, in display order (without ``per_class``)."""
     if protocol == "lvis":
-        return LVIS_AP_KEYS + LRP_KEYS + LVIS_LRP_GROUP_KEYS
+        return LVIS_AP_KEYS + LVIS_AR_KEYS + LRP_KEYS + LVIS_LRP_GROUP_KEYS
     return COCO_AP_KEYS + LRP_KEYS
 
 
@@ -55,8 +59,9 @@ def evaluate(gt: str | Path | dict, detections: str | Path | list, iou_type: str
         iou_type: ``"bbox"`` or ``"segm"``.
         protocol: ``"coco"`` (pycocotools COCOeval) or ``"lvis"`` (lvis LVISEval, federated
             rules for negative / not-exhaustive categories).
-        max_dets: detections per image; default 100 (COCO) / 300 (LVIS). For COCO the AR keys
-            stay AR1/AR10/AR100 with the last one measured at ``max_dets``.
+        max_dets: detections per image; default 100 (COCO) / 300 (LVIS). The AR keys keep
+            their names (COCO AR1/AR10/AR100, LVIS AR300/ARs300/ARm300/ARl300) and the last
+            COCO one and the LVIS ones are measured at ``max_dets``.
         per_class: also return ``"per_class"``: ``{category_id: {"name", "AP", "oLRP",
             "oLRP_Loc", "oLRP_FP", "oLRP_FN", "lrp_optimal_threshold"}}`` for every class with
             ground truth (AP at IoU .50:.95, area all).
@@ -65,7 +70,8 @@ def evaluate(gt: str | Path | dict, detections: str | Path | list, iou_type: str
     Returns:
         Fractions in [0, 1] (−1 where undefined, as pycocotools does). coco: AP, AP50, AP75, APs,
         APm, APl, AR1, AR10, AR100, ARs, ARm, ARl (= ``COCOeval.stats``), oLRP, oLRP_Loc, oLRP_FP,
-        oLRP_FN. lvis: AP, AP50, AP75, APs, APm, APl, APr, APc, APf (= ``LVISEval.results``), oLRP,
+        oLRP_FN. lvis: AP, AP50, AP75, APs, APm, APl, APr, APc, APf, AR300, ARs300, ARm300, ARl300 (= ``LVISEval.results``; the
+        AR keys are its ``AR@<max_dets>``, ``ARs@<max_dets>``, ...), oLRP,
         oLRP_Loc, oLRP_FP, oLRP_FN, oLRPr, oLRPc, oLRPf. oLRP follows Oksuz et al., TPAMI 2021
         (see :mod:`rsdet.evaluation.lrp`) under the evaluator's own matching at IoU 0.5.
 
@@ -151,6 +157,8 @@ def _run_lvis(dataset: dict, dets: list[dict], iou_type: str, max_dets: int):
     ev.params.max_dets = max_dets
     ev.run()
     metrics = {k: float(ev.results[k]) for k in LVIS_AP_KEYS}
+    for key, area in zip(LVIS_AR_KEYS, ("", "s", "m", "l")):
+        metrics[key] = float(ev.results[f"AR{area}@{max_dets}"])
     # precision: (T, R, K, A); area "all" is index 0.
     class_ap = _class_ap(ev.eval["precision"][:, :, :, 0], ev.params.cat_ids)
     return ev, metrics, class_ap

@@ -8,77 +8,44 @@ file, the index of the first bad record and what is wrong with it.
 
 from __future__ import annotations
 
-import json
 import math
-from numbers import Integral, Real
 from pathlib import Path
 from typing import Any
 
 from pycocotools import mask as mask_utils
 
+from rsdet.data.annotations import box_problem, check_annotations, is_finite, is_id, read_json
 from rsdet.errors import DataError
+
+__all__ = ["IOU_TYPES", "PROTOCOLS", "DEFAULT_MAX_DETS", "load_detections", "load_ground_truth", "read_json",
+           "validate_detections"]
 
 IOU_TYPES = ("bbox", "segm")
 PROTOCOLS = ("coco", "lvis")
-
-
-def read_json(path: str | Path, what: str) -> Any:
-    """``json.load`` with DataErrors naming the file (``what``: "Ground-truth", "Detections")."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{what} file not found: {path} (check the path; it must be a JSON file).")
-    try:
-        with path.open("r", encoding="utf-8") as f:
-            return json.load(f)
-    except json.JSONDecodeError as err:
-        raise DataError(f"{what} file {path} is not valid JSON: {err}.") from err
-    except (OSError, UnicodeDecodeError) as err:
-        raise DataError(f"{what} file {path} cannot be read: {err}.") from err
+#: detections per image each protocol evaluates by default (COCO's 100, LVIS' 300)
+DEFAULT_MAX_DETS = {"coco": 100, "lvis": 300}
 
 
 def load_ground_truth(gt: str | Path | dict, protocol: str = "coco") -> tuple[dict, str]:
-    """Return ``(dataset, source)``: a validated COCO/LVIS annotation dict and a name for messages.
+    """Return ``(dataset, source)``: a checked COCO/LVIS annotation dict and a name for messages.
 
+    The checks are those of the training loader (:func:`rsdet.data.annotations.check_annotations`)
+    plus what evaluation needs: annotation ``id`` and ``area``, and for LVIS the federated lists.
     The returned dict is a shallow copy whose annotation records are copied too, because the
     evaluators write flags (``ignore``, ``_ignore``) and RLE masks into them; the caller's dict is
     left untouched. COCO-protocol evaluation of a file without ``iscrowd`` (LVIS files have none)
     treats every annotation as non-crowd instead of crashing in COCOeval.computeIoU.
     """
     if isinstance(gt, (str, Path)):
-        source = str(gt)
+        source = f"Ground truth {gt}"
         data = read_json(gt, "Ground-truth")
     elif isinstance(gt, dict):
-        source, data = "<ground-truth dict>", gt
+        source, data = "Ground truth <dict>", gt
     else:
         raise DataError(f"Ground truth must be a path or a dict, got {type(gt).__name__}.")
-    if not isinstance(data, dict):
-        raise DataError(f"Ground truth {source} must be a JSON object with 'images', 'annotations' "
-                        f"and 'categories', got a {type(data).__name__}.")
-    for key in ("images", "annotations", "categories"):
-        if not isinstance(data.get(key), list):
-            raise DataError(f"Ground truth {source} has no '{key}' list; a COCO/LVIS annotation "
-                            f"file needs 'images', 'annotations' and 'categories'.")
-    for i, img in enumerate(data["images"]):
-        if not isinstance(img, dict) or "id" not in img:
-            raise DataError(f"Ground truth {source}: images[{i}] has no 'id'.")
-        if protocol == "lvis":
-            missing = [k for k in ("neg_category_ids", "not_exhaustive_category_ids") if k not in img]
-            if missing:
-                raise DataError(f"Ground truth {source}: images[{i}] lacks {missing}, which the "
-                                f"LVIS protocol needs; is this a COCO file? Use protocol='coco'.")
-    for i, cat in enumerate(data["categories"]):
-        if not isinstance(cat, dict) or "id" not in cat:
-            raise DataError(f"Ground truth {source}: categories[{i}] has no 'id'.")
-        if protocol == "lvis" and cat.get("frequency") not in ("r", "c", "f"):
-            raise DataError(f"Ground truth {source}: categories[{i}] (id {cat['id']}) has no "
-                            f"'frequency' in r/c/f, which the LVIS protocol needs for APr/APc/APf.")
+    check_annotations(data, source, protocol=protocol, for_evaluation=True)
     annotations = []
-    for i, ann in enumerate(data["annotations"]):
-        if not isinstance(ann, dict):
-            raise DataError(f"Ground truth {source}: annotations[{i}] is not an object.")
-        missing = [k for k in ("id", "image_id", "category_id", "bbox", "area") if k not in ann]
-        if missing:
-            raise DataError(f"Ground truth {source}: annotations[{i}] lacks {missing}.")
+    for ann in data["annotations"]:
         ann = dict(ann)
         if protocol == "coco":
             ann.setdefault("iscrowd", 0)
@@ -99,26 +66,6 @@ def load_detections(detections: str | Path | list) -> tuple[list, str]:
         raise DataError(f"Detections {source} must be a JSON list of records (COCO results format: "
                         f"image_id, category_id, bbox, score), got a {type(data).__name__}.")
     return data, source
-
-
-def _is_id(x: Any) -> bool:
-    return isinstance(x, Integral) and not isinstance(x, bool)
-
-
-def _finite(x: Any) -> bool:
-    return isinstance(x, Real) and not isinstance(x, bool) and math.isfinite(x)
-
-
-def _check_box(box: Any) -> str | None:
-    if not isinstance(box, (list, tuple)):
-        return f"'bbox' must be a list [x, y, w, h], got a {type(box).__name__}"
-    if len(box) != 4:
-        return f"'bbox' must have 4 values [x, y, w, h], got {len(box)}"
-    if not all(_finite(v) for v in box):
-        return f"'bbox' {list(box)} has a non-finite or non-numeric value"
-    if box[2] < 0 or box[3] < 0:
-        return f"'bbox' {list(box)} has a negative width or height (expected [x, y, w, h])"
-    return None
 
 
 def _to_rle(seg: Any, img: dict) -> tuple[dict | None, str | None]:
@@ -159,8 +106,12 @@ def _plain_bbox_record(rec: Any, images: dict, categories: set) -> bool:
     if not (type(x) in _PLAIN_NUMBERS and type(y) in _PLAIN_NUMBERS
             and type(w) in _PLAIN_NUMBERS and type(h) in _PLAIN_NUMBERS):
         return False
-    # a NaN/inf anywhere makes the sum non-finite; an overflowing sum just takes the slow path
-    return math.isfinite(score + x + y + w + h) and w >= 0 and h >= 0
+    # a NaN/inf anywhere makes the sum non-finite; an overflow (sum, area, an int too large for a
+    # float) just takes the slow path, which names the problem
+    try:
+        return math.isfinite(score + x + y + w + h + w * h) and w >= 0 and h >= 0
+    except OverflowError:
+        return False
 
 
 def _checked_record(i: int, rec: Any, images: dict, categories: set, source: str,
@@ -175,18 +126,18 @@ def _checked_record(i: int, rec: Any, images: dict, categories: set, source: str
     if missing:
         raise DataError(f"{where} lacks {missing} (has {sorted(rec)}); iou_type={iou_type!r} "
                         f"needs image_id, category_id, {geometry}, score.")
-    img = images.get(rec["image_id"]) if _is_id(rec["image_id"]) else None
+    img = images.get(rec["image_id"]) if is_id(rec["image_id"]) else None
     if img is None:
         raise DataError(f"{where} has image_id {rec['image_id']!r}, which is not an image of "
                         f"the ground truth; were the detections made on another split?")
-    if not _is_id(rec["category_id"]) or rec["category_id"] not in categories:
+    if not is_id(rec["category_id"]) or rec["category_id"] not in categories:
         raise DataError(f"{where} has category_id {rec['category_id']!r}, which is not a "
                         f"category of the ground truth (map contiguous labels back to ids).")
-    if not _finite(rec["score"]):
+    if not is_finite(rec["score"]):
         raise DataError(f"{where} has score {rec['score']!r}; scores must be finite numbers.")
     rec = dict(rec)
     if iou_type == "bbox":
-        problem = _check_box(rec["bbox"])
+        problem = box_problem(rec["bbox"])
     else:
         rec.pop("bbox", None)
         rec["segmentation"], problem = _to_rle(rec["segmentation"], img)

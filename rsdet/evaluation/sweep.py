@@ -170,12 +170,23 @@ def render_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | Non
     return table
 
 
-def metrics_table(metrics: Mapping[str, Any], keys: Sequence[str], title: str | None = None) -> Table:
-    """One evaluation's metrics (percent, one decimal; – where undefined) as a ``rich`` table."""
-    table = Table(title=title, caption="oLRP*: lower is better")
+def metrics_table(metrics: Mapping[str, Any], keys: Sequence[str], title: str | None = None,
+                  horizontal: bool = False) -> Table:
+    """One evaluation's metrics (percent, one decimal; – where undefined) as a ``rich`` table:
+    one row per metric, or with ``horizontal`` one column per metric (the end-of-training summary)."""
+    table = Table(title=title, caption="oLRP*: lower is better" if any(k.startswith("oLRP") for k in keys) else None)
+    cells = ["–" if not _is_number(metrics.get(k)) or metrics[k] < 0 else f"{100 * metrics[k]:.1f}" for k in keys]
+    if horizontal:
+        for k in keys:
+            table.add_column(k, justify="right")
+        table.add_row(*cells)
+        return table
     table.add_column("Metric")
     table.add_column("Value (%)", justify="right")
-    for k in keys:
-        v = metrics.get(k)
-        table.add_row(k, "–" if v is None or v < 0 else f"{100 * v:.1f}")
+    for k, cell in zip(keys, cells):
+        table.add_row(k, cell)
     return table
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)

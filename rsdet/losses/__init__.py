@@ -10,7 +10,7 @@ Instance weights (Eq. S18/S21): instance_weights, weighted_mean, centerness_weig
     score_weights, iou_weights, ranking_weights
 Task balancing (Eq. S17): build_task_balancer, ConstantBalance, ValueSelfBalance,
     MagnitudeSelfBalance, ALRPSelfBalance
-Factory: build_cls_loss
+Factory: build_cls_loss, classifier_of
 
 See docs/losses.md for the algorithm and benchmark.
 """
@@ -24,7 +24,7 @@ from rsdet.losses.labels import LABEL_KINDS, box_iou_aligned, continuous_labels,
 from rsdet.losses.ranking import (ALRPOutput, RankSortOutput, alrp_loc_errors, alrp_loc_loss,
                                   alrp_loss, ap_loss, positive_ranks, rank_sort_loss,
                                   ranking_gradient_l1)
-from rsdet.losses.registry import CLS_LOSSES, build_cls_loss
+from rsdet.losses.registry import CLASSIFIERS, CLS_LOSSES, build_cls_loss, classifier_of
 from rsdet.losses.score import binary_cross_entropy, sigmoid_focal_loss, softmax_cross_entropy
 from rsdet.losses.weighting import (WEIGHT_KINDS, centerness_weights, instance_weights,
                                     iou_weights, ranking_weights, score_weights, weighted_mean)
@@ -39,5 +39,5 @@ __all__ = [
     "ranking_weights", "WEIGHT_KINDS",
     "TaskBalancer", "ConstantBalance", "ValueSelfBalance", "MagnitudeSelfBalance",
     "ALRPSelfBalance", "build_task_balancer", "BALANCE_KINDS",
-    "build_cls_loss", "CLS_LOSSES", "LossInputError",
+    "build_cls_loss", "CLS_LOSSES", "CLASSIFIERS", "classifier_of", "LossInputError",
 ]

@@ -10,7 +10,7 @@ from rsdet.errors import ConfigError
 from rsdet.losses.ranking import alrp_loss, ap_loss, rank_sort_loss
 from rsdet.losses.score import binary_cross_entropy, sigmoid_focal_loss, softmax_cross_entropy
 
-__all__ = ["CLS_LOSSES", "build_cls_loss"]
+__all__ = ["CLS_LOSSES", "CLASSIFIERS", "build_cls_loss", "classifier_of"]
 
 #: name -> function.  Return types differ: rs -> RankSortOutput(ranking_loss, sorting_loss);
 #: ap, focal, bce, ce -> tensor; alrp -> ALRPOutput(cls_loss, rank, order) (needs loc_errors).
@@ -22,6 +22,25 @@ CLS_LOSSES: dict[str, Callable] = {
     "bce": binary_cross_entropy,
     "ce": softmax_cross_entropy,
 }
+
+#: name -> the classifier the loss needs: class-wise sigmoid (C logits, no background) or softmax
+#: over C classes + background. Detectors build their heads from this (docs/detectors.md).
+CLASSIFIERS: dict[str, str] = {
+    "rs": "sigmoid",
+    "ap": "sigmoid",
+    "alrp": "sigmoid",
+    "focal": "sigmoid",
+    "bce": "sigmoid",
+    "ce": "softmax",
+}
+
+
+def classifier_of(name: str) -> str:
+    """``"sigmoid"`` or ``"softmax"``: the classifier the named classification loss trains."""
+    if name not in CLASSIFIERS:
+        raise ConfigError(f"unknown classification loss {name!r}; choose one of {sorted(CLS_LOSSES)}")
+    return CLASSIFIERS[name]
+
 
 # Arguments that come from the batch, never from the config.
 _DATA_ARGS = {"logits", "targets", "labels", "loc_errors"}

@@ -1,5 +1,8 @@
-"""Detectors: heads produce predictions and assignments, one criterion turns them into losses."""
+"""Detectors: heads produce predictions and assignments, one criterion turns them into losses.
 
-from rsdet.models.faster_rcnn import FasterRCNN, build_detector
+``build_detector(cfg, num_classes)`` picks the class registered under ``cfg.detector.name``
+(docs/detectors.md)."""
 
-__all__ = ["FasterRCNN", "build_detector"]
+from rsdet.models.build import DETECTORS, available_detectors, build_detector
+
+__all__ = ["DETECTORS", "available_detectors", "build_detector"]

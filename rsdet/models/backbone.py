@@ -1,7 +1,7 @@
 """ResNet + FPN backbones built from torchvision parts.
 
 The R-CNN configs of the RS paper use an ImageNet-pretrained ResNet-50 with a frozen stem and first
-stage and frozen batch-norm statistics (spec §7). The CPU demo uses a shallow ResNet with trainable
+stage and frozen batch-norm statistics (docs/detectors.md, "Backbones"). The CPU demo uses a shallow ResNet with trainable
 batch norm instead, because no pretrained weights can be downloaded there.
 
 Pretrained weights are never downloaded at run time: they come from a local file
@@ -22,7 +22,7 @@ from torch import nn
 from torchvision.models import resnet
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.ops import FrozenBatchNorm2d
-from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
+from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP6P7
 
 from rsdet.errors import ConfigError
 
@@ -95,8 +95,8 @@ def build_backbone(cfg: Any) -> BackboneWithFPN:
     """Build ResNet-``depth`` + FPN from the ``detector.backbone`` config.
 
     Keys: depth, pretrained, norm (frozen_bn | bn | gn), trainable_stages (0-5 as in torchvision),
-    returned_stages (subset of 1..4), fpn_channels. An extra max-pooled level is appended on top
-    (P6), as in the R-CNN configs.
+    returned_stages (subset of 1..4), fpn_channels, extra_levels: ``maxpool`` appends a max-pooled
+    P6 (the R-CNN configs), ``p6p7`` two stride-2 convs on the P5 output (ATSS/PAA: P3-P7).
     """
     depth = int(cfg.depth)
     if depth not in _RESNETS:
@@ -129,10 +129,12 @@ def build_backbone(cfg: Any) -> BackboneWithFPN:
     expansion = block.expansion
     in_channels = [64 * 2 ** (s - 1) * expansion for s in returned]
     return_layers = {f"layer{s}": str(i) for i, s in enumerate(returned)}
-    return BackboneWithFPN(
-        body,
-        return_layers,
-        in_channels,
-        int(cfg.get("fpn_channels", 256)),
-        extra_blocks=LastLevelMaxPool(),
-    )
+    fpn_channels = int(cfg.get("fpn_channels", 256))
+    extra = cfg.get("extra_levels", "maxpool")
+    if extra == "maxpool":
+        extra_blocks = LastLevelMaxPool()
+    elif extra == "p6p7":
+        extra_blocks = LastLevelP6P7(fpn_channels, fpn_channels)  # equal widths: P6 from the P5 output
+    else:
+        raise ConfigError(f"detector.backbone.extra_levels={extra!r} is not one of maxpool, p6p7")
+    return BackboneWithFPN(body, return_layers, in_channels, fpn_channels, extra_blocks=extra_blocks)

@@ -1,7 +1,9 @@
-"""The criterion: one place that turns a stage's predictions and assignments into named loss terms.
+"""The criterion: one place that turns a stage's predictions and assignment into named loss terms.
 
-Heads never know which loss, sampler, continuous label, instance weighting or task balancing was
-chosen (architecture guide). For the RS recipe of one stage (spec §2.1, paper Eq. 8 + §4):
+Heads never know which loss, continuous label, instance weighting or task balancing was chosen, and
+the criterion never knows which detector it trains: it is driven by the stages a detector declares
+(``StageSpec``) and the ``StageOutput`` of each training step (docs/detectors.md). For the RS recipe
+of one stage (paper Eq. 8 and §4; docs/detectors.md, "The RS recipe"):
 
     L = w_stage * ( L_R + L_S + λ_box * L_box ),   L_box = Σ_i w_i L_GIoU(i) / Σ_i w_i,
 
@@ -12,19 +14,19 @@ line is a config value, so each ablation of the paper is a command-line override
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Sequence
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from rsdet import losses as L
 from rsdet.errors import ConfigError
-from rsdet.models.rpn import StageOutput
-from rsdet.models.samplers import sample_instances
+from rsdet.models.stage import StageOutput, StageSpec
 
-SIGMOID_LOSSES = ("rs", "ap", "alrp", "focal", "bce")
-SOFTMAX_LOSSES = ("ce",)
+#: Keys of a per-stage override block ``loss.<stage>.<key>`` (conf/loss_stages.yaml).
+STAGE_KEYS = ("cls", "delta", "label", "label_min", "box", "box_weight", "weighting", "delta_loc", "balance",
+              "box_normalizer", "focal_alpha", "focal_gamma", "aux_weight")
 
 
 @dataclass
@@ -44,25 +46,34 @@ class StageLossConfig:
     stage_weight: float
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
+    aux_weight: float = 1.0
 
 
-def stage_loss_config(cfg: Any, stage: str) -> StageLossConfig:
+def stage_loss_config(cfg: Any, spec: StageSpec) -> StageLossConfig:
     """Merge ``loss.<stage>`` overrides (e.g. ``loss.rpn.box=l1``) over the loss-wide values."""
-    stage_cfg = {k: v for k, v in dict(cfg.get(stage) or {}).items() if v is not None}
+    stage_cfg = {k: v for k, v in dict(cfg.get(spec.name) or {}).items() if v is not None}
 
     def get(key, default=None):
         value = stage_cfg.get(key, cfg.get(key, default))
         return default if value is None else value
 
     cls = get("cls")
-    if cls not in SIGMOID_LOSSES + SOFTMAX_LOSSES:
-        raise ConfigError(f"loss.cls={cls!r} is not one of {SIGMOID_LOSSES + SOFTMAX_LOSSES}")
+    if cls not in L.CLS_LOSSES:
+        raise ConfigError(f"loss.cls={cls!r} is not one of {sorted(L.CLS_LOSSES)}")
+    if L.classifier_of(cls) == "softmax":
+        if spec.objectness:
+            cls = "bce"  # one objectness logit: softmax CE over {object, background} is BCE
+        elif spec.dense:
+            raise ConfigError(
+                f"loss.cls={cls} needs a softmax classifier with a background class, which the one-stage "
+                f"stage '{spec.name}' does not have; use one of {sorted(_sigmoid_losses())} "
+                "(e.g. loss=focal for the standard one-stage baseline, loss=rs for Rank & Sort)")
     delta = float(get("delta", 0.5))
     if delta < 0 or (delta == 0 and cls in ("ap", "alrp")):
         need = "> 0 (AP/aLRP have no hard-step branch)" if cls in ("ap", "alrp") else ">= 0"
         raise ConfigError(f"loss.delta={delta} is invalid for loss.cls={cls}: δ must be {need}")
-    if stage == "rpn" and cls == "ce":
-        cls = "bce"  # one objectness logit: softmax CE over {object, background} is BCE
+    weights = cfg.get("stage_weights") or {}
+    stage_weight = weights.get(spec.name)
     return StageLossConfig(
         cls=cls,
         delta=delta,
@@ -74,23 +85,47 @@ def stage_loss_config(cfg: Any, stage: str) -> StageLossConfig:
         balance=get("balance", "constant"),
         delta_loc=get("delta_loc"),
         box_normalizer=get("box_normalizer", "weights"),
-        stage_weight=float(cfg.get("rpn_weight", 1.0)) if stage == "rpn" else 1.0,
+        stage_weight=float(spec.weight if stage_weight is None else stage_weight),
         focal_alpha=float(get("focal_alpha", 0.25)),
         focal_gamma=float(get("focal_gamma", 2.0)),
+        aux_weight=float(get("aux_weight", 1.0)),
     )
 
 
-class Criterion:
-    """Computes the loss terms of every stage. Holds the only training state losses have (the task
-    balancers, e.g. aLRP's epoch-based self-balance), exposed through ``state_dict`` for checkpoints."""
+def _sigmoid_losses() -> list[str]:
+    return [name for name in L.CLS_LOSSES if L.classifier_of(name) == "sigmoid" and name != "bce"]
 
-    def __init__(self, loss_cfg: Any, samplers: dict[str, dict], group_images: int | None = None):
-        self.cfg = {stage: stage_loss_config(loss_cfg, stage) for stage in ("rpn", "rcnn")}
-        self.samplers = samplers
+
+def check_stage_overrides(cfg: Any, stages: Sequence[StageSpec], detector: str) -> None:
+    """A per-stage block with values for a stage the detector does not have is a mistake (a typo or a
+    key meant for another detector): say which stages exist."""
+    names = {s.name for s in stages}
+    for key in cfg:
+        block = cfg.get(key)
+        if not hasattr(block, "keys") or not block or not set(block.keys()) <= set(STAGE_KEYS):
+            continue  # not a per-stage block (e.g. default_sampler, stage_weights)
+        if key not in names and any(v is not None for v in dict(block).values()):
+            set_keys = sorted(k for k, v in dict(block).items() if v is not None)
+            raise ConfigError(
+                f"loss.{key}.{set_keys[0]} is set, but detector={detector} has no stage '{key}'; its stages are "
+                f"{', '.join(sorted(names))} (override them as loss.<stage>.<key>)")
+
+
+class Criterion(nn.Module):
+    """Computes the loss terms of every stage a detector declares.
+
+    Holds the only training state the losses have (the task balancers, e.g. aLRP's epoch-based
+    self-balance); it travels with the model's ``state_dict`` (``criterion._extra_state``)."""
+
+    def __init__(self, loss_cfg: Any, stages: Sequence[StageSpec], group_images: int | None = None):
+        super().__init__()
+        self.specs = {spec.name: spec for spec in stages}
+        self.cfg = {spec.name: stage_loss_config(loss_cfg, spec) for spec in stages}
         if group_images is not None and int(group_images) < 1:
             raise ConfigError(f"schedule.ranking_group={group_images} must be a positive number of images or null")
         self.group_images = int(group_images) if group_images else None
         self.balancers = {}
+        self.cls_losses = {}
         for stage, cfg in self.cfg.items():
             if cfg.cls == "alrp":
                 balancer = L.build_task_balancer("alrp", init_weight=float(loss_cfg.get("alrp_init_weight", 50.0)),
@@ -100,24 +135,35 @@ class Criterion:
             else:
                 balancer = L.build_task_balancer(cfg.balance)
             self.balancers[stage] = balancer
+            self.cls_losses[stage] = L.build_cls_loss(cfg.cls, **self._loss_options(cfg))
+
+    @staticmethod
+    def _loss_options(cfg: StageLossConfig) -> dict:
+        if cfg.cls in ("rs", "ap", "alrp"):
+            return {"delta": cfg.delta}
+        if cfg.cls == "focal":
+            return {"alpha": cfg.focal_alpha, "gamma": cfg.focal_gamma, "reduction": "sum"}
+        return {}
 
     # ------------------------------------------------------------------ state
-    def state_dict(self) -> dict:
+    def get_extra_state(self) -> dict:
         return {stage: b.state_dict() for stage, b in self.balancers.items()}
 
-    def load_state_dict(self, state: dict) -> None:
+    def set_extra_state(self, state: dict) -> None:
         for stage, b in self.balancers.items():
-            if state.get(stage):
+            if (state or {}).get(stage):
                 b.load_state_dict(state[stage])
 
     # ------------------------------------------------------------------ main
-    def __call__(self, out: StageOutput, num_images: int) -> tuple[dict[str, Tensor], dict[str, float]]:
+    def forward(self, out: StageOutput, num_images: int) -> tuple[dict[str, Tensor], dict[str, float]]:
         """Named loss terms of one stage (already multiplied by the stage weight) and its pos:neg stats.
 
         With ``group_images`` = g the batch is split into groups of g images, each group is ranked on
-        its own and the terms are averaged — what the official 4 GPUs × 4 images setting computes,
-        since the ranking set there is the per-GPU batch and DDP averages the gradients (spec §1.1,
-        §6.3)."""
+        its own and the terms are averaged — what the paper's 4 GPUs × 4 images setting computes,
+        since the ranking list there is the per-GPU batch and data parallelism averages the gradients
+        (docs/losses.md, "Ranking groups")."""
+        if out.name not in self.cfg:
+            raise ConfigError(f"stage '{out.name}' was not declared to the criterion (declared: {sorted(self.cfg)})")
         g = self.group_images
         if not g or num_images <= g:
             return self._stage_terms(out, num_images)
@@ -127,10 +173,7 @@ class Criterion:
         num_pos = num_instances = 0.0
         for k in range(num_groups):
             rows = torch.nonzero(group_of_row == k).flatten()
-            part = replace(out, cls_logits=out.cls_logits[rows], box_deltas=out.box_deltas[rows],
-                           ref_boxes=out.ref_boxes[rows], gt_boxes=out.gt_boxes[rows],
-                           gt_classes=out.gt_classes[rows], image_index=out.image_index[rows] - k * g)
-            part_terms, part_stats = self._stage_terms(part, min(g, num_images - k * g))
+            part_terms, part_stats = self._stage_terms(out.select(rows, k * g), min(g, num_images - k * g))
             for name, value in part_terms.items():
                 terms[name] = terms.get(name, 0.0) + value / num_groups
             num_pos += part_stats[f"{out.name}/num_pos"]
@@ -139,10 +182,7 @@ class Criterion:
 
     def _stage_terms(self, out: StageOutput, num_images: int) -> tuple[dict[str, Tensor], dict[str, float]]:
         cfg = self.cfg[out.name]
-        if out.name == "rpn":
-            keep = sample_instances(out.gt_classes, out.image_index, num_images, **self.samplers["rpn"])
-        else:  # the R-CNN head samples before RoIAlign; drop only ignored rows here
-            keep = torch.nonzero(out.gt_classes >= -1).flatten()
+        keep = torch.nonzero(out.gt_classes >= -1).flatten()  # samplers ran in the heads; drop ignored rows
         logits = out.cls_logits[keep]
         classes = out.gt_classes[keep]
         pos = torch.nonzero(classes >= 0).flatten()
@@ -157,6 +197,8 @@ class Criterion:
         if "box" not in terms:
             terms["box"] = self._box_term(cfg, out.name, terms, logits, classes, pos, pred_boxes, deltas, ref, gt,
                                           box_per_pos, len(classes), cls_grad_l1)
+        for name, pred in out.aux.items():
+            terms[name] = cfg.aux_weight * self._aux_term(name, pred[keep][pos], pred_boxes, ref, gt)
         w = cfg.stage_weight
         named = {f"{out.name}_{k}": (w * v if w != 1.0 else v) for k, v in terms.items()}
         return named, stats
@@ -179,41 +221,39 @@ class Criterion:
         }
 
     @staticmethod
-    def _targets(logits: Tensor, classes: Tensor, pos: Tensor, values: Tensor | None) -> Tensor:
-        """One-hot (M, C) target matrix; positives carry their label (spec §1.1 step 4)."""
-        target = torch.zeros(logits.shape, dtype=torch.float32, device=logits.device)
-        if pos.numel():
-            target[pos, classes[pos]] = 1.0 if values is None else values.float()
-        return target
+    def _targets(logits: Tensor, classes: Tensor, num_classes: int, values: Tensor | None) -> Tensor:
+        """(M, C) targets of the sigmoid losses: positives carry 1 or their continuous label."""
+        labels = torch.where(classes >= 0, classes, torch.full_like(classes, num_classes))
+        return L.vectorise_targets(labels, logits.shape[1], values=values)
 
     def _classification(self, cfg, out, logits, classes, pos, pred_boxes, gt, box_per_pos):
         """Classification terms, plus the closed-form L1 norm of a ranking loss's gradient (for the
         magnitude-based self-balance) when there is one."""
-        if cfg.cls == "ce":
+        fn = self.cls_losses[out.name]
+        if L.classifier_of(cfg.cls) == "softmax":
             target = torch.where(classes >= 0, classes, torch.full_like(classes, out.num_classes))
-            return {"cls": L.softmax_cross_entropy(logits, target)}, None
-        binary = self._targets(logits, classes, pos, None)
-        if cfg.cls == "bce":
-            return {"cls": L.binary_cross_entropy(logits, binary.to(logits.dtype))}, None
-        if cfg.cls == "focal":
-            loss = L.sigmoid_focal_loss(logits, binary.to(logits.dtype), alpha=cfg.focal_alpha,
-                                        gamma=cfg.focal_gamma, reduction="sum")
-            return {"cls": loss / max(pos.numel(), 1)}, None
+            return {"cls": fn(logits, target)}, None
+        num_classes = logits.shape[1]
         if cfg.cls == "rs":
             labels = L.continuous_labels(cfg.label, pred_boxes=pred_boxes, gt_boxes=gt, num=pos.numel(),
                                          min_value=cfg.label_min)
-            rank, sort = L.rank_sort_loss(logits, self._targets(logits, classes, pos, labels), delta=cfg.delta)
+            rank, sort = fn(logits, self._targets(logits, classes, num_classes, labels))
             grad_l1 = L.ranking_gradient_l1(rank) if cfg.balance == "magnitude" and logits.requires_grad else None
             return {"rank": rank, "sort": sort}, grad_l1
+        binary = self._targets(logits, classes, num_classes, None)
+        if cfg.cls == "bce":
+            return {"cls": fn(logits, binary.to(logits.dtype))}, None
+        if cfg.cls == "focal":
+            return {"cls": fn(logits, binary.to(logits.dtype)) / max(pos.numel(), 1)}, None
         if cfg.cls == "ap":
-            loss = L.ap_loss(logits, binary, delta=cfg.delta)
+            loss = fn(logits, binary)
             grad_l1 = L.ranking_gradient_l1(loss) if cfg.balance == "magnitude" and logits.requires_grad else None
             return {"cls": loss}, grad_l1
         if cfg.cls == "alrp":
-            # E_loc = L_GIoU / (2 (1 - τ)) (spec §1.6): constants for the classification gradient,
-            # differentiable in the localisation component.
+            # E_loc = L_GIoU / (2 (1 - τ)) (aLRP Loss, Eq. 7; docs/losses.md): constants for the
+            # classification gradient, differentiable in the localisation component.
             loc_errors = L.alrp_loc_errors(box_per_pos, tau=out.iou_threshold)
-            result = L.alrp_loss(logits, binary, loc_errors.detach(), delta=cfg.delta)
+            result = fn(logits, binary, loc_errors.detach())
             loc = L.alrp_loc_loss(loc_errors, result.rank, result.order)
             if pos.numel() == 0:
                 return {"cls": result.cls_loss, "box": loc}, None
@@ -242,7 +282,7 @@ class Criterion:
         elif kind == "centerness":
             kwargs.update(anchor_centers=(ref[:, :2] + ref[:, 2:]) / 2, gt_boxes=gt)
         elif kind == "rank":
-            target = self._targets(logits, classes, pos, None)
+            target = self._targets(logits, classes, logits.shape[1], None)
             kwargs.update(pos_logits=logits.detach()[pos, classes[pos]],
                           ranks=L.positive_ranks(logits.detach(), target, delta=cfg.delta),
                           delta_loc=cfg.delta_loc)
@@ -265,3 +305,18 @@ class Criterion:
             else:
                 ctx["cls_outputs"] = logits
         return self.balancers[stage](cls_total, box, **ctx) * box
+
+    @staticmethod
+    def _aux_term(name: str, pred: Tensor, pred_boxes: Tensor, ref: Tensor, gt: Tensor) -> Tensor:
+        """Quality branches of the standard one-stage baselines, trained with BCE on positives only:
+        ATSS's centerness (target: the anchor centre's centerness in its GT box) and PAA's IoU
+        prediction (target: IoU of the detached decoded box with its GT). docs/detectors.md."""
+        if pred.numel() == 0:
+            return pred.sum() * 0.0
+        if name == "centerness":
+            target = L.centerness_weights((ref[:, :2] + ref[:, 2:]) / 2, gt)
+        elif name == "iou":
+            target = L.box_iou_aligned(pred_boxes.detach(), gt)
+        else:
+            raise ConfigError(f"unknown auxiliary branch {name!r} (centerness | iou)")
+        return L.binary_cross_entropy(pred.reshape(-1), target.to(pred.dtype))

@@ -50,14 +50,22 @@ def sample_instances(
     return torch.cat(keep).sort().values if keep else gt_classes.new_zeros(0)
 
 
-def stage_sampler(cfg: Any, stage: str) -> dict:
-    """Sampler settings of one stage (``rpn`` or ``rcnn``) from the ``sampler`` config group."""
-    kind = cfg[stage]
+def resolve_stage_sampler(sampler_cfg: Any, loss_cfg: Any, stage: str) -> dict:
+    """Sampler settings of one stage: ``sampler.<stage>`` (``auto`` = the loss recipe's
+    ``default_sampler.<stage>``, ``none`` when the recipe names none) and its budget
+    ``sampler.budget.<stage>`` (conf/sampler/auto.yaml holds the standard budgets)."""
+    kind = sampler_cfg.get(stage) or "auto"
+    if kind == "auto":
+        kind = (loss_cfg.get("default_sampler") or {}).get(stage) or "none"
     if kind not in SAMPLERS:
-        raise ConfigError(f"sampler.{stage}={kind!r} is not one of {SAMPLERS}")
-    budget = cfg.get("budget", {}).get(stage, {})
-    return {
-        "kind": kind,
-        "batch_per_image": int(budget.get("batch_per_image", 256 if stage == "rpn" else 512)),
-        "positive_fraction": float(budget.get("positive_fraction", 0.5 if stage == "rpn" else 0.25)),
-    }
+        raise ConfigError(f"sampler.{stage}={kind!r} is not one of {SAMPLERS + ('auto',)}")
+    if kind == "none":
+        return {"kind": "none"}
+    budget = (sampler_cfg.get("budget") or {}).get(stage)
+    if not budget or budget.get("batch_per_image") is None or budget.get("positive_fraction") is None:
+        raise ConfigError(
+            f"sampler.{stage}={kind} needs a budget: set sampler.budget.{stage}.batch_per_image and "
+            f"sampler.budget.{stage}.positive_fraction (e.g. +sampler.budget.{stage}="
+            "'{batch_per_image: 256, positive_fraction: 0.5}')")
+    return {"kind": kind, "batch_per_image": int(budget["batch_per_image"]),
+            "positive_fraction": float(budget["positive_fraction"])}

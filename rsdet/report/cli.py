@@ -1,8 +1,8 @@
-"""`rsdet report DIR ...` — turn a folder of run records into a results table.
+"""`rsdet report [DIR] ...` — turn a folder of run records (default ``./outputs``) into a results table.
 
 The top-level CLI dispatches here: ``sys.exit(rsdet.report.cli.main(argv))``; also runnable as
 ``python -m rsdet.report.cli DIR``. Exit codes: 0 table printed, 1 the files could not be written,
-2 bad usage (missing DIR, no runs, unknown axis/metric, filter matching nothing).
+2 bad usage (DIR missing on disk, no runs, unknown axis/metric, filter matching nothing).
 """
 
 from __future__ import annotations
@@ -68,7 +68,9 @@ def make_parser() -> argparse.ArgumentParser:
         prog="rsdet report", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLES,
         description="Find the run records under DIR, detect which settings vary, and print a results "
                     "table; Markdown, CSV and LaTeX copies are written beside it (DIR/report.{md,csv,tex}).")
-    p.add_argument("dir", metavar="DIR", help="folder holding run directories (searched recursively)")
+    p.add_argument("dir", metavar="DIR", nargs="?", default="outputs",
+                   help="folder holding run directories, searched recursively (default: ./outputs, "
+                        "where `rsdet train` writes)")
     p.add_argument("--rows", metavar="KEYS", help="comma-separated row axes: group names (loss, sampler), "
                    "dotted config keys (loss.delta, sampler.rpn), or run/status")
     p.add_argument("--cols", metavar="KEYS", help="comma-separated column axes (same names as --rows)")

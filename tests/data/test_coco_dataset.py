@@ -38,7 +38,7 @@ def _tiny_coco() -> dict:
             {"id": 2, "image_id": 10, "category_id": 3, "bbox": [30, 20, 20, 20], "iscrowd": 0, "area": 100,
              "segmentation": [[30, 20, 40, 20, 40, 30, 30, 30]]},  # extends past the image: clipped
             {"id": 3, "image_id": 10, "category_id": 3, "bbox": [5, 5, 0, 4], "iscrowd": 0, "area": 0},
-            {"id": 4, "image_id": 10, "category_id": 7, "bbox": [1, 1, 5, -2], "iscrowd": 0, "area": 0},
+            {"id": 4, "image_id": 10, "category_id": 7, "bbox": [45, 1, 5, 2], "iscrowd": 0, "area": 10},  # outside
             {"id": 5, "image_id": 10, "category_id": 7, "bbox": [0, 0, 20, 20], "iscrowd": 1, "area": 400,
              "segmentation": {"size": [H, W], "counts": [0, 600, 600]}},
             {"id": 6, "image_id": 30, "category_id": 3, "bbox": [1, 1, 4, 4], "iscrowd": 0, "area": 16,
@@ -62,8 +62,8 @@ def test_defects_are_counted_and_targets_are_clean(tiny, caplog):
     images, ann = tiny
     with caplog.at_level(logging.WARNING, logger="rsdet.data.coco_dataset"):
         ds = CocoDetectionDataset(images, ann, with_masks=True)
-    warnings = [r for r in caplog.records if "non-positive width/height" in r.getMessage()]
-    assert len(warnings) == 1 and "2 box(es)" in warnings[0].getMessage()
+    warnings = [r for r in caplog.records if "degenerate box(es)" in r.getMessage()]
+    assert len(warnings) == 1 and "dropped 2 degenerate" in warnings[0].getMessage()
     assert ds.stats == {"images": 3, "boxes": 3, "dropped_degenerate_boxes": 2, "images_without_annotations": 1,
                         "crowd_boxes": 1, "ignored_category_boxes": 0}  # fmt: skip
     assert ds.category_ids == [3, 7] and ds.category_names == ["cat", "dog"] and ds.num_classes == 2
@@ -129,12 +129,16 @@ def test_category_ids_fix_the_label_mapping(tiny):
 @pytest.mark.parametrize(
     "mutate, message",
     [
-        (lambda d: d.pop("annotations"), r"lacks the COCO key\(s\) \['annotations'\]"),
-        (lambda d: d["annotations"][0].pop("bbox"), r"annotations\[0\] lacks required key\(s\) \['bbox'\]"),
-        (lambda d: d["images"][0].pop("file_name"), "neither 'file_name' nor 'coco_url'"),
-        (lambda d: d["annotations"][0].update(category_id=42), r"category ids \[42\] are used by annotations"),
+        (lambda d: d.pop("annotations"), r"lacks the COCO list\(s\) \['annotations'\]"),
+        (lambda d: d["annotations"][0].pop("bbox"), r"annotations\[0\] \(id 1\) lacks required key\(s\) \['bbox'\]"),
+        (lambda d: d["images"][0].pop("file_name"), r"images\[0\] \(id 10\) has neither 'file_name' nor 'coco_url'"),
+        (lambda d: d["annotations"][0].update(category_id=42), r"annotations\[0\] \(id 1\) has category_id 42"),
         (lambda d: d["annotations"][0].update(image_id=999), "refers to image_id 999"),
-        (lambda d: d["annotations"][0].update(bbox=[1, 2, "x", 4]), "expected four numbers"),
+        (lambda d: d["annotations"][0].update(bbox=[1, 2, "x", 4]), "non-finite or non-numeric"),
+        (lambda d: d["annotations"][0].update(bbox=[1, 1, 5, -2]), "negative width or height"),
+        (lambda d: d["annotations"][1].update(bbox=[1, 1, float("nan"), 2]), r"annotations\[1\] \(id 2\).*non-finite"),
+        (lambda d: d["annotations"][1].update(id=1), r"annotations\[1\] \(id 1\) repeats an annotation id"),
+        (lambda d: d["categories"].append({"id": 7}), r"categories\[2\] \(id 7\) repeats a category id"),
         (lambda d: d["images"].append(dict(d["images"][0])), "more than once"),
     ],
 )

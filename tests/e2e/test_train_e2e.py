@@ -131,7 +131,7 @@ def test_missing_dataset_path_fails_with_the_config_key(tiny_run):
 def test_nan_loss_stops_naming_iteration_and_term_and_keeps_checkpoint(tiny_run, monkeypatch):
     from rsdet.models.criterion import Criterion
 
-    real_call = Criterion.__call__
+    real_call = Criterion.forward
     calls = {"n": 0}
 
     def poisoned(self, out, num_images):
@@ -142,7 +142,7 @@ def test_nan_loss_stops_naming_iteration_and_term_and_keeps_checkpoint(tiny_run,
                 terms["rcnn_box"] = terms["rcnn_box"] * float("nan")
         return terms, stats
 
-    monkeypatch.setattr(Criterion, "__call__", poisoned)
+    monkeypatch.setattr(Criterion, "forward", poisoned)
     assert train_cli.main(tiny_run) == 1
     run = _only_run()
     assert run.info["status"] == "failed"

@@ -27,6 +27,8 @@ LVIS_FIXTURE = HERE / "data" / "lvis_v0.5_val_100.json"
 COCO_AP_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl",
                 "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 LVIS_AP_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "APr", "APc", "APf")
+# rsdet key -> LVISEval.results key at max_dets=N
+LVIS_AR_KEYS = {"AR300": "AR@{}", "ARs300": "ARs@{}", "ARm300": "ARm@{}", "ARl300": "ARl@{}"}
 
 
 def load_lvis() -> dict:

@@ -62,9 +62,9 @@ def test_segm_records(tmp_path):
 
 
 def test_missing_and_unreadable_files(tmp_path):
-    with pytest.raises(DataError, match="Detections file not found: .*nope.json"):
+    with pytest.raises(DataError, match="Detections file .*nope.json does not exist"):
         evaluate(GT, tmp_path / "nope.json")
-    with pytest.raises(DataError, match="Ground-truth file not found: .*gt.json"):
+    with pytest.raises(DataError, match="Ground-truth file .*gt.json does not exist"):
         evaluate(tmp_path / "gt.json", [GOOD])
     bad = tmp_path / "broken.json"
     bad.write_text('[{"image_id": 1,')
@@ -76,10 +76,10 @@ def test_missing_and_unreadable_files(tmp_path):
 
 
 def test_malformed_ground_truth(tmp_path):
-    with pytest.raises(DataError, match="no 'categories' list"):
+    with pytest.raises(DataError, match=r"lacks the COCO list\(s\) \['categories'\]"):
         evaluate({"images": [], "annotations": []}, [])
     broken = {**GT, "annotations": [{"id": 1, "image_id": 1, "category_id": 7}]}
-    with pytest.raises(DataError, match=r"annotations\[0\] lacks \['bbox', 'area'\]"):
+    with pytest.raises(DataError, match=r"Ground truth <dict>: annotations\[0\] \(id 1\) lacks required key\(s\) \['bbox', 'area'\]"):
         evaluate(broken, [])
     with pytest.raises(DataError, match="protocol='coco'"):
         evaluate(GT, [GOOD], protocol="lvis")  # a COCO file has no federated lists

@@ -50,6 +50,9 @@ def test_equals_lvis_eval(gt, bbox_dets, bbox_result, iou_type):
     assert [k for k in ours if k != "per_class"] == list(metric_keys("lvis"))
     for key in td.LVIS_AP_KEYS:
         assert ours[key] == pytest.approx(float(ref.results[key]), abs=1e-12), key
+    for key, ref_key in td.LVIS_AR_KEYS.items():
+        assert ours[key] == pytest.approx(float(ref.results[ref_key.format(300)]), abs=1e-12), key
+    assert 0.2 < ours["AR300"] < 1 and ours["AR300"] >= ours["AP"]
     assert 0.2 < ours["AP"] < 0.9  # a meaningful mix of hits and misses, not a degenerate case
 
     lrp = td.reference_olrp(ref, "lvis", iou_type)
@@ -110,9 +113,12 @@ def test_max_dets_and_empty_detections(gt, bbox_dets):
     ref = td.lvis_reference(bbox_dets, "bbox", max_dets=2)
     for key in td.LVIS_AP_KEYS:
         assert ours[key] == pytest.approx(float(ref.results[key]), abs=1e-12), key
+    for key, ref_key in td.LVIS_AR_KEYS.items():
+        assert ours[key] == pytest.approx(float(ref.results[ref_key.format(2)]), abs=1e-12), key
+    assert ours["AR300"] < evaluate(gt, bbox_dets, protocol="lvis")["AR300"]
 
     empty = evaluate(gt, [], protocol="lvis")
-    assert all(empty[k] == 0.0 for k in td.LVIS_AP_KEYS)
+    assert all(empty[k] == 0.0 for k in (*td.LVIS_AP_KEYS, *td.LVIS_AR_KEYS))
     assert (empty["oLRP"], empty["oLRP_FN"], empty["oLRP_Loc"], empty["oLRP_FP"]) == (
         1.0, 1.0, -1.0, -1.0)
     assert (empty["oLRPr"], empty["oLRPc"], empty["oLRPf"]) == (1.0, 1.0, 1.0)

@@ -8,12 +8,13 @@ from torchvision.models.detection._utils import BoxCoder
 from rsdet import losses as L
 from rsdet.errors import ConfigError
 from rsdet.models.criterion import Criterion, stage_loss_config
-from rsdet.models.rpn import StageOutput
+from rsdet.models.stage import StageOutput, StageSpec
 
 RS = {"name": "rs", "cls": "rs", "delta": 0.5, "label": "iou", "box": "giou", "box_weight": 1.0, "weighting": "score",
-      "delta_loc": None, "balance": "value", "box_normalizer": "weights", "rpn_weight": 0.2, "prior_prob": None,
+      "delta_loc": None, "balance": "value", "box_normalizer": "weights", "stage_weights": {"rpn": 0.2}, "prior_prob": None,
       "lr": 0.01, "test_score_thresh": 0.4, "default_sampler": {"rpn": "none", "rcnn": "none"}, "rpn": {}, "rcnn": {}}
-SAMPLERS = {s: {"kind": "none", "batch_per_image": 256, "positive_fraction": 0.5} for s in ("rpn", "rcnn")}
+SPECS = {"rpn": StageSpec("rpn", 1, iou_threshold=0.7, objectness=True), "rcnn": StageSpec("rcnn", 3)}
+STAGES = list(SPECS.values())  # the stages a Faster R-CNN declares
 
 
 def _stage(name="rcnn", num_classes=3, with_pos=True, seed=0):
@@ -28,16 +29,17 @@ def _stage(name="rcnn", num_classes=3, with_pos=True, seed=0):
     classes[10] = -2  # ignored
     logits = torch.randn(m, num_classes, generator=g, requires_grad=True)
     deltas = (torch.randn(m, 4, generator=g) * 0.1).requires_grad_()
-    return StageOutput(name, logits, deltas, ref, gt, classes, BoxCoder((10.0, 10.0, 5.0, 5.0)), num_classes, 0.5,
+    spec = StageSpec(name, num_classes, iou_threshold=0.5, objectness=name == "rpn")
+    return StageOutput(spec, logits, deltas, ref, gt, classes, BoxCoder((10.0, 10.0, 5.0, 5.0)),
                        torch.zeros(m, dtype=torch.long))
 
 
 def test_rs_terms_value_self_balance_and_official_gradient_contract():
-    crit = Criterion(OmegaConf.create(RS), SAMPLERS)
+    crit = Criterion(OmegaConf.create(RS), STAGES)
     out = _stage()
     terms, stats = crit(out, 1)
     assert set(terms) == {"rcnn_rank", "rcnn_sort", "rcnn_box"}
-    # value-based self-balance: λ L_box has the value of L_R + L_S (spec §2.1)
+    # value-based self-balance: λ L_box has the value of L_R + L_S (supplementary S2.1, value-based)
     assert torch.allclose(terms["rcnn_box"], terms["rcnn_rank"] + terms["rcnn_sort"], atol=1e-6)
     # the classification gradient is the RS identity update on the non-ignored rows
     (terms["rcnn_rank"] + terms["rcnn_sort"]).backward()
@@ -56,16 +58,16 @@ def test_rs_terms_value_self_balance_and_official_gradient_contract():
 
 
 def test_rpn_terms_carry_the_stage_weight():
-    crit = Criterion(OmegaConf.create(RS), SAMPLERS)
+    crit = Criterion(OmegaConf.create(RS), STAGES)
     out = _stage(name="rpn", num_classes=1)
     terms, _ = crit(out, 1)
-    plain = Criterion(OmegaConf.create({**RS, "rpn_weight": 1.0}), SAMPLERS)(_stage(name="rpn", num_classes=1), 1)[0]
+    plain = Criterion(OmegaConf.create({**RS, "stage_weights": {}}), STAGES)(_stage(name="rpn", num_classes=1), 1)[0]
     for k in terms:
         assert torch.allclose(terms[k], 0.2 * plain[k])
 
 
 def test_no_positive_batch_gives_zero_valued_zero_gradient_terms():
-    crit = Criterion(OmegaConf.create(RS), SAMPLERS)
+    crit = Criterion(OmegaConf.create(RS), STAGES)
     out = _stage(with_pos=False)
     terms, stats = crit(out, 1)
     total = sum(terms.values())
@@ -79,7 +81,7 @@ def test_no_positive_batch_gives_zero_valued_zero_gradient_terms():
 def test_every_weighting_and_balance_gives_finite_box_terms(weighting, balance):
     cfg = OmegaConf.create({**RS, "weighting": weighting, "balance": balance, "box_weight": 2.0})
     out = _stage()
-    terms, _ = Criterion(cfg, SAMPLERS)(out, 1)
+    terms, _ = Criterion(cfg, STAGES)(out, 1)
     sum(terms.values()).backward()
     assert torch.isfinite(terms["rcnn_box"]) and out.box_deltas.grad.abs().sum() > 0
 
@@ -87,7 +89,7 @@ def test_every_weighting_and_balance_gives_finite_box_terms(weighting, balance):
 def test_constant_balance_scales_the_weighted_mean():
     out = _stage()
     terms, _ = Criterion(OmegaConf.create({**RS, "balance": "constant", "box_weight": 3.0,
-                                           "weighting": "none"}), SAMPLERS)(out, 1)
+                                           "weighting": "none"}), STAGES)(out, 1)
     pos = torch.nonzero(out.gt_classes >= 0).flatten()
     pred = out.box_coder.decode_single(out.box_deltas[pos], out.ref_boxes[pos])
     expected = 3.0 * L.giou_loss(pred, out.gt_boxes[pos], reduction="none").mean()
@@ -102,7 +104,7 @@ def test_other_recipes_produce_named_terms(recipe):
     out = _stage()
     if recipe["cls"] == "ce":  # softmax head: C + 1 logits, background last
         out.cls_logits = torch.randn(12, 4, requires_grad=True)
-    terms, _ = Criterion(cfg, SAMPLERS)(out, 1)
+    terms, _ = Criterion(cfg, STAGES)(out, 1)
     assert set(terms) == {"rcnn_cls", "rcnn_box"}
     sum(terms.values()).backward()
     assert out.cls_logits.grad.abs().sum() > 0
@@ -110,19 +112,19 @@ def test_other_recipes_produce_named_terms(recipe):
 
 def test_invalid_values_name_the_key():
     with pytest.raises(ConfigError, match="loss.cls='hinge'"):
-        stage_loss_config(OmegaConf.create({**RS, "cls": "hinge"}), "rcnn")
+        stage_loss_config(OmegaConf.create({**RS, "cls": "hinge"}), SPECS["rcnn"])
     with pytest.raises(ConfigError, match="loss.delta=0.0"):
-        stage_loss_config(OmegaConf.create({**RS, "cls": "ap", "delta": 0.0}), "rcnn")
-    assert stage_loss_config(OmegaConf.create({**RS, "rpn": {"box": "l1"}}), "rpn").box == "l1"
-    assert stage_loss_config(OmegaConf.create({**RS, "rpn": {"box": None}}), "rpn").box == "giou"
+        stage_loss_config(OmegaConf.create({**RS, "cls": "ap", "delta": 0.0}), SPECS["rcnn"])
+    assert stage_loss_config(OmegaConf.create({**RS, "rpn": {"box": "l1"}}), SPECS["rpn"]).box == "l1"
+    assert stage_loss_config(OmegaConf.create({**RS, "rpn": {"box": None}}), SPECS["rpn"]).box == "giou"
 
 
 def test_ranking_groups_average_independent_per_group_losses():
     """Groups of g images are ranked separately and averaged: the 4 GPUs x 4 images emulation."""
     out = _stage()
     out.image_index = torch.tensor([0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3])
-    grouped, stats = Criterion(OmegaConf.create(RS), SAMPLERS, group_images=2)(out, 4)
-    plain = Criterion(OmegaConf.create(RS), SAMPLERS)
+    grouped, stats = Criterion(OmegaConf.create(RS), STAGES, group_images=2)(out, 4)
+    plain = Criterion(OmegaConf.create(RS), STAGES)
     halves = []
     for rows in (torch.arange(0, 6), torch.arange(6, 12)):
         part = _stage()

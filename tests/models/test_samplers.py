@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from rsdet.errors import ConfigError
-from rsdet.models.samplers import sample_instances, stage_sampler
+from rsdet.models.samplers import resolve_stage_sampler, sample_instances
 
 
 def _classes():
@@ -39,4 +39,14 @@ def test_random_with_scarce_positives_fills_with_negatives():
 
 def test_unknown_sampler_is_a_config_error():
     with pytest.raises(ConfigError, match="sampler.rpn='ohem'"):
-        stage_sampler({"rpn": "ohem"}, "rpn")
+        resolve_stage_sampler({"rpn": "ohem"}, {}, "rpn")
+
+
+def test_auto_takes_the_recipe_default_and_a_random_sampler_needs_a_budget():
+    loss = {"default_sampler": {"rpn": "random"}}
+    budget = {"budget": {"rpn": {"batch_per_image": 8, "positive_fraction": 0.25}}}
+    assert resolve_stage_sampler({"rpn": "auto", **budget}, loss, "rpn") == \
+        {"kind": "random", "batch_per_image": 8, "positive_fraction": 0.25}
+    assert resolve_stage_sampler({}, loss, "head") == {"kind": "none"}  # stage the recipe does not name
+    with pytest.raises(ConfigError, match="sampler.budget.head"):
+        resolve_stage_sampler({"head": "random"}, loss, "head")

@@ -44,6 +44,14 @@ def test_missing_dir_and_no_runs(tmp_path, capsys):
     assert "no run records" in err and "rsdet train -m" in err
 
 
+def test_dir_defaults_to_outputs_of_the_working_folder(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main([]) == 2 and "outputs does not exist" in capsys.readouterr().err
+    make_run(tmp_path / "outputs" / "runs" / "a", loss="rs")
+    assert main(["--no-write"]) == 0
+    assert "Found 1 run under outputs" in capsys.readouterr().out
+
+
 def test_bad_arguments_exit_2(tmp_path, capsys):
     make_run(tmp_path / "a", loss="rs")
     make_run(tmp_path / "b", loss="ce")

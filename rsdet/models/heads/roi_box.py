@@ -1,4 +1,4 @@
-"""R-CNN box head (spec §2.3): RoIAlign + two shared FC layers + class and box predictors.
+"""R-CNN box head: RoIAlign + two shared FC layers + class and box predictors (docs/detectors.md).
 
 With a sigmoid classifier (RS, AP, aLRP, focal) the head has C logits and no background; with a
 softmax classifier (cross-entropy) it has C + 1 logits with background *last*, so class indices mean
@@ -14,16 +14,19 @@ import torch
 from torch import Tensor, nn
 from torchvision.models.detection import _utils as det_utils
 from torchvision.models.detection.faster_rcnn import TwoMLPHead
-from torchvision.ops import MultiScaleRoIAlign, batched_nms, box_iou, clip_boxes_to_image, remove_small_boxes
+from torchvision.ops import MultiScaleRoIAlign, batched_nms, clip_boxes_to_image, remove_small_boxes
 
-from rsdet.models.rpn import StageOutput
+from rsdet.models.assign.max_iou import max_iou_assign
 from rsdet.models.samplers import sample_instances
+from rsdet.models.stage import StageOutput, StageSpec
 
 
 class RoIHead(nn.Module):
     def __init__(self, cfg: Any, in_channels: int, num_classes: int, classifier: str, prior_prob, box_coder_weights,
-                 featmap_names: list[str]):
+                 featmap_names: list[str], spec: StageSpec, sampler: dict):
         super().__init__()
+        self.spec = spec
+        self.sampler = sampler
         self.num_classes = num_classes
         self.classifier = classifier
         pool = int(cfg.pool_size)
@@ -51,29 +54,22 @@ class RoIHead(nn.Module):
         return self.cls_score(x), self.bbox_pred(x)
 
     def assign(self, proposals: list[Tensor], targets: list[dict]):
-        """Append GT boxes to the proposals (spec §6.15) and match at IoU 0.5."""
+        """Append GT boxes to the proposals (docs/detectors.md) and match at IoU 0.5."""
         boxes, classes, gts, image_index = [], [], [], []
         for i, (props, tgt) in enumerate(zip(proposals, targets)):
             gt = tgt["boxes"]
             if self.append_gt and gt.numel():
                 props = torch.cat([props, gt])
-            if gt.numel() == 0:
-                cls = torch.full((len(props),), -1, dtype=torch.long, device=props.device)
-                matched_gt = torch.zeros_like(props)
-            else:
-                matched = self.matcher(box_iou(gt, props))
-                cls = tgt["labels"][matched.clamp(min=0)].clone()
-                cls[matched < 0] = -1
-                matched_gt = gt[matched.clamp(min=0)]
+            cls, matched_gt, _ = max_iou_assign(self.matcher, props, gt, tgt["labels"])
             boxes.append(props)
             classes.append(cls)
             gts.append(matched_gt)
             image_index.append(torch.full((len(props),), i, device=props.device))
         return torch.cat(boxes), torch.cat(classes), torch.cat(gts), torch.cat(image_index)
 
-    def forward_train(self, features, proposals, image_sizes, targets, sampler: dict) -> StageOutput:
+    def forward_train(self, features, proposals, image_sizes, targets) -> StageOutput:
         boxes, classes, gts, image_index = self.assign(proposals, targets)
-        keep = sample_instances(classes, image_index, len(proposals), **sampler)
+        keep = sample_instances(classes, image_index, len(proposals), **self.sampler)
         boxes, classes, gts, image_index = boxes[keep], classes[keep], gts[keep], image_index[keep]
         per_image = [boxes[image_index == i] for i in range(len(proposals))]
         logits, deltas = self._predict(features, per_image, image_sizes)
@@ -82,18 +78,8 @@ class RoIHead(nn.Module):
         deltas = deltas.view(len(boxes), self.num_classes, 4)
         # deltas of the assigned class (class 0 for negatives: unused by any loss)
         deltas = deltas[torch.arange(len(boxes), device=boxes.device), classes.clamp(min=0)]
-        return StageOutput(
-            name="rcnn",
-            cls_logits=logits,
-            box_deltas=deltas,
-            ref_boxes=boxes,
-            gt_boxes=gts,
-            gt_classes=classes,
-            box_coder=self.box_coder,
-            num_classes=self.num_classes,
-            iou_threshold=self.fg_iou,
-            image_index=image_index,
-        )
+        return StageOutput(spec=self.spec, cls_logits=logits, box_deltas=deltas, ref_boxes=boxes, gt_boxes=gts,
+                           gt_classes=classes, box_coder=self.box_coder, image_index=image_index)
 
     @torch.no_grad()
     def forward_test(self, features, proposals, image_sizes, score_thresh: float):

@@ -1,0 +1,182 @@
+"""Reading and checking COCO-format annotation files — one implementation for the training loader
+(:mod:`rsdet.data.coco_dataset`) and the evaluator (:mod:`rsdet.evaluation.io`). No torch here.
+
+Every problem is a :class:`rsdet.errors.DataError` naming the file (or ``source``), the section and
+index of the first bad record (with its ``id`` when it has one) and what is wrong. The rules, also
+in docs/evaluation.md ("Input checks"):
+
+* the top level is an object with the lists ``images``, ``annotations`` and ``categories``;
+* image and category ids are integers, each defined once; annotation ids (required for
+  evaluation, optional for training) are integers and unique;
+* an annotation names a defined image and category and has ``bbox`` = four finite numbers
+  ``[x, y, width, height]`` with width, height >= 0 (a zero-size box is legal but degenerate: the
+  training loader drops it with a warning, the evaluator keeps it as an unmatchable object);
+* ``area`` (required for evaluation) is a finite number >= 0, ``iscrowd`` is 0/1, image ``width``
+  and ``height`` (when given) are finite and positive;
+* the LVIS protocol also needs each image's ``neg_category_ids`` / ``not_exhaustive_category_ids``
+  and each category's ``frequency`` in r/c/f.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from numbers import Integral, Real
+from pathlib import Path
+from typing import Any
+
+from rsdet.errors import DataError
+
+SECTIONS = ("images", "annotations", "categories")
+_LVIS_IMAGE_KEYS = ("neg_category_ids", "not_exhaustive_category_ids")
+
+
+def read_json(path: str | os.PathLike, what: str, hint: str = "") -> Any:
+    """``json.load`` of ``path`` with DataErrors naming it; ``what`` says which file ("Detections")."""
+    path = Path(path)
+    fix = f"; {hint}" if hint else ""
+    if not path.is_file():
+        state = "is a folder, expected a .json file" if path.is_dir() else "does not exist"
+        raise DataError(f"{what} file {path} {state}{fix}")
+    try:
+        with path.open("rb") as fh:
+            return json.load(fh)
+    except json.JSONDecodeError as err:
+        raise DataError(f"{what} file {path} is not valid JSON: {err.msg} at line {err.lineno}, column "
+                        f"{err.colno} (truncated or hand-edited?); re-download or re-export it{fix}") from err
+    except UnicodeDecodeError as err:
+        raise DataError(f"{what} file {path} is not UTF-8 JSON text ({err}){fix}") from err
+    except (ValueError, RecursionError) as err:  # e.g. an integer literal with thousands of digits
+        raise DataError(f"{what} file {path} cannot be parsed as JSON ({type(err).__name__}: "
+                        f"{str(err)[:200]}){fix}") from err
+    except OSError as err:
+        raise DataError(f"{what} file {path} cannot be read ({err}){fix}") from err
+
+
+def is_id(x: Any) -> bool:
+    """An integer id (Python or numpy integer; not a bool)."""
+    return isinstance(x, Integral) and not isinstance(x, bool)
+
+
+def is_finite(x: Any) -> bool:
+    """A finite real number (not a bool, not a string)."""
+    if not isinstance(x, Real) or isinstance(x, bool):
+        return False
+    try:
+        return math.isfinite(x)
+    except OverflowError:  # an int too large for a float
+        return False
+
+
+def box_problem(box: Any) -> str | None:
+    """What is wrong with a COCO ``[x, y, width, height]`` box, or None: four finite numbers, width and
+    height >= 0, and a finite far corner and area (so no evaluator sums or multiplies into inf/NaN)."""
+    if not isinstance(box, (list, tuple)):
+        return f"'bbox' must be a list [x, y, width, height], got a {type(box).__name__}"
+    if len(box) != 4:
+        return f"'bbox' must have 4 values [x, y, width, height], got {len(box)}"
+    if not all(is_finite(v) for v in box):
+        return f"'bbox' {list(box)} has a non-finite or non-numeric value"
+    x, y, w, h = (float(v) for v in box)
+    if w < 0 or h < 0:
+        return (f"'bbox' {list(box)} has a negative width or height (COCO boxes are [x, y, width, height], "
+                "not corners)")
+    if not all(math.isfinite(v) for v in (x + w, y + h, w * h)):
+        return f"'bbox' {list(box)} is too large: its far corner or area overflows"
+    return None
+
+
+def _rec(section: str, i: int, item: Any) -> str:
+    ident = item.get("id") if isinstance(item, dict) else None
+    return f"{section}[{i}]" + (f" (id {ident!r})" if ident is not None else "")
+
+
+def check_annotations(data: Any, source: str, *, protocol: str | None = None, for_evaluation: bool = False,
+                      need_file_name: bool = False, hint: str = "") -> dict:
+    """Check a loaded COCO-format annotation dict (see the module docstring); return it unchanged.
+
+    ``source`` prefixes every message ("annotation file x.json"); ``protocol="lvis"`` adds the
+    federated-list checks; ``for_evaluation`` requires annotation ``id`` and ``area``;
+    ``need_file_name`` requires each image to have ``file_name`` or ``coco_url`` (to load pixels).
+    """
+    fix = f"; {hint}" if hint else ""
+    if not isinstance(data, dict):
+        raise DataError(f"{source}: the top level must be a JSON object with 'images', 'annotations' and "
+                        f"'categories', got a {type(data).__name__}{fix}")
+    missing = [k for k in SECTIONS if not isinstance(data.get(k), list)]
+    if missing:
+        raise DataError(f"{source} lacks the COCO list(s) {missing}; an instances file needs 'images', "
+                        f"'annotations' and 'categories' (image_info_test files without annotations cannot "
+                        f"be used for training or evaluation){fix}")
+
+    def bad(section: str, i: int, item: Any, problem: str) -> DataError:
+        return DataError(f"{source}: {_rec(section, i, item)} {problem}{fix}")
+
+    images: set = set()
+    for i, img in enumerate(data["images"]):
+        if not isinstance(img, dict):
+            raise bad("images", i, img, f"is a {type(img).__name__}, expected an object")
+        if not is_id(img.get("id")):
+            raise bad("images", i, img, "needs an integer 'id'")
+        if img["id"] in images:
+            raise bad("images", i, img, "lists an image id more than once")
+        for key in ("width", "height"):
+            if key in img and not (is_finite(img[key]) and img[key] > 0):
+                raise bad("images", i, img, f"has {key} {img[key]!r}, expected a positive number of pixels")
+        if need_file_name:
+            if "file_name" not in img and "coco_url" not in img:
+                raise bad("images", i, img, "has neither 'file_name' nor 'coco_url'")
+            key = "file_name" if "file_name" in img else "coco_url"
+            if not (isinstance(img[key], str) and img[key].strip("/")):
+                raise bad("images", i, img, f"has {key} {img[key]!r}, expected a non-empty path string")
+        if protocol == "lvis":
+            lacking = [k for k in _LVIS_IMAGE_KEYS if not isinstance(img.get(k), list)]
+            if lacking:
+                raise bad("images", i, img, f"lacks the list(s) {lacking}, which the LVIS protocol needs; is "
+                                            "this a COCO file? Use protocol='coco'")
+        images.add(img["id"])
+
+    categories: set = set()
+    for i, cat in enumerate(data["categories"]):
+        if not isinstance(cat, dict):
+            raise bad("categories", i, cat, f"is a {type(cat).__name__}, expected an object")
+        if not is_id(cat.get("id")):
+            raise bad("categories", i, cat, "needs an integer 'id'")
+        if cat["id"] in categories:
+            raise bad("categories", i, cat, "repeats a category id defined earlier")
+        if protocol == "lvis" and cat.get("frequency") not in ("r", "c", "f"):
+            raise bad("categories", i, cat, "has no 'frequency' in r/c/f, which the LVIS protocol needs for "
+                                            "APr/APc/APf")
+        categories.add(cat["id"])
+
+    required = ("id", "image_id", "category_id", "bbox", "area") if for_evaluation else (
+        "image_id", "category_id", "bbox")
+    ann_ids: set = set()
+    for i, ann in enumerate(data["annotations"]):
+        if not isinstance(ann, dict):
+            raise bad("annotations", i, ann, f"is a {type(ann).__name__}, expected an object")
+        lacking = [k for k in required if k not in ann]
+        if lacking:
+            raise bad("annotations", i, ann, f"lacks required key(s) {lacking}")
+        if "id" in ann:
+            if not is_id(ann["id"]):
+                raise bad("annotations", i, ann, "needs an integer 'id'")
+            if ann["id"] in ann_ids:
+                raise bad("annotations", i, ann, "repeats an annotation id used earlier (the evaluators "
+                                                 "index annotations by id)")
+            ann_ids.add(ann["id"])
+        if not (is_id(ann["image_id"]) and ann["image_id"] in images):
+            raise bad("annotations", i, ann, f"refers to image_id {ann['image_id']!r}, which is not in 'images'")
+        if not (is_id(ann["category_id"]) and ann["category_id"] in categories):
+            shown = sorted(categories)[:10]
+            raise bad("annotations", i, ann, f"has category_id {ann['category_id']!r}, which is not defined in "
+                                             f"'categories' (defined: {shown}{'...' if len(categories) > 10 else ''})")
+        problem = box_problem(ann["bbox"])
+        if problem:
+            raise bad("annotations", i, ann, f"is malformed: {problem}")
+        if "area" in ann and not (is_finite(ann["area"]) and ann["area"] >= 0):
+            raise bad("annotations", i, ann, f"has area {ann['area']!r}, expected a finite number >= 0")
+        if "iscrowd" in ann and ann["iscrowd"] not in (0, 1):  # True/False compare equal to 1/0
+            raise bad("annotations", i, ann, f"has iscrowd {ann['iscrowd']!r}, expected 0 or 1")
+    return data

@@ -1,0 +1,1 @@
+"""Training loop, checkpoints, schedules, loggers and inference over trained runs."""

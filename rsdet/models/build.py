@@ -1,0 +1,40 @@
+"""The detector registry: ``detector.name`` -> class; ``build_detector(cfg, num_classes)``."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from torch import nn
+
+from rsdet.errors import ConfigError
+
+DETECTORS: dict[str, type] = {}
+
+
+def register(name: str) -> Callable[[type], type]:
+    """Class decorator: make a ``Detector`` subclass available as ``detector=<name>``."""
+
+    def wrap(cls: type) -> type:
+        DETECTORS[name] = cls
+        return cls
+
+    return wrap
+
+
+def _load_all() -> None:
+    # Importing the modules registers their detectors.
+    from rsdet.models.detectors import faster_rcnn, one_stage  # noqa: F401
+
+
+def build_detector(cfg: Any, num_classes: int) -> nn.Module:
+    """Build the detector named by ``cfg.detector.name`` for ``num_classes`` foreground classes."""
+    _load_all()
+    name = cfg.detector.name
+    if name not in DETECTORS:
+        raise ConfigError(f"detector={name!r} is not available; choose one of {', '.join(sorted(DETECTORS))}")
+    return DETECTORS[name](cfg, num_classes)
+
+
+def available_detectors() -> list[str]:
+    _load_all()
+    return sorted(DETECTORS)

@@ -1,0 +1,68 @@
+"""The base every detector builds on: image transform, backbone, criterion, one forward.
+
+A detector declares its loss-bearing stages (``self.stages``: ``StageSpec`` list), returns one
+``StageOutput`` per stage from ``stage_outputs`` in training and detections from ``detect`` at test;
+the base turns stage outputs into named loss terms with the shared criterion. ``forward`` returns
+``(loss_terms, stats)`` in training mode and a list of detections (boxes in input-image pixels,
+scores, labels in [0, C)) in eval mode (docs/detectors.md, "The model layer").
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from torch import Tensor, nn
+from torchvision.models.detection.transform import GeneralizedRCNNTransform
+
+from rsdet.models.criterion import Criterion, check_stage_overrides
+from rsdet.models.stage import StageOutput, StageSpec
+
+# ImageNet statistics in [0, 1] units (mean 123.675/116.28/103.53, std 58.395/57.12/57.375 in 0-255).
+IMAGE_MEAN = (0.485, 0.456, 0.406)
+IMAGE_STD = (0.229, 0.224, 0.225)
+
+
+def test_score_thresh(cfg: Any) -> float:
+    """The detector's test score threshold: ``detector.test_score_thresh`` when the detector fixes one
+    (ATSS/PAA: 0.05 for every loss), else the loss recipe's (RS 0.40, CE 0.05 on Faster R-CNN)."""
+    value = cfg.detector.get("test_score_thresh")
+    return float(cfg.loss.test_score_thresh if value is None else value)
+
+
+class Detector(nn.Module):
+    """Subclasses set ``self.backbone`` and implement ``stage_outputs`` and ``detect``."""
+
+    def __init__(self, cfg: Any, num_classes: int, stages: Sequence[StageSpec], size_divisible: int = 32):
+        super().__init__()
+        self.num_classes = num_classes
+        self.stages = tuple(stages)
+        min_size = cfg.detector.get("min_size") or cfg.dataset.min_size
+        max_size = cfg.detector.get("max_size") or cfg.dataset.max_size
+        self.transform = GeneralizedRCNNTransform(int(min_size), int(max_size), IMAGE_MEAN, IMAGE_STD,
+                                                  size_divisible=size_divisible)
+        self.criterion = Criterion(cfg.loss, self.stages, cfg.schedule.get("ranking_group"))  # checks each loss first
+        check_stage_overrides(cfg.loss, self.stages, cfg.detector.name)
+        self.score_thresh = test_score_thresh(cfg)
+
+    def stage_outputs(self, images, features: dict[str, Tensor], targets: list[dict]) -> list[StageOutput]:
+        raise NotImplementedError
+
+    def detect(self, images, features: dict[str, Tensor]) -> list[dict]:
+        raise NotImplementedError
+
+    def forward(self, images: list[Tensor], targets: list[dict] | None = None):
+        original_sizes = [tuple(img.shape[-2:]) for img in images]
+        if self.training:
+            targets = [{"boxes": t["boxes"], "labels": t["labels"]} for t in targets]
+        image_list, targets = self.transform(images, targets)
+        features = self.backbone(image_list.tensors)
+        if self.training:
+            terms: dict[str, Tensor] = {}
+            stats: dict[str, float] = {}
+            for out in self.stage_outputs(image_list, features, targets):
+                stage_terms, stage_stats = self.criterion(out, len(targets))
+                terms.update(stage_terms)
+                stats.update(stage_stats)
+            return terms, stats
+        dets = self.detect(image_list, features)
+        return self.transform.postprocess(dets, image_list.image_sizes, original_sizes)

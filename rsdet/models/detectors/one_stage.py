@@ -1,0 +1,215 @@
+"""One-stage detectors on a dense anchor head: ATSS and PAA (docs/detectors.md, "ATSS and PAA").
+
+Both use the same head (GN conv towers, a learnable scale per level, 3 anchors per location of
+4·stride·2^(k/3), FPN P3-P7) and one loss-bearing stage, ``head``: every anchor × class enters the
+classification loss (paper §4; supplementary Tables S1, S3, S4 are on RS-ATSS). They differ in the
+assigner (ATSS: adaptive IoU threshold; PAA: max-IoU candidates re-assigned by a Gaussian mixture
+over the anchors' own loss) and in test-time scoring (PAA votes boxes). The standard baselines add a
+quality branch (ATSS: centerness, PAA: IoU prediction) that RS removes.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor
+from torchvision.models.detection import _utils as det_utils
+from torchvision.ops import batched_nms, box_iou, clip_boxes_to_image, remove_small_boxes
+
+from rsdet.errors import ConfigError
+from rsdet.models.assign.atss import atss_assign
+from rsdet.models.assign.max_iou import MinIoUMatcher, max_iou_assign
+from rsdet.models.assign.paa import paa_anchor_scores, paa_reassign
+from rsdet.models.backbone import build_backbone
+from rsdet.models.build import register
+from rsdet.models.criterion import stage_loss_config
+from rsdet.models.detectors.base import Detector
+from rsdet.models.heads.dense import DenseHead, dense_anchor_sizes
+from rsdet.models.samplers import resolve_stage_sampler, sample_instances
+from rsdet.models.stage import NEGATIVE, StageOutput, StageSpec
+
+
+def grid_anchors(shapes: list[tuple[int, int]], strides: list[int], sizes: list[tuple[float, ...]],
+                 device: torch.device) -> list[Tensor]:
+    """Square anchors per level, centred at (x·stride, y·stride), rows ordered y, x, anchor.
+
+    Written here rather than taken from torchvision's AnchorGenerator because that one infers the
+    stride from the padded image size, which is not the network stride on P7 when the image is not
+    a multiple of 128 (and it rounds anchor sizes to whole pixels)."""
+    out = []
+    for (h, w), stride, level_sizes in zip(shapes, strides, sizes):
+        half = torch.tensor(level_sizes, dtype=torch.float32, device=device) / 2
+        base = torch.stack([-half, -half, half, half], dim=1)  # (A, 4)
+        ys = torch.arange(h, dtype=torch.float32, device=device) * stride
+        xs = torch.arange(w, dtype=torch.float32, device=device) * stride
+        y, x = torch.meshgrid(ys, xs, indexing="ij")
+        shifts = torch.stack([x, y, x, y], dim=-1).reshape(-1, 1, 4)
+        out.append((shifts + base[None]).reshape(-1, 4))
+    return out
+
+
+class OneStageDetector(Detector):
+    """Backbone (ResNet + FPN P3-P7) + ``DenseHead``; subclasses implement ``assign``."""
+
+    aux_kind = "none"
+
+    def __init__(self, cfg: Any, num_classes: int):
+        det = cfg.detector
+        spec = StageSpec("head", num_classes, iou_threshold=float(det.get("iou_threshold", 0.5)), dense=True)
+        super().__init__(cfg, num_classes, [spec])
+        self.spec = spec
+        stage_loss_config(cfg.loss, spec)  # fail early, naming the valid losses, for softmax ones (loss=ce)
+        head = det.head
+        self.strides = [int(s) for s in head.strides]
+        self.anchor_sizes = dense_anchor_sizes(self.strides, float(head.octave_base_scale),
+                                               int(head.scales_per_octave))
+        self.backbone = build_backbone(det.backbone)
+        if len(self.strides) != len(det.backbone.returned_stages) + 2:
+            raise ConfigError(f"detector.head.strides has {len(self.strides)} levels but the backbone gives "
+                              f"{len(det.backbone.returned_stages) + 2} (returned_stages + P6, P7)")
+        self.aux_kind = str(head.get("aux", "none") or "none")
+        self.head = DenseHead(self.backbone.out_channels, int(head.scales_per_octave), num_classes, len(self.strides),
+                              num_convs=int(head.num_convs), feat_channels=head.get("feat_channels"),
+                              norm=str(head.norm), aux=self.aux_kind, prior_prob=float(head.prior_prob))
+        self.box_coder = det_utils.BoxCoder(tuple(det.box_coder_weights), bbox_xform_clip=math.log(1000.0 / 16))
+        self.sampler = resolve_stage_sampler(cfg.sampler, cfg.loss, "head")
+        test = det.test
+        self.pre_nms_top_n = int(test.pre_nms_top_n)
+        self.nms_thresh = float(test.nms_thresh)
+        self.detections_per_img = int(test.detections_per_img)
+        self.score_voting = bool(test.get("score_voting", False))
+
+    # ------------------------------------------------------------------ shared pieces
+    def _predict(self, images, features):
+        feats = list(features.values())
+        cls, reg, aux = self.head(feats)
+        shapes = [tuple(f.shape[-2:]) for f in feats]
+        anchors = grid_anchors(shapes, self.strides, self.anchor_sizes, cls.device)
+        return cls, reg, aux, anchors
+
+    def assign(self, anchors: Tensor, per_level: list[int], target: dict, cls_logits: Tensor,
+               deltas: Tensor) -> tuple[Tensor, Tensor]:
+        """(classes, matched GT boxes) of one image's anchors (classes: >= 0 positive, -1 negative)."""
+        raise NotImplementedError
+
+    def stage_outputs(self, images, features, targets):
+        cls, reg, aux, anchor_levels = self._predict(images, features)
+        anchors = torch.cat(anchor_levels)
+        per_level = [len(a) for a in anchor_levels]
+        classes, gts = [], []
+        for b, target in enumerate(targets):
+            c, g = self.assign(anchors, per_level, target, cls[b], reg[b])
+            classes.append(c)
+            gts.append(g)
+        num_images, n = cls.shape[:2]
+        out = StageOutput(
+            spec=self.spec,
+            cls_logits=cls.reshape(-1, cls.shape[-1]),
+            box_deltas=reg.reshape(-1, 4),
+            ref_boxes=anchors.repeat(num_images, 1),
+            gt_boxes=torch.cat(gts),
+            gt_classes=torch.cat(classes),
+            box_coder=self.box_coder,
+            image_index=torch.arange(num_images, device=cls.device).repeat_interleave(n),
+            aux={} if aux is None else {self.aux_kind: aux.reshape(-1)},
+        )
+        if self.sampler["kind"] != "none":
+            out = out.select(sample_instances(out.gt_classes, out.image_index, num_images, **self.sampler))
+        return [out]
+
+    # ------------------------------------------------------------------ test
+    def _scores(self, cls: Tensor, aux: Tensor | None) -> Tensor:
+        scores = cls.sigmoid()
+        if aux is None:
+            return scores
+        if self.aux_kind == "centerness":  # ATSS: class score × centerness
+            return scores * aux.sigmoid()[:, None]
+        return (scores * aux.sigmoid()[:, None]).sqrt()  # PAA: geometric mean with the predicted IoU
+
+    @torch.no_grad()
+    def detect(self, images, features):
+        cls, reg, aux, anchor_levels = self._predict(images, features)
+        per_level = [len(a) for a in anchor_levels]
+        anchors = torch.cat(anchor_levels)
+        results = []
+        for b, size in enumerate(images.image_sizes):
+            scores = self._scores(cls[b], None if aux is None else aux[b, :, 0])
+            # per level: the top-k anchors by their best class score (docs/detectors.md, "Test")
+            keep_rows = []
+            for rows in torch.arange(len(anchors), device=anchors.device).split(per_level):
+                best = scores[rows].max(dim=1).values
+                k = min(self.pre_nms_top_n, len(rows))
+                keep_rows.append(rows[best.topk(k).indices])
+            rows = torch.cat(keep_rows)
+            s = scores[rows]
+            anchor_idx, labels = torch.nonzero(s > self.score_thresh, as_tuple=True)
+            rows = rows[anchor_idx]
+            s = s[anchor_idx, labels]
+            boxes = clip_boxes_to_image(self.box_coder.decode_single(reg[b, rows], anchors[rows]), size)
+            keep = remove_small_boxes(boxes, 1e-2)
+            boxes, s, labels = boxes[keep], s[keep], labels[keep]
+            keep = batched_nms(boxes, s, labels, self.nms_thresh)[: self.detections_per_img]
+            kept_boxes = boxes[keep]
+            if self.score_voting and len(keep):
+                kept_boxes = score_voting(kept_boxes, labels[keep], boxes, s, labels)
+            results.append({"boxes": kept_boxes, "scores": s[keep], "labels": labels[keep]})
+        return results
+
+
+def score_voting(kept: Tensor, kept_labels: Tensor, boxes: Tensor, scores: Tensor, labels: Tensor,
+                 sigma: float = 0.025) -> Tensor:
+    """PAA's score voting: each kept box becomes the average of the same-class candidate boxes
+    before NMS, weighted by score × exp(-(1 - IoU)² / σ) (Kim & Lee, ECCV 2020, §3.4)."""
+    iou = box_iou(kept, boxes)
+    weight = torch.exp(-((1 - iou) ** 2) / sigma) * scores[None]
+    weight = weight * (kept_labels[:, None] == labels[None]) * (iou > 0)
+    return (weight @ boxes) / weight.sum(dim=1, keepdim=True).clamp(min=1e-12)
+
+
+@register("atss")
+class ATSS(OneStageDetector):
+    """ATSS (Zhang et al., CVPR 2020) — RS-ATSS without the centerness branch, the standard ATSS
+    (``loss=focal``) with it."""
+
+    def __init__(self, cfg: Any, num_classes: int):
+        super().__init__(cfg, num_classes)
+        self.topk = int(cfg.detector.assigner.topk)
+
+    def assign(self, anchors, per_level, target, cls_logits, deltas):
+        classes, matched = atss_assign(anchors, per_level, target["boxes"], target["labels"], self.topk)
+        gt = target["boxes"]
+        boxes = gt[matched.clamp(min=0)] if gt.numel() else torch.zeros_like(anchors)
+        return classes, boxes
+
+
+@register("paa")
+class PAA(OneStageDetector):
+    """PAA (Kim & Lee, ECCV 2020): max-IoU candidates at 0.1, re-assigned per GT by a 2-component
+    Gaussian mixture over the anchors' focal + GIoU scores; score voting at test."""
+
+    def __init__(self, cfg: Any, num_classes: int):
+        super().__init__(cfg, num_classes)
+        a = cfg.detector.assigner
+        self.topk = int(a.topk)
+        self.candidate_matcher = MinIoUMatcher(float(a.candidate_iou), float(a.candidate_iou), min_pos_iou=0.0)
+        self.score_box_weight = float(a.get("score_box_weight", 1.0))
+        self.level_of_anchor = None
+
+    def assign(self, anchors, per_level, target, cls_logits, deltas):
+        gt, labels = target["boxes"], target["labels"]
+        classes, boxes, index = max_iou_assign(self.candidate_matcher, anchors, gt, labels)
+        if gt.numel() == 0:
+            return classes, boxes
+        levels = torch.arange(len(per_level), device=anchors.device).repeat_interleave(
+            torch.tensor(per_level, device=anchors.device))
+        cand = torch.nonzero(index >= 0).flatten()
+        scores = torch.zeros(len(anchors), device=anchors.device)
+        with torch.no_grad():
+            pred = self.box_coder.decode_single(deltas[cand].detach(), anchors[cand])
+            scores[cand] = paa_anchor_scores(cls_logits[cand].detach(), labels[index[cand]], pred,
+                                             gt[index[cand]], box_weight=self.score_box_weight).float()
+        matched = paa_reassign(index, scores, levels, len(gt), self.topk)
+        classes = torch.where(matched >= 0, labels[matched.clamp(min=0)], torch.full_like(matched, NEGATIVE))
+        return classes, gt[matched.clamp(min=0)]

@@ -1,0 +1,81 @@
+"""What a detector declares about each loss-bearing stage, and what a stage hands to the criterion.
+
+A detector lists its stages once (``StageSpec``: name, weight, classifier, IoU threshold) and each
+training step returns one ``StageOutput`` per stage. The criterion is driven by these two objects
+alone, so it never needs to know which detector it trains (docs/detectors.md, "The model layer").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from torch import Tensor
+from torchvision.models.detection import _utils as det_utils
+
+#: Row labels used by every assigner and sampler: a class index >= 0 marks a positive.
+NEGATIVE = -1
+IGNORED = -2
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """A loss-bearing stage as its detector declares it.
+
+    ``name`` keys the stage's loss terms (``<name>_rank``, ...), its per-stage loss overrides
+    (``loss.<name>.<key>``) and its sampler (``sampler.<name>``). ``weight`` multiplies every term of
+    the stage unless the loss recipe names another (``loss.stage_weights.<name>``).
+    ``objectness`` marks a class-agnostic stage with one sigmoid logit whatever the loss (an RPN): a
+    softmax loss there becomes binary cross-entropy. ``iou_threshold`` is the assigner's positive
+    IoU threshold (aLRP's localisation error is normalised by it, paper Eq. 7 of aLRP Loss).
+    ``dense`` marks one-stage heads, on which only sigmoid-based losses make sense.
+    """
+
+    name: str
+    num_classes: int
+    iou_threshold: float = 0.5
+    weight: float = 1.0
+    objectness: bool = False
+    dense: bool = False
+
+
+@dataclass
+class StageOutput:
+    """One stage's predictions and assignment, flattened over the images of the batch.
+
+    ``image_index`` (M,) says which image each row belongs to (ranking groups split by it).
+    ``cls_logits`` is (M, K): K = 1 for an objectness stage, C (sigmoid) or C + 1 (softmax,
+    background last) otherwise. ``gt_classes`` is (M,): the assigned class in [0, C) for a
+    positive, ``NEGATIVE`` (-1) or ``IGNORED`` (-2). ``box_deltas`` (M, 4) are the deltas of the
+    assigned class, relative to ``ref_boxes`` (anchors or proposals) under ``box_coder``;
+    ``gt_boxes`` are the matched ground truths (undefined for negatives). ``aux`` holds optional
+    extra per-row predictions a recipe trains (e.g. ATSS's centerness logit, (M,)).
+    """
+
+    spec: StageSpec
+    cls_logits: Tensor
+    box_deltas: Tensor
+    ref_boxes: Tensor
+    gt_boxes: Tensor
+    gt_classes: Tensor
+    box_coder: det_utils.BoxCoder
+    image_index: Tensor
+    aux: dict[str, Tensor] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def num_classes(self) -> int:
+        return self.spec.num_classes
+
+    @property
+    def iou_threshold(self) -> float:
+        return self.spec.iou_threshold
+
+    def select(self, rows: Tensor, image_offset: int = 0) -> "StageOutput":
+        """The same stage restricted to ``rows`` (image indices shifted down by ``image_offset``)."""
+        return replace(self, cls_logits=self.cls_logits[rows], box_deltas=self.box_deltas[rows],
+                       ref_boxes=self.ref_boxes[rows], gt_boxes=self.gt_boxes[rows],
+                       gt_classes=self.gt_classes[rows], image_index=self.image_index[rows] - image_offset,
+                       aux={k: v[rows] for k, v in self.aux.items()})
