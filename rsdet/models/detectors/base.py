@@ -25,7 +25,7 @@ IMAGE_STD = (0.229, 0.224, 0.225)
 def test_score_thresh(cfg: Any) -> float:
     """The detector's test score threshold: ``detector.test_score_thresh`` when the detector fixes one
     (ATSS/PAA: 0.05 for every loss), else the loss recipe's (RS 0.40, CE 0.05 on Faster R-CNN)."""
-    value = cfg.detector.get("test_score_thresh")
+    value = (cfg.get("detector") or {}).get("test_score_thresh")
     return float(cfg.loss.test_score_thresh if value is None else value)
 
 
