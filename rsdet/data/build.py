@@ -3,7 +3,8 @@
 Every dataset config shares one schema::
 
     name, protocol (coco | lvis), num_classes (null = from annotations), min_size, max_size,
-    with_masks, max_dets, root, train: {images, annotations}, val: {images, annotations}
+    with_masks, flip_prob, repeat_factor_threshold (null = off; see rsdet.data.sampling), max_dets,
+    root, train: {images, annotations}, val: {images, annotations}
 
 plus a ``generate:`` block for the embedded shapes dataset, whose ``train``/``val`` paths are
 filled in by the generator. Relative paths resolve against the directory rsdet was started in

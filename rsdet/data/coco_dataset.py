@@ -177,6 +177,11 @@ class CocoDetectionDataset(Dataset):
         flat = self.image_dir / parts[-1]
         return nested if nested is not None and nested.is_file() else flat
 
+    def image_labels(self) -> list[list[int]]:
+        """The contiguous labels of each item's training targets (crowd, degenerate and ignored-category
+        annotations excluded), in item order; e.g. for repeat-factor sampling (:mod:`rsdet.data.sampling`)."""
+        return [[e[1] for e in self._targets[image_id]] for image_id in self.image_ids]
+
     def verify_files(self, *, max_report: int = 5, raise_error: bool = True) -> list[Path]:
         """Check every image file exists; raise ``DataError`` listing the first few missing."""
         missing = [p for p in (self.image_path(i) for i in range(len(self))) if not p.is_file()]

@@ -18,6 +18,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:Depreca
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "dataset"
 COMMON_KEYS = {"name", "protocol", "num_classes", "min_size", "max_size", "max_dets", "with_masks", "root",
+               "repeat_factor_threshold", "flip_prob",
                "train", "val"}  # fmt: skip
 TINY_GENERATE = {"num_train": 6, "num_val": 3, "image_size": 64}
 
