@@ -50,7 +50,7 @@ def _coco_layout(root: Path) -> None:
         (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(data))
 
 
-@pytest.mark.parametrize("name", ["shapes", "coco", "lvis", "coco_format"])
+@pytest.mark.parametrize("name", ["shapes", "shapes_lvis", "coco", "lvis", "coco_format"])
 def test_every_dataset_config_follows_the_common_schema(name):
     cfg = _conf(name)
     assert COMMON_KEYS <= set(cfg.keys())

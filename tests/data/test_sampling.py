@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -82,6 +83,9 @@ def test_build_train_sampler_from_the_dataset_config(tmp_path):
             build_train_sampler(ds, {"repeat_factor_threshold": bad}, seed=0)
     with pytest.raises(ConfigError, match="image_labels"):
         build_train_sampler([1, 2], {"repeat_factor_threshold": 0.1}, seed=0)
+    lvis = OmegaConf.load(Path(__file__).resolve().parents[2] / "conf" / "dataset" / "lvis.yaml")
+    assert lvis.repeat_factor_threshold == 0.001  # the official LVIS recipe
+    assert build_train_sampler(ds, lvis, seed=0).factors.tolist() == [1.0] * 10  # every f(c) >= 0.1 > t here
     # In a DataLoader: batches follow the sampler, and set_epoch changes them.
     loader = torch.utils.data.DataLoader(ds, batch_size=3, sampler=sampler, collate_fn=lambda b: b)
     assert len(loader) == math.ceil(len(sampler) / 3)
