@@ -1,4 +1,4 @@
-"""Repeat-factor sampling for long-tailed training sets (LVIS; Gupta et al., CVPR 2019, section 4).
+"""Repeat-factor sampling for long-tailed training sets (introduced with LVIS, Gupta et al., CVPR 2019).
 
 Each category ``c`` gets ``r(c) = max(1, sqrt(t / f(c)))``, where ``f(c)`` is the fraction of training
 images that contain ``c`` and ``t`` the threshold (LVIS' official recipe: ``t = 1e-3``); an image is
