@@ -17,7 +17,7 @@ in docs/evaluation.md ("Input checks"):
   and each category's ``frequency`` in r/c/f;
 * with ``check_masks`` (the training loader with ``dataset.with_masks=true``), a ``segmentation``, when
   present, is well formed: polygons are lists of >= 3 finite points (an even number of coordinates,
-  at least 6), RLE is ``{"size": [height, width], "counts": ...}`` whose size is the image's and whose
+  at least 6) within one image size of the image, RLE is ``{"size": [height, width], "counts": ...}`` whose size is the image's and whose
   run lengths (a list of non-negative integers, or COCO's compressed string) add up to height × width
   (pycocotools decodes without bounds checks, so a bad RLE would otherwise corrupt memory or crash).
 """
@@ -134,6 +134,12 @@ def segmentation_problem(seg: Any, height: Any = None, width: Any = None) -> str
                         "[x0, y0, x1, y1, ...] lists)")
             if len(poly) < 6:
                 return f"polygon {k} has {len(poly) // 2} point(s); a polygon needs at least 3"
+            if height is not None and width is not None:
+                # pycocotools walks the outline pixel by pixel: a far-away vertex costs memory and time.
+                xs, ys = poly[0::2], poly[1::2]
+                if not (-width <= min(xs) and max(xs) <= 2 * width and -height <= min(ys) and max(ys) <= 2 * height):
+                    return (f"polygon {k} has a vertex far outside the {width}x{height} image (x in "
+                            f"[{min(xs)}, {max(xs)}], y in [{min(ys)}, {max(ys)}]); coordinates are pixels")
         return None
     if not isinstance(seg, dict):
         return f"must be a list of polygons or an RLE object, got a {type(seg).__name__}"

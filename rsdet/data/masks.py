@@ -3,8 +3,8 @@
 Decoding happens per image, in the dataset's ``__getitem__``: a mask costs height × width bytes, so
 a whole LVIS split decoded up front would not fit in memory. The input was checked when the
 annotation file was loaded (:func:`rsdet.data.annotations.segmentation_problem`, with
-``check_masks``); what could only be checked against the pixels (the RLE size of an image whose
-record has no width/height) is checked here, against the decoded image's size.
+``check_masks``); what could only be checked against the pixels (the RLE size and polygon extent of
+an image whose record has no width/height) is checked again here, against the decoded image's size.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def instance_masks(anns: Sequence[dict], boxes: Sequence[Sequence[float]], heigh
             continue
         seg = ann["segmentation"]
         # Files whose image records lack width/height could only be checked for consistency on load.
-        problem = segmentation_problem(seg, height, width) if isinstance(seg, dict) else None
+        problem = segmentation_problem(seg, height, width)
         if problem:
             raise DataError(f"{source}: annotation id {ann.get('id')!r} (image id {ann.get('image_id')!r}) has a "
                             f"malformed 'segmentation': {problem}")

@@ -47,6 +47,8 @@ def test_a_hand_encoded_string():
         ([[1, 1, 5, "a", 5, 5]], "polygon 0 has a non-finite or non-numeric coordinate"),
         ([[1, 1, 5, float("nan"), 5, 5]], "non-finite"),
         ([{"size": [3, 4]}], "polygon 0 is a dict"),
+        ([[1, 1, 5, 1, 5, 1e30]], "polygon 0 has a vertex far outside the 4x3 image"),
+        ([[-5, 1, 5, 1, 5, 2]], "far outside"),
         ("abc", "must be a list of polygons or an RLE object, got a str"),
         ({"counts": "3X12"}, "RLE needs 'size' [height, width]"),
         ({"size": [0, 4], "counts": []}, "two positive integers"),
@@ -70,3 +72,5 @@ def test_well_formed_segmentations_pass():
     counts = mask_utils.encode(np.asfortranarray(np.eye(3, 4, dtype=np.uint8)))["counts"].decode()
     assert segmentation_problem({"size": [3, 4], "counts": counts}, 3, 4) is None
     assert segmentation_problem({"size": [5, 7], "counts": [35]}) is None  # image size unknown: self-consistent
+    assert segmentation_problem([[-4, -3, 8, 6, 0, 6]], 3, 4) is None  # up to one image size outside
+    assert segmentation_problem([[1e30, 1, 5, 1, 5, 2]]) is None  # image size unknown: checked when decoding

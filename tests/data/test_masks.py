@@ -63,3 +63,6 @@ def test_instance_masks_fall_back_to_boxes_and_check_rle_size_against_the_pixels
     wrong = [{"id": 77, "image_id": 5, "segmentation": {"size": [W, H], "counts": [H * W]}}]
     with pytest.raises(DataError, match=r"x\.json: annotation id 77 \(image id 5\) .*RLE size \[40, 30\]"):
         instance_masks(wrong, [[0, 0, 1, 1]], H, W, source="x.json")
+    far = [{"id": 78, "image_id": 5, "segmentation": [[1, 1, 5, 1, 5, 1e9]]}]
+    with pytest.raises(DataError, match=r"annotation id 78 .*vertex far outside the 40x30 image"):
+        instance_masks(far, [[0, 0, 1, 1]], H, W, source="x.json")
