@@ -127,13 +127,18 @@ def segmentation_problem(seg: Any, height: Any = None, width: Any = None) -> str
         for k, poly in enumerate(seg):
             if not isinstance(poly, list):
                 return f"polygon {k} is a {type(poly).__name__}, expected a flat list [x0, y0, x1, y1, ...]"
-            if not all(is_finite(v) for v in poly):
-                return f"polygon {k} has a non-finite or non-numeric coordinate"
             if len(poly) % 2:
                 return (f"polygon {k} has {len(poly)} coordinates, an odd count (polygons are flat "
                         "[x0, y0, x1, y1, ...] lists)")
             if len(poly) < 6:
                 return f"polygon {k} has {len(poly) // 2} point(s); a polygon needs at least 3"
+            # Fast path (LVIS has millions of polygons): a finite sum means numbers, none inf or NaN.
+            try:
+                numeric = math.isfinite(sum(poly))
+            except (TypeError, OverflowError):
+                numeric = False
+            if not numeric and not all(is_finite(v) for v in poly):
+                return f"polygon {k} has a non-finite or non-numeric coordinate"
             if height is not None and width is not None:
                 # pycocotools walks the outline pixel by pixel: a far-away vertex costs memory and time.
                 xs, ys = poly[0::2], poly[1::2]
