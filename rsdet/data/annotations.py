@@ -14,7 +14,12 @@ in docs/evaluation.md ("Input checks"):
 * ``area`` (required for evaluation) is a finite number >= 0, ``iscrowd`` is 0/1, image ``width``
   and ``height`` (when given) are finite and positive;
 * the LVIS protocol also needs each image's ``neg_category_ids`` / ``not_exhaustive_category_ids``
-  and each category's ``frequency`` in r/c/f.
+  and each category's ``frequency`` in r/c/f;
+* with ``check_masks`` (the training loader with ``dataset.with_masks=true``), a ``segmentation``, when
+  present, is well formed: polygons are lists of >= 3 finite points (an even number of coordinates,
+  at least 6) within one image size of the image, RLE is ``{"size": [height, width], "counts": ...}`` whose size is the image's and whose
+  run lengths (a list of non-negative integers, or COCO's compressed string) add up to height × width
+  (pycocotools decodes without bounds checks, so a bad RLE would otherwise corrupt memory or crash).
 """
 
 from __future__ import annotations
@@ -87,18 +92,101 @@ def box_problem(box: Any) -> str | None:
     return None
 
 
+def rle_string_counts(counts: str) -> list[int] | None:
+    """The run lengths of COCO's compressed RLE string, or None when the string is malformed.
+
+    The format (pycocotools' ``rleToString``): each run length is written as signed 5-bit groups,
+    least significant first, one character ``chr(48 + group)`` per group, bit 0x20 set while more
+    groups follow and bit 0x10 of the last group the sign; from the fourth run on, the value stored
+    is the difference to the run two places earlier.
+    """
+    runs: list[int] = []
+    value, shift, more = 0, 0, False
+    for ch in counts:
+        c = ord(ch) - 48
+        if not 0 <= c < 64:
+            return None
+        value |= (c & 0x1F) << shift
+        shift += 5
+        more = bool(c & 0x20)
+        if more:
+            continue
+        if c & 0x10:  # sign-extend
+            value -= 1 << shift
+        if len(runs) > 2:
+            value += runs[-2]
+        runs.append(value)
+        value, shift = 0, 0
+    return None if more else runs
+
+
+def segmentation_problem(seg: Any, height: Any = None, width: Any = None) -> str | None:
+    """What is wrong with a COCO ``segmentation`` (polygons or RLE) of an image of ``height`` x
+    ``width`` pixels (None = unknown: the RLE size is then only checked for consistency), or None."""
+    if isinstance(seg, list):
+        for k, poly in enumerate(seg):
+            if not isinstance(poly, list):
+                return f"polygon {k} is a {type(poly).__name__}, expected a flat list [x0, y0, x1, y1, ...]"
+            if len(poly) % 2:
+                return (f"polygon {k} has {len(poly)} coordinates, an odd count (polygons are flat "
+                        "[x0, y0, x1, y1, ...] lists)")
+            if len(poly) < 6:
+                return f"polygon {k} has {len(poly) // 2} point(s); a polygon needs at least 3"
+            # Fast path (LVIS has millions of polygons): a finite sum means numbers, none inf or NaN.
+            try:
+                numeric = math.isfinite(sum(poly))
+            except (TypeError, OverflowError):
+                numeric = False
+            if not numeric and not all(is_finite(v) for v in poly):
+                return f"polygon {k} has a non-finite or non-numeric coordinate"
+            if height is not None and width is not None:
+                # pycocotools walks the outline pixel by pixel: a far-away vertex costs memory and time.
+                xs, ys = poly[0::2], poly[1::2]
+                if not (-width <= min(xs) and max(xs) <= 2 * width and -height <= min(ys) and max(ys) <= 2 * height):
+                    return (f"polygon {k} has a vertex far outside the {width}x{height} image (x in "
+                            f"[{min(xs)}, {max(xs)}], y in [{min(ys)}, {max(ys)}]); coordinates are pixels")
+        return None
+    if not isinstance(seg, dict):
+        return f"must be a list of polygons or an RLE object, got a {type(seg).__name__}"
+    size, counts = seg.get("size"), seg.get("counts")
+    if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(is_id(v) and v > 0 for v in size)):
+        return f"RLE needs 'size' [height, width] of two positive integers, got {size!r}"
+    h, w = (int(v) for v in size)
+    if height is not None and width is not None and [h, w] != [height, width]:
+        return (f"RLE size [{h}, {w}] (height, width) differs from the image's [{height}, {width}]; the mask "
+                "belongs to another image or is transposed")
+    if isinstance(counts, str):
+        runs = rle_string_counts(counts)
+        if runs is None:
+            return "RLE 'counts' is not a valid compressed RLE string (bad character or cut off)"
+        kind = "compressed RLE"
+    elif isinstance(counts, list):
+        if not all(is_id(v) for v in counts):
+            return "RLE 'counts' must be a list of integers (uncompressed RLE) or a string (compressed RLE)"
+        runs, kind = counts, "uncompressed RLE"
+    else:
+        return f"RLE 'counts' must be a string or a list of integers, got {type(counts).__name__}"
+    if any(v < 0 for v in runs):
+        return f"{kind} has a negative run length"
+    total = sum(runs)
+    if total != h * w:
+        return f"{kind} run lengths add up to {total} pixels, but size [{h}, {w}] has {h * w}"
+    return None
+
+
 def _rec(section: str, i: int, item: Any) -> str:
     ident = item.get("id") if isinstance(item, dict) else None
     return f"{section}[{i}]" + (f" (id {ident!r})" if ident is not None else "")
 
 
 def check_annotations(data: Any, source: str, *, protocol: str | None = None, for_evaluation: bool = False,
-                      need_file_name: bool = False, hint: str = "") -> dict:
+                      need_file_name: bool = False, check_masks: bool = False, hint: str = "") -> dict:
     """Check a loaded COCO-format annotation dict (see the module docstring); return it unchanged.
 
     ``source`` prefixes every message ("annotation file x.json"); ``protocol="lvis"`` adds the
     federated-list checks; ``for_evaluation`` requires annotation ``id`` and ``area``;
-    ``need_file_name`` requires each image to have ``file_name`` or ``coco_url`` (to load pixels).
+    ``need_file_name`` requires each image to have ``file_name`` or ``coco_url`` (to load pixels);
+    ``check_masks`` checks every ``segmentation`` present (:func:`segmentation_problem`).
     """
     fix = f"; {hint}" if hint else ""
     if not isinstance(data, dict):
@@ -113,7 +201,7 @@ def check_annotations(data: Any, source: str, *, protocol: str | None = None, fo
     def bad(section: str, i: int, item: Any, problem: str) -> DataError:
         return DataError(f"{source}: {_rec(section, i, item)} {problem}{fix}")
 
-    images: set = set()
+    images: dict = {}
     for i, img in enumerate(data["images"]):
         if not isinstance(img, dict):
             raise bad("images", i, img, f"is a {type(img).__name__}, expected an object")
@@ -135,7 +223,7 @@ def check_annotations(data: Any, source: str, *, protocol: str | None = None, fo
             if lacking:
                 raise bad("images", i, img, f"lacks the list(s) {lacking}, which the LVIS protocol needs; is "
                                             "this a COCO file? Use protocol='coco'")
-        images.add(img["id"])
+        images[img["id"]] = img
 
     categories: set = set()
     for i, cat in enumerate(data["categories"]):
@@ -179,4 +267,9 @@ def check_annotations(data: Any, source: str, *, protocol: str | None = None, fo
             raise bad("annotations", i, ann, f"has area {ann['area']!r}, expected a finite number >= 0")
         if "iscrowd" in ann and ann["iscrowd"] not in (0, 1):  # True/False compare equal to 1/0
             raise bad("annotations", i, ann, f"has iscrowd {ann['iscrowd']!r}, expected 0 or 1")
+        if check_masks and "segmentation" in ann:
+            img = images[ann["image_id"]]
+            problem = segmentation_problem(ann["segmentation"], img.get("height"), img.get("width"))
+            if problem:
+                raise bad("annotations", i, ann, f"has a malformed 'segmentation': {problem}")
     return data

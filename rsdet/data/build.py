@@ -3,10 +3,11 @@
 Every dataset config shares one schema::
 
     name, protocol (coco | lvis), num_classes (null = from annotations), min_size, max_size,
-    with_masks, max_dets, root, train: {images, annotations}, val: {images, annotations}
+    with_masks, flip_prob, repeat_factor_threshold (null = off; see rsdet.data.sampling), max_dets,
+    root, train: {images, annotations}, val: {images, annotations}
 
-plus a ``generate:`` block for the embedded shapes dataset, whose ``train``/``val`` paths are
-filled in by the generator. Relative paths resolve against the directory rsdet was started in
+plus a ``generate:`` block for the embedded shapes datasets (``shapes``, ``shapes_lvis``), whose
+``train``/``val`` paths are filled in by the generator. Relative paths resolve against the directory rsdet was started in
 (Hydra's original working directory when running under Hydra); ``RSDET_CACHE`` overrides the cache
 root (default ``.cache/rsdet``) where generated datasets live.
 """
@@ -70,13 +71,14 @@ def _value(cfg: DictConfig, key: str) -> Any:
 
 
 def shapes_root(cfg: DictConfig) -> Path:
-    """Explicit ``root``, else a per-parameter folder in the cache (jobs with different
+    """Explicit ``root``, else a per-parameter folder ``<cache>/shapes[_lvis]-...`` (jobs with different
     generation parameters, e.g. in a parallel sweep, never overwrite each other's data)."""
     root = _value(cfg, "root")
     if root:
         return resolve_path(root)
     params = shapes_params(**_generate_block(cfg))
-    tag = f"shapes-{params['image_size']}px-{params['num_train']}-{params['num_val']}-seed{params['seed']}"
+    kind = "shapes_lvis" if params.get("lvis_format") else "shapes"
+    tag = f"{kind}-{params['image_size']}px-{params['num_train']}-{params['num_val']}-seed{params['seed']}"
     return cache_root() / f"{tag}-{params_hash(params)[:8]}"
 
 
@@ -85,7 +87,8 @@ def _generate_block(cfg: DictConfig) -> dict:
     try:
         shapes_params(**gen)
     except TypeError as err:  # an unknown key in dataset.generate
-        raise DataError(f"dataset.generate: {err}; see conf/dataset/shapes.yaml for the keys") from err
+        raise DataError(f"dataset.generate: {err}; see conf/dataset/shapes.yaml and shapes_lvis.yaml for the "
+                        "keys") from err
     return gen
 
 

@@ -1,11 +1,12 @@
-"""``rsdet data``: generate the embedded shapes dataset, inspect any COCO-format dataset.
+"""``rsdet data``: generate the embedded shapes datasets, inspect any COCO-format dataset.
 
-    rsdet data shapes [--root DIR] [--num-train N] [--num-val N] [--image-size PX] [--seed S]
+    rsdet data shapes      [--root DIR] [--num-train N] [--num-val N] [--image-size PX] [--seed S]
+    rsdet data shapes_lvis [--root DIR] [--num-train N] [--num-val N] [--image-size PX] [--seed S]
     rsdet data check ANNOTATIONS.json [--images DIR] [--verify-files]
 
-``shapes`` starts from ``conf/dataset/shapes.yaml`` (the ``generate`` block ``rsdet train`` uses)
-(from the checkout or the installed package, :func:`rsdet.paths.conf_dir`), so both commands
-share one cache folder.
+``shapes`` / ``shapes_lvis`` start from ``conf/dataset/shapes.yaml`` / ``shapes_lvis.yaml`` (the
+``generate`` block ``rsdet train`` uses; from the checkout or the installed package,
+:func:`rsdet.paths.conf_dir`), so the command and training share one cache folder.
 """
 
 from __future__ import annotations
@@ -22,18 +23,24 @@ from rsdet.errors import RsdetError
 from rsdet.paths import conf_dir
 
 SHAPES_YAML = conf_dir() / "dataset" / "shapes.yaml"
+SHAPES_LVIS_YAML = conf_dir() / "dataset" / "shapes_lvis.yaml"
+GENERATED = {"shapes": SHAPES_YAML, "shapes_lvis": SHAPES_LVIS_YAML}
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rsdet data", description="Generate or inspect datasets.")
     sub = parser.add_subparsers(dest="command", required=True)
-    shapes = sub.add_parser("shapes", help="generate (once) the embedded shapes dataset and print its statistics")
-    shapes.add_argument("--root", help="output folder (default: the cache folder `rsdet train` uses)")
-    shapes.add_argument("--num-train", type=int, help="training images")
-    shapes.add_argument("--num-val", type=int, help="validation images")
-    shapes.add_argument("--image-size", type=int, help="square image side in pixels")
-    shapes.add_argument("--seed", type=int, help="generation seed")
-    shapes.add_argument("--config", type=Path, default=SHAPES_YAML, help="dataset config to start from")
+    helps = {"shapes": "generate (once) the embedded shapes dataset and print its statistics",
+             "shapes_lvis": "generate (once) the long-tailed, LVIS-format shapes dataset (54 shape × colour "
+                            "classes) and print its statistics"}  # fmt: skip
+    for name, yaml in GENERATED.items():
+        shapes = sub.add_parser(name, help=helps[name])
+        shapes.add_argument("--root", help="output folder (default: the cache folder `rsdet train` uses)")
+        shapes.add_argument("--num-train", type=int, help="training images")
+        shapes.add_argument("--num-val", type=int, help="validation images")
+        shapes.add_argument("--image-size", type=int, help="square image side in pixels")
+        shapes.add_argument("--seed", type=int, help="generation seed")
+        shapes.add_argument("--config", type=Path, default=yaml, help="dataset config to start from")
     check = sub.add_parser("check", help="load a COCO-format annotation file and report what the loader sees")
     check.add_argument("annotations", type=Path, help="COCO-format instances .json")
     check.add_argument("--images", type=Path, help="image folder (default: the .json's folder)")
@@ -61,9 +68,16 @@ def _shapes(args: argparse.Namespace, console: Console) -> int:
     manifest = read_manifest(paths.root) or {}
     seconds = manifest.get("seconds", elapsed)
     verb = f"generated in {seconds:.1f} s" if paths.regenerated else "already generated (cached)"
-    console.print(f"[bold]shapes dataset[/bold] {verb}: {paths.root}", soft_wrap=True)
-    console.print(_stats_table(manifest.get("stats", {})))
-    console.print(_class_table(manifest.get("stats", {})))
+    console.print(f"[bold]{args.command} dataset[/bold] {verb}: {paths.root}", soft_wrap=True)
+    stats = manifest.get("stats", {})
+    console.print(_stats_table(stats))
+    if all("frequency_groups" in s for s in stats.values()) and stats:
+        console.print(_group_table(stats))
+        for split, s in stats.items():
+            console.print(_federated_line(split, s), soft_wrap=True)
+        console.print(_tail_line(stats["train"]["classes"]), soft_wrap=True)
+    else:
+        console.print(_class_table(stats))
     console.print(f"train: {paths.train_annotations}\nval:   {paths.val_annotations}", soft_wrap=True)
     return 0
 
@@ -77,6 +91,31 @@ def _stats_table(stats: dict) -> Table:
         table.add_row(split, str(s["images"]), str(s["empty_images"]), str(s["instances"]), str(sizes["small"]),
                       str(sizes["medium"]), str(sizes["large"]), str(s["occluded_instances"]))  # fmt: skip
     return table
+
+
+def _group_table(stats: dict) -> Table:
+    table = Table(title="LVIS frequency groups (by training images: rare 1–10, common 11–100, frequent > 100)")
+    for col in ("split", "group", "classes", "present in split", "instances"):
+        table.add_column(col, justify="left" if col in ("split", "group") else "right")
+    names = {"r": "rare", "c": "common", "f": "frequent"}
+    for split, s in stats.items():
+        for g, group in s["frequency_groups"].items():
+            table.add_row(split if g == "r" else "", names[g], str(group["classes"]), str(group["classes_present"]),
+                          str(group["instances"]))  # fmt: skip
+    return table
+
+
+def _federated_line(split: str, s: dict) -> str:
+    per_image = s["negative_labels"] / max(s["images"], 1)
+    return (f"{split}: {s['negative_labels']} negative (verified absent) labels, {per_image:.1f} per image; "
+            f"{s['not_exhaustive_images']} images with a not-exhaustive category")
+
+
+def _tail_line(per_class: dict) -> str:
+    ranked = sorted(per_class.items(), key=lambda kv: (-kv[1], kv[0]))
+    head = ", ".join(f"{n} {c}" for n, c in ranked[:3])
+    tail = ", ".join(f"{n} {c}" for n, c in ranked[-3:])
+    return f"train instances per class: most {head}; least {tail}"
 
 
 def _class_table(stats: dict) -> Table:
@@ -117,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(exit_.code or 0)
     console = Console()
     try:
-        return _shapes(args, console) if args.command == "shapes" else _check(args, console)
+        return _shapes(args, console) if args.command in GENERATED else _check(args, console)
     except RsdetError as err:
         Console(stderr=True).print(f"[bold red]error:[/bold red] {err}", highlight=False, soft_wrap=True)
         return 1

@@ -7,8 +7,9 @@ boxes share one coordinate frame: absolute pixels of the original image.
 Bad input is reported with ``DataError`` naming the file, the record and the fix (the checks of
 :mod:`rsdet.data.annotations`, shared with the evaluator). Recoverable defects are counted in
 ``stats`` instead: boxes of zero width/height (after clipping to the image) are dropped (one warning),
-crowd regions are excluded from the training targets, images without annotations are kept as
-negatives.
+crowd regions are excluded from the training targets (their masks too), images without annotations
+are kept as negatives; with masks, an annotation without a segmentation gets its box as mask
+(``stats['masks_from_boxes']``). Masks are decoded per item (:mod:`rsdet.data.masks`), never up front.
 """
 
 from __future__ import annotations
@@ -17,18 +18,17 @@ import contextlib
 import io
 import logging
 import os
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
-from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 
 from rsdet.data.annotations import check_annotations, read_json
+from rsdet.data.masks import has_segmentation, instance_masks
 from rsdet.errors import DataError
 
 __all__ = ["CocoDetectionDataset", "collate_fn", "load_annotation_json"]
@@ -36,11 +36,13 @@ __all__ = ["CocoDetectionDataset", "collate_fn", "load_annotation_json"]
 log = logging.getLogger(__name__)
 
 
-def load_annotation_json(path: str | os.PathLike, *, hint: str = "") -> dict:
+def load_annotation_json(path: str | os.PathLike, *, hint: str = "", check_masks: bool = False) -> dict:
     """Read and check a COCO-format annotation file for training (:mod:`rsdet.data.annotations`), or
-    raise ``DataError`` naming the file, the offending record and ``hint`` (how to point elsewhere)."""
+    raise ``DataError`` naming the file, the offending record and ``hint`` (how to point elsewhere).
+    ``check_masks`` also checks every ``segmentation`` (polygons and RLE)."""
     data = read_json(path, "annotation file", hint)
-    return check_annotations(data, f"annotation file {path}", need_file_name=True, hint=hint)
+    return check_annotations(data, f"annotation file {path}", need_file_name=True, check_masks=check_masks,
+                             hint=hint)
 
 
 class CocoDetectionDataset(Dataset):
@@ -50,7 +52,8 @@ class CocoDetectionDataset(Dataset):
     at the original size; target ``boxes FloatTensor[n, 4]`` (x1, y1, x2, y2 absolute pixels),
     ``labels LongTensor[n]`` contiguous in [0, num_classes), ``image_id int``, ``orig_size
     (h, w)``, ``iscrowd LongTensor[n]`` (all 0: crowd regions are excluded) and, when
-    ``with_masks``, ``masks ByteTensor[n, H, W]``.
+    ``with_masks``, ``masks ByteTensor[n, H, W]`` (1 inside; row k is the object of ``boxes[k]``;
+    decoded from polygons or RLE for this item only, flipped together with image and boxes).
 
     ``category_ids`` fixes the label mapping (contiguous index → dataset category id), e.g. to
     give a validation split the training split's mapping; annotations of other categories are
@@ -82,7 +85,7 @@ class CocoDetectionDataset(Dataset):
                 f"image folder {self.image_dir} does not exist"
                 + (f"; set {config_key}.images=<folder with the images>" if config_key else "")
             )
-        data = load_annotation_json(self.ann_file, hint=hint)
+        data = load_annotation_json(self.ann_file, hint=hint, check_masks=with_masks)
         self._data = data
         self._coco: COCO | None = None
 
@@ -104,7 +107,7 @@ class CocoDetectionDataset(Dataset):
     # -- annotation indexing -------------------------------------------------------------------
     def _build_targets(self, anns: list, label_of: dict) -> None:
         per_image: dict[int, list[tuple[list[float], int, dict]]] = {i: [] for i in self.image_ids}
-        degenerate, crowd, ignored = [], 0, 0
+        degenerate, crowd, ignored, from_boxes = [], 0, 0, 0
         for ann in anns:  # ids, references and boxes were checked on load
             image_id, cat = int(ann["image_id"]), int(ann["category_id"])
             if ann.get("iscrowd", 0):  # LVIS has no iscrowd key: never crowd
@@ -118,6 +121,7 @@ class CocoDetectionDataset(Dataset):
                 degenerate.append(ann)
                 continue
             per_image[image_id].append((box, label_of[cat], ann))
+            from_boxes += int(self.with_masks and not has_segmentation(ann))
         if degenerate:
             ex = degenerate[0]
             log.warning(
@@ -132,7 +136,11 @@ class CocoDetectionDataset(Dataset):
             "images_without_annotations": sum(1 for v in per_image.values() if not v),
             "crowd_boxes": crowd,
             "ignored_category_boxes": ignored,
+            "masks_from_boxes": from_boxes,
         }
+        if from_boxes:
+            log.warning("%s: %d annotation(s) have no 'segmentation'; their boxes serve as masks",
+                        self.ann_file, from_boxes)
 
     def _xyxy(self, ann: dict, img: dict) -> list[float] | None:
         """COCO [x, y, w, h] (checked finite, w, h >= 0) → [x1, y1, x2, y2] clipped to the image;
@@ -168,6 +176,11 @@ class CocoDetectionDataset(Dataset):
         nested = self.image_dir / parts[-2] / parts[-1] if len(parts) >= 2 else None
         flat = self.image_dir / parts[-1]
         return nested if nested is not None and nested.is_file() else flat
+
+    def image_labels(self) -> list[list[int]]:
+        """The contiguous labels of each item's training targets (crowd, degenerate and ignored-category
+        annotations excluded), in item order; e.g. for repeat-factor sampling (:mod:`rsdet.data.sampling`)."""
+        return [[e[1] for e in self._targets[image_id]] for image_id in self.image_ids]
 
     def verify_files(self, *, max_report: int = 5, raise_error: bool = True) -> list[Path]:
         """Check every image file exists; raise ``DataError`` listing the first few missing."""
@@ -211,28 +224,6 @@ class CocoDetectionDataset(Dataset):
         except (UnidentifiedImageError, OSError) as err:
             raise DataError(f"image file {path} cannot be read as an image ({err}); re-download it") from err
 
-    def _masks(self, anns: list[dict], boxes: list[list[float]], h: int, w: int) -> np.ndarray:
-        out = np.zeros((len(anns), h, w), dtype=np.uint8)
-        for k, (ann, box) in enumerate(zip(anns, boxes)):
-            seg = ann.get("segmentation")
-            if isinstance(seg, list):
-                polys = [p for p in seg if len(p) >= 6]  # pycocotools needs >= 3 points
-                rle = mask_utils.merge(mask_utils.frPyObjects(polys, h, w)) if polys else None
-            elif isinstance(seg, dict) and isinstance(seg.get("counts"), list):
-                rle = mask_utils.frPyObjects(seg, h, w)  # uncompressed RLE
-            elif isinstance(seg, dict):
-                rle = seg
-            else:
-                rle = None
-            if rle is None:  # no usable mask: fall back to the box so the mask head has a target
-                x1, y1, x2, y2 = (int(round(v)) for v in box)
-                out[k, y1:y2, x1:x2] = 1
-            else:
-                with warnings.catch_warnings():  # pycocotools vs numpy 2 copy=False deprecation
-                    warnings.simplefilter("ignore", DeprecationWarning)
-                    out[k] = mask_utils.decode(rle)
-        return out
-
     def __getitem__(self, index: int) -> tuple[torch.Tensor, dict]:
         image_id = self.image_ids[index]
         array = self._load_image(index)
@@ -247,7 +238,9 @@ class CocoDetectionDataset(Dataset):
             )
         entries = self._targets[image_id]
         boxes = np.asarray([e[0] for e in entries], dtype=np.float32).reshape(-1, 4)
-        masks = self._masks([e[2] for e in entries], [e[0] for e in entries], h, w) if self.with_masks else None
+        masks = None
+        if self.with_masks:
+            masks = instance_masks([e[2] for e in entries], [e[0] for e in entries], h, w, source=self.ann_file)
         if self.flip_prob > 0 and torch.rand(()).item() < self.flip_prob:
             # Pixel x of width w maps to w - 1 - x, so box edges x map to w - x.
             array = array[:, ::-1]

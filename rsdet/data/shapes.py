@@ -29,10 +29,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from rsdet.data.shapes_draw import CLASSES, LARGE_MIN, SMALL_MAX, DrawParams, draw_image
+from rsdet.data.shapes_draw import CLASSES, COLOUR_NAMES, LARGE_MIN, SMALL_MAX, DrawParams, draw_image
 from rsdet.errors import DataError
 
-__all__ = ["CLASSES", "ShapesPaths", "ensure_shapes_dataset", "shapes_params", "read_manifest"]
+__all__ = ["CLASSES", "COLOUR_NAMES", "ShapesPaths", "category_names", "ensure_shapes_dataset", "frequency_group",
+           "shapes_params", "read_manifest"]
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,15 @@ log = logging.getLogger(__name__)
 GENERATOR_VERSION = 1
 MANIFEST = "manifest.json"
 _SPLIT_CODES = {"train": 0, "val": 1}
+# Seeds the ranking of the classes by frequency (a sequence no image's [seed, split, index] can equal).
+_RANKING_STREAM = (7, 7, 7)
+# LVIS' frequency groups by the number of training images containing a category: rare 1–10 (0 too,
+# which LVIS never has), common 11–100, frequent > 100.
+RARE_MAX_IMAGES, COMMON_MAX_IMAGES = 10, 100
+# Long-tail / LVIS-format options and their values when off. They enter the parameters (and so the
+# cache hash) only when one of them is on, so plain shapes datasets keep their hash.
+_LONG_TAIL_DEFAULTS = {"colours": None, "zipf_exponent": 0.0, "zipf_offset": 0.0, "lvis_format": False,
+                       "negatives_per_image": [2, 5], "not_exhaustive_fraction": 0.05}
 
 # Progress callback: (split, images done in split, images in split).
 ProgressFn = Callable[[str, int, int], None]
@@ -87,6 +97,12 @@ def shapes_params(
     occlusion_prob: float = 0.35,
     noise: Sequence[float] = (4.0, 12.0),
     jpeg_quality: int = 90,
+    colours: Sequence[str] | None = None,
+    zipf_exponent: float = 0.0,
+    zipf_offset: float = 0.0,
+    lvis_format: bool = False,
+    negatives_per_image: Sequence[int] = (2, 5),
+    not_exhaustive_fraction: float = 0.05,
 ) -> dict:
     """Validate generation parameters and return them as a plain, hashable-by-JSON dict.
 
@@ -99,6 +115,17 @@ def shapes_params(
     min_object_size: smallest sqrt(area) in pixels. max_object_frac: largest sqrt(area) as a
     fraction of image_size. occlusion_prob: chance to aim a new object at an existing one.
     noise: range of the per-image Gaussian pixel-noise sigma. jpeg_quality: JPEG quality.
+
+    Long-tailed, LVIS-style variant (``conf/dataset/shapes_lvis.yaml``):
+    colours: palette colour names (``COLOUR_NAMES``); each class is then a shape × colour pair named
+    ``<colour>_<shape>``, ids 1.. shape-major. zipf_exponent / zipf_offset: each object's class is
+    drawn with probability ∝ 1 / (rank + zipf_offset) ** zipf_exponent, ranks 1.. being a seeded
+    permutation of the classes (exponent 0: uniform). lvis_format: write LVIS fields — each
+    category's ``frequency`` (r/c/f from its training image count), ``image_count`` and
+    ``instance_count``; each image's ``neg_category_ids`` (``negatives_per_image`` [low, high]
+    absent categories, verified absent by construction) and ``not_exhaustive_category_ids`` (one
+    present category, in a ``not_exhaustive_fraction`` of the images with objects; all its instances
+    are still annotated).
     """
     unknown = [c for c in classes if c not in CLASSES]
     checks = [
@@ -115,11 +142,18 @@ def shapes_params(
         (len(noise) == 2 and 0 <= noise[0] <= noise[1], "noise must be [low, high] sigmas"),
         (1 <= jpeg_quality <= 100, "jpeg_quality must be in [1, 100]"),
         (min_object_size >= 2 and 0 < max_object_frac <= 1, "bad min_object_size/max_object_frac"),
+        (colours is None or (len(colours) > 0 and len(set(colours)) == len(colours)
+                             and all(c in COLOUR_NAMES for c in colours)),
+         f"colours must be unique names from {list(COLOUR_NAMES)} (or null: colour is not part of the class)"),
+        (zipf_exponent >= 0 and zipf_offset >= 0, "zipf_exponent and zipf_offset must be >= 0"),
+        (len(negatives_per_image) == 2 and 0 <= negatives_per_image[0] <= negatives_per_image[1],
+         "negatives_per_image must be [low, high] with 0 <= low <= high"),
+        (0.0 <= not_exhaustive_fraction <= 1.0, "not_exhaustive_fraction must be in [0, 1]"),
     ]  # fmt: skip
     for ok, message in checks:
         if not ok:
             raise DataError(f"shapes dataset: {message} (dataset.generate.* in conf/dataset/shapes.yaml)")
-    return {
+    params = {
         "num_train": int(num_train), "num_val": int(num_val), "image_size": int(image_size),
         "seed": int(seed), "classes": list(classes), "min_objects": int(min_objects),
         "max_objects": int(max_objects), "empty_fraction": float(empty_fraction),
@@ -128,6 +162,44 @@ def shapes_params(
         "occlusion_prob": float(occlusion_prob), "noise": [float(x) for x in noise],
         "jpeg_quality": int(jpeg_quality),
     }  # fmt: skip
+    long_tail = {
+        "colours": list(colours) if colours is not None else None, "zipf_exponent": float(zipf_exponent),
+        "zipf_offset": float(zipf_offset), "lvis_format": bool(lvis_format),
+        "negatives_per_image": [int(v) for v in negatives_per_image],
+        "not_exhaustive_fraction": float(not_exhaustive_fraction),
+    }  # fmt: skip
+    if any(long_tail[k] != _LONG_TAIL_DEFAULTS[k] for k in ("colours", "zipf_exponent", "lvis_format")):
+        params.update(long_tail)
+    return params
+
+
+def _long_tail(params: dict) -> dict:
+    return {k: params.get(k, v) for k, v in _LONG_TAIL_DEFAULTS.items()}
+
+
+def category_names(params: dict) -> list[str]:
+    """Category names, in id order (ids 1..): the shapes, or ``<colour>_<shape>`` pairs shape-major."""
+    colours = _long_tail(params)["colours"]
+    if colours is None:
+        return list(params["classes"])
+    return [f"{colour}_{shape}" for shape in params["classes"] for colour in colours]
+
+
+def class_weights(params: dict) -> list[float] | None:
+    """Per-class drawing probabilities (id order), or None for uniform."""
+    lt = _long_tail(params)
+    n = len(category_names(params))
+    if lt["zipf_exponent"] == 0:
+        return None
+    rank = np.empty(n, dtype=np.float64)
+    rank[np.random.default_rng([params["seed"], *_RANKING_STREAM]).permutation(n)] = np.arange(1, n + 1)
+    weights = (rank + lt["zipf_offset"]) ** -lt["zipf_exponent"]
+    return (weights / weights.sum()).tolist()
+
+
+def frequency_group(image_count: int) -> str:
+    """LVIS' group of a category in ``image_count`` training images: 'r' (<= 10), 'c' (<= 100), 'f'."""
+    return "r" if image_count <= RARE_MAX_IMAGES else "c" if image_count <= COMMON_MAX_IMAGES else "f"
 
 
 def params_hash(params: dict) -> str:
@@ -252,27 +324,39 @@ def _progress_callback(progress: ProgressFn | bool | None, params: dict) -> Iter
             bar.stop()
 
 
-def _generate(out: Path, params: dict, digest: str, progress: ProgressFn | None) -> None:
-    draw_params = DrawParams(
-        image_size=params["image_size"], classes=tuple(params["classes"]),
+def _draw_params(params: dict) -> DrawParams:
+    lt = _long_tail(params)
+    shapes, colours = list(params["classes"]), None
+    if lt["colours"] is not None:
+        shapes = [shape for shape in params["classes"] for _ in lt["colours"]]
+        colours = tuple(COLOUR_NAMES.index(c) for _ in params["classes"] for c in lt["colours"])
+    weights = class_weights(params)
+    return DrawParams(
+        image_size=params["image_size"], classes=tuple(shapes),
         min_objects=params["min_objects"], max_objects=params["max_objects"],
         empty_fraction=params["empty_fraction"], size_mix=tuple(params["size_mix"]),
         min_object_size=params["min_object_size"], max_object_frac=params["max_object_frac"],
         max_occlusion=params["max_occlusion"], occlusion_prob=params["occlusion_prob"],
-        noise=tuple(params["noise"]),
+        noise=tuple(params["noise"]), class_colours=colours,
+        class_weights=tuple(weights) if weights is not None else None,
     )  # fmt: skip
+
+
+def _generate(out: Path, params: dict, digest: str, progress: ProgressFn | None) -> None:
+    draw_params = _draw_params(params)
     paths = ShapesPaths.under(out)
     paths.train_annotations.parent.mkdir(parents=True)
     started = time.perf_counter()
-    stats = {}
-    for split, images_dir, ann_file in (
-        ("train", paths.train_images, paths.train_annotations),
-        ("val", paths.val_images, paths.val_annotations),
-    ):
+    splits = {}
+    for split, images_dir in (("train", paths.train_images), ("val", paths.val_images)):
         images_dir.mkdir()
-        coco = _generate_split(split, images_dir, draw_params, params, progress)
-        ann_file.write_text(json.dumps(coco, separators=(",", ":")))
-        stats[split] = split_statistics(coco)
+        splits[split] = _generate_split(split, images_dir, draw_params, params, progress)
+    if _long_tail(params)["lvis_format"]:
+        _add_frequencies(splits)
+    stats = {}
+    for split, ann_file in (("train", paths.train_annotations), ("val", paths.val_annotations)):
+        ann_file.write_text(json.dumps(splits[split], separators=(",", ":")))
+        stats[split] = split_statistics(splits[split])
     manifest = {
         "generator": "rsdet.data.shapes",
         "version": GENERATOR_VERSION,
@@ -285,11 +369,40 @@ def _generate(out: Path, params: dict, digest: str, progress: ProgressFn | None)
     paths.manifest.write_text(json.dumps(manifest, indent=2))
 
 
+def _add_frequencies(splits: dict) -> None:
+    """LVIS category fields from the training split, written into every split's categories."""
+    images: dict[int, set] = {}
+    instances: dict[int, int] = {}
+    for ann in splits["train"]["annotations"]:
+        images.setdefault(ann["category_id"], set()).add(ann["image_id"])
+        instances[ann["category_id"]] = instances.get(ann["category_id"], 0) + 1
+    for coco in splits.values():
+        for cat in coco["categories"]:
+            count = len(images.get(cat["id"], ()))
+            cat.update(image_count=count, instance_count=instances.get(cat["id"], 0), frequency=frequency_group(count))
+
+
+def _federated_lists(rng: np.random.Generator, present: list[int], num_categories: int, lt: dict) -> dict:
+    """An image's LVIS lists: negatives drawn from the absent categories (absent by construction, so
+    truly verified), and, in a fraction of the images with objects, one present category marked
+    not exhaustively annotated."""
+    absent = [c for c in range(1, num_categories + 1) if c not in set(present)]
+    low, high = lt["negatives_per_image"]
+    k = min(int(rng.integers(low, high + 1)), len(absent))
+    negatives = sorted(int(c) for c in rng.choice(absent, size=k, replace=False)) if k else []
+    not_exhaustive = []
+    if present and rng.random() < lt["not_exhaustive_fraction"]:
+        not_exhaustive = [int(rng.choice(sorted(set(present))))]
+    return {"neg_category_ids": negatives, "not_exhaustive_category_ids": not_exhaustive}
+
+
 def _generate_split(
     split: str, images_dir: Path, draw_params: DrawParams, params: dict, progress: ProgressFn | None
 ) -> dict:
     n = params[f"num_{split}"]
     size = params["image_size"]
+    lt = _long_tail(params)
+    names = category_names(params)
     images, annotations = [], []
     for index in range(n):
         # One generator per image: image i is the same whatever num_train/num_val are.
@@ -298,19 +411,26 @@ def _generate_split(
         file_name = f"{index:06d}.jpg"
         Image.fromarray(pixels).save(images_dir / file_name, quality=params["jpeg_quality"])
         image_id = index + 1
-        images.append({"id": image_id, "file_name": file_name, "width": size, "height": size})
+        image = {"id": image_id, "file_name": file_name, "width": size, "height": size}
+        if lt["lvis_format"]:  # drawn after the pixels, from the image's own generator
+            image.update(_federated_lists(rng, [obj.label + 1 for obj in objects], len(names), lt))
+        images.append(image)
         for obj in objects:
-            annotations.append({
-                "id": len(annotations) + 1, "image_id": image_id, "category_id": obj.label + 1,
-                "segmentation": obj.segmentation, "area": obj.area, "bbox": obj.bbox,
-                "iscrowd": 0, "occluded": int(obj.occluded),
-            })  # fmt: skip
+            ann = {"id": len(annotations) + 1, "image_id": image_id, "category_id": obj.label + 1,
+                   "segmentation": obj.segmentation, "area": obj.area, "bbox": obj.bbox}  # fmt: skip
+            if not lt["lvis_format"]:  # LVIS files have no iscrowd (nothing is crowd)
+                ann["iscrowd"] = 0
+            ann["occluded"] = int(obj.occluded)
+            annotations.append(ann)
         if progress is not None and (index % 25 == 24 or index == n - 1):
             progress(split, index + 1, n)
+    supercategory = "shape" if lt["colours"] is None else None
     categories = [
-        {"id": i + 1, "name": name, "supercategory": "shape"} for i, name in enumerate(params["classes"])
+        {"id": i + 1, "name": name, "supercategory": supercategory or name.split("_", 1)[1]}
+        for i, name in enumerate(names)
     ]
-    info = {"description": f"rsdet synthetic shapes, {split} split", "version": str(GENERATOR_VERSION),
+    kind = "long-tailed LVIS-format shapes" if lt["lvis_format"] else "shapes"
+    info = {"description": f"rsdet synthetic {kind}, {split} split", "version": str(GENERATOR_VERSION),
             "year": 2021, "contributor": "rsdet", "date_created": "generated"}  # fmt: skip
     return {"info": info, "licenses": [], "images": images, "annotations": annotations,
             "categories": categories}  # fmt: skip
@@ -329,7 +449,7 @@ def split_statistics(coco: dict) -> dict:
         area = ann["area"]
         sizes["small" if area < SMALL_MAX**2 else "medium" if area < LARGE_MIN**2 else "large"] += 1
         occluded += int(ann.get("occluded", 0))
-    return {
+    stats = {
         "images": len(coco["images"]),
         "empty_images": len(coco["images"]) - len(used),
         "instances": len(coco["annotations"]),
@@ -337,6 +457,18 @@ def split_statistics(coco: dict) -> dict:
         "sizes": sizes,
         "classes": per_class,
     }
+    if all("frequency" in c for c in coco["categories"]) and coco["categories"]:
+        groups = {g: {"classes": 0, "classes_present": 0, "instances": 0} for g in ("r", "c", "f")}
+        for cat in coco["categories"]:
+            group = groups[cat["frequency"]]
+            count = per_class[cat["name"]]
+            group["classes"] += 1
+            group["classes_present"] += int(count > 0)
+            group["instances"] += count
+        stats["frequency_groups"] = groups
+        stats["negative_labels"] = sum(len(img.get("neg_category_ids", ())) for img in coco["images"])
+        stats["not_exhaustive_images"] = sum(bool(img.get("not_exhaustive_category_ids")) for img in coco["images"])
+    return stats
 
 
 def default_params() -> dict:

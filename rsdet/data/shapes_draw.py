@@ -7,7 +7,9 @@ how many other images are generated, nor on the order they are written.
 Design choices that keep the task learnable yet not trivial:
 
 * the class is the *shape*; the colour is drawn from a saturated palette independently of it,
-  so colour carries no label information;
+  so colour carries no label information — unless ``DrawParams.class_colours`` makes the colour part
+  of the class (the long-tailed ``shapes_lvis`` variant: one class per shape × colour, drawn with
+  ``class_weights``; an object is then never placed over one of the same colour);
 * the background is a muted, low-saturation texture (smooth colour field, faint strokes and
   blobs, pixel noise), so objects stand out by saturation and outline, not by a flat colour;
 * object sizes are drawn per COCO size range (area < 32², 32²–96², > 96²) so every AP_s/m/l
@@ -43,6 +45,8 @@ PALETTE: tuple[tuple[int, int, int], ...] = (
     (245, 245, 245),  # white
     (20, 20, 20),  # black
 )
+
+COLOUR_NAMES: tuple[str, ...] = ("red", "green", "blue", "yellow", "magenta", "cyan", "orange", "white", "black")
 
 # COCO size ranges are defined on the object *area* in pixels: small < 32², large > 96².
 SMALL_MAX, LARGE_MIN = 32.0, 96.0
@@ -104,7 +108,7 @@ class DrawParams:
     """Per-image generation parameters (see ``shapes.ensure_shapes_dataset`` for meanings)."""
 
     image_size: int
-    classes: tuple[str, ...]
+    classes: tuple[str, ...]  # the shape of each class (repeated when the colour is part of the class)
     min_objects: int
     max_objects: int
     empty_fraction: float
@@ -114,6 +118,10 @@ class DrawParams:
     max_occlusion: float
     occlusion_prob: float
     noise: tuple[float, float]
+    # Colour as part of the class: palette index of each class (None: a free colour per object).
+    class_colours: tuple[int, ...] | None = None
+    # Probability of each class per object (None: uniform).
+    class_weights: tuple[float, ...] | None = None
 
 
 @dataclass
@@ -187,8 +195,10 @@ def _background(p: DrawParams, rng: np.random.Generator) -> np.ndarray:
 def _place(
     p: DrawParams, rng: np.random.Generator, poly: np.ndarray, full: list[np.ndarray],
     visible: list[np.ndarray], boxes: list[tuple[float, float, float, float]],
+    keep_apart: tuple[np.ndarray, ...] = (),
 ) -> tuple[np.ndarray, np.ndarray] | None:  # fmt: skip
-    """Try positions for ``poly``; return (translated polygon, mask) or None if none is allowed."""
+    """Try positions for ``poly``; return (translated polygon, mask) or None if none is allowed.
+    ``keep_apart``: visible masks the new object must not overlap (same-coloured objects)."""
     s = p.image_size
     lo, hi = poly.min(0), poly.max(0)
     for _ in range(12):
@@ -204,6 +214,8 @@ def _place(
         mask = _rasterise(moved, s)
         area = int(mask.sum())
         if area == 0:
+            continue
+        if any(np.any(v & mask) for v in keep_apart):
             continue
         ok = True
         for f, v in zip(full, visible):
@@ -237,15 +249,24 @@ def draw_image(p: DrawParams, rng: np.random.Generator) -> tuple[np.ndarray, lis
     polys: list[np.ndarray] = []
     colours: list[int] = []
     for _ in range(n):
-        label = int(rng.integers(len(p.classes)))
-        placed = _place(p, rng, _sample_polygon(p, rng, label), full, visible, boxes)
+        if p.class_weights is None:
+            label = int(rng.integers(len(p.classes)))
+        else:
+            label = int(rng.choice(len(p.classes), p=p.class_weights))
+        same = ()
+        if p.class_colours is not None:  # neighbours of one colour would merge visually: keep them apart
+            same = tuple(v for v, c in zip(visible, colours) if c == p.class_colours[label])
+        placed = _place(p, rng, _sample_polygon(p, rng, label), full, visible, boxes, same)
         if placed is None:
             continue
         poly, mask = placed
-        # A colour different from every object it touches, so neighbours never merge visually.
-        touching = {colours[j] for j, v in enumerate(visible) if np.any(v & mask)}
-        choices = [c for c in range(len(PALETTE)) if c not in touching]
-        colour = int(rng.choice(choices))
+        if p.class_colours is not None:
+            colour = p.class_colours[label]
+        else:
+            # A colour different from every object it touches, so neighbours never merge visually.
+            touching = {colours[j] for j, v in enumerate(visible) if np.any(v & mask)}
+            choices = [c for c in range(len(PALETTE)) if c not in touching]
+            colour = int(rng.choice(choices))
         # Linear shading across the object: a flat fill would make the task colour-thresholding.
         gx, gy = rng.uniform(-1, 1, size=2) * rng.uniform(0.0, 0.35) / max(s, 1)
         cx, cy = poly.mean(0)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from pycocotools import mask as mask_utils
 
 from rsdet.data.coco_dataset import CocoDetectionDataset, collate_fn
 from rsdet.data.shapes import ensure_shapes_dataset
@@ -65,7 +66,7 @@ def test_defects_are_counted_and_targets_are_clean(tiny, caplog):
     warnings = [r for r in caplog.records if "degenerate box(es)" in r.getMessage()]
     assert len(warnings) == 1 and "dropped 2 degenerate" in warnings[0].getMessage()
     assert ds.stats == {"images": 3, "boxes": 3, "dropped_degenerate_boxes": 2, "images_without_annotations": 1,
-                        "crowd_boxes": 1, "ignored_category_boxes": 0}  # fmt: skip
+                        "crowd_boxes": 1, "ignored_category_boxes": 0, "masks_from_boxes": 0}  # fmt: skip
     assert ds.category_ids == [3, 7] and ds.category_names == ["cat", "dog"] and ds.num_classes == 2
     assert ds.image_ids == [10, 20, 30] and len(ds) == 3
     image, target = ds[0]
@@ -107,6 +108,105 @@ def test_horizontal_flip_moves_boxes_masks_and_pixels_together(tiny):
     assert torch.equal(ftgt["labels"], tgt["labels"])
     never = CocoDetectionDataset(images, ann, train=False, flip_prob=1.0)  # no augmentation at test time
     assert torch.equal(never[0][1]["boxes"], tgt["boxes"])
+
+
+def _mask_extent(mask: torch.Tensor) -> torch.Tensor:
+    ys, xs = torch.nonzero(mask, as_tuple=True)
+    return torch.tensor([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=torch.float32)
+
+
+def _mixed_masks_coco() -> dict:
+    """One image with a polygon, a compressed-RLE and an uncompressed-RLE object, a crowd region and an
+    object without a segmentation; boxes are pycocotools' boxes of the masks."""
+    disc = np.zeros((H, W), np.uint8)
+    yy, xx = np.mgrid[0:H, 0:W]
+    disc[(xx - 28) ** 2 + (yy - 12) ** 2 <= 36] = 1
+    blob = np.zeros((H, W), np.uint8)
+    blob[18:27, 3:9] = 1
+    blob[20:23, 9:14] = 1
+    rle = mask_utils.encode(np.asfortranarray(disc))
+    runs = np.diff(np.concatenate([[0], np.flatnonzero(np.diff(np.concatenate([[0], blob.ravel(order="F"), [2]])))]))
+    triangle = [[2.0, 2.0, 17.0, 3.5, 6.5, 13.0]]
+    anns = [
+        {"id": 1, "category_id": 1, "segmentation": triangle},
+        {"id": 2, "category_id": 2, "segmentation": {"size": [H, W], "counts": rle["counts"].decode()}},
+        {"id": 3, "category_id": 1, "segmentation": {"size": [H, W], "counts": runs.tolist()}},
+        {"id": 4, "category_id": 2, "iscrowd": 1, "segmentation": {"size": [H, W], "counts": [0, 300, 900]}},
+        {"id": 5, "category_id": 2, "bbox": [30, 22, 6, 5]},
+    ]
+    for ann in anns:
+        ann.update(image_id=10, iscrowd=ann.get("iscrowd", 0))
+        if "bbox" not in ann:
+            seg = ann["segmentation"]
+            rles = (mask_utils.frPyObjects(seg, H, W) if isinstance(seg, list) or isinstance(seg["counts"], list)
+                    else [{"size": seg["size"], "counts": seg["counts"].encode()}])
+            merged = mask_utils.merge(rles) if isinstance(rles, list) else rles
+            ann["bbox"] = [float(v) for v in mask_utils.toBbox(merged)]
+    return {"images": [{"id": 10, "file_name": "a.png", "width": W, "height": H}],
+            "categories": [{"id": 1, "name": "one"}, {"id": 2, "name": "two"}], "annotations": anns}
+
+
+def test_polygon_and_rle_masks_stay_aligned_with_boxes_under_flip(tiny):
+    images, ann = tiny
+    ann.write_text(json.dumps(_mixed_masks_coco()))
+    plain = CocoDetectionDataset(images, ann, with_masks=True)
+    assert plain.stats["crowd_boxes"] == 1 and plain.stats["masks_from_boxes"] == 1 and plain.stats["boxes"] == 4
+    _, target = plain[0]
+    masks = target["masks"]
+    assert masks.shape == (4, H, W) and masks.dtype == torch.uint8
+    assert masks[1].sum() == 113 and masks[2].sum() == 9 * 6 + 3 * 5  # the disc and the blob, as drawn
+    assert masks[3].sum() == 6 * 5 and masks[3, 22:27, 30:36].all()  # no segmentation: the box
+    flipped = CocoDetectionDataset(images, ann, with_masks=True, train=True, flip_prob=1.0)
+    _, ftarget = flipped[0]
+    assert torch.equal(ftarget["masks"], masks.flip(-1))
+    for t in (target, ftarget):
+        for box, mask in zip(t["boxes"], t["masks"]):
+            assert torch.allclose(_mask_extent(mask), box, atol=1.0), (box, _mask_extent(mask))
+    # Without the flip of the masks, the boxes of asymmetric objects would not match:
+    assert not torch.allclose(_mask_extent(masks[0]), ftarget["boxes"][0], atol=1.0)
+
+
+@pytest.mark.parametrize(
+    "segmentation, problem",
+    [
+        ([[2, 2, 17, 3]], "polygon 0 has 2 point"),
+        ([[2, 2, 17, 3, 6, 13, 5]], "polygon 0 has 7 coordinates, an odd count"),
+        ({"size": [H, W], "counts": "PP`"}, "not a valid compressed RLE string"),
+        ({"size": [H, W], "counts": [10, 20]}, "add up to 30 pixels, but size [30, 40] has 1200"),
+        ({"size": [W, H], "counts": [H * W]}, "RLE size [40, 30] (height, width) differs from the image's [30, 40]"),
+    ],
+)
+def test_malformed_masks_name_the_file_and_annotation_id(tiny, segmentation, problem):
+    images, ann = tiny
+    data = _mixed_masks_coco()
+    data["annotations"][2]["segmentation"] = segmentation
+    ann.write_text(json.dumps(data))
+    with pytest.raises(DataError) as err:
+        CocoDetectionDataset(images, ann, with_masks=True)
+    message = str(err.value)
+    assert str(ann) in message and "annotations[2] (id 3) has a malformed 'segmentation'" in message
+    assert problem in message
+    assert CocoDetectionDataset(images, ann).stats["boxes"] == 4  # masks off: the segmentation is not read
+
+
+def test_a_bad_crowd_rle_is_an_error_too(tiny):
+    images, ann = tiny
+    data = _mixed_masks_coco()
+    data["annotations"][3]["segmentation"]["counts"] = [0, 300, 899]
+    ann.write_text(json.dumps(data))
+    with pytest.raises(DataError, match=r"annotations\[3\] \(id 4\) .*add up to 1199 pixels"):
+        CocoDetectionDataset(images, ann, with_masks=True)
+
+
+def test_rle_size_is_checked_against_the_pixels_when_the_image_record_has_no_size(tiny):
+    images, ann = tiny
+    data = _mixed_masks_coco()
+    del data["images"][0]["width"], data["images"][0]["height"]
+    data["annotations"][1]["segmentation"] = {"size": [W, H], "counts": [H * W]}
+    ann.write_text(json.dumps(data))
+    ds = CocoDetectionDataset(images, ann, with_masks=True)  # [40, 30] is self-consistent
+    with pytest.raises(DataError, match=r"instances\.json: annotation id 2 \(image id 10\) .*RLE size \[40, 30\]"):
+        ds[0]
 
 
 def test_flip_probability_is_respected(tiny):

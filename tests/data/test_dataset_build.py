@@ -18,6 +18,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:Depreca
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "dataset"
 COMMON_KEYS = {"name", "protocol", "num_classes", "min_size", "max_size", "max_dets", "with_masks", "root",
+               "repeat_factor_threshold", "flip_prob",
                "train", "val"}  # fmt: skip
 TINY_GENERATE = {"num_train": 6, "num_val": 3, "image_size": 64}
 
@@ -49,7 +50,7 @@ def _coco_layout(root: Path) -> None:
         (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(data))
 
 
-@pytest.mark.parametrize("name", ["shapes", "coco", "lvis", "coco_format"])
+@pytest.mark.parametrize("name", ["shapes", "shapes_lvis", "coco", "lvis", "coco_format"])
 def test_every_dataset_config_follows_the_common_schema(name):
     cfg = _conf(name)
     assert COMMON_KEYS <= set(cfg.keys())

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -101,3 +102,50 @@ def test_fuzzed_annotation_file(folder, data):
         assert np.allclose(target["boxes"].numpy(), np.asarray([b[0] for b in boxes], np.float32).reshape(-1, 4))
         assert bool(np.isfinite(target["boxes"].numpy()).all())
         assert tuple(image.shape[1:]) == target["orig_size"] == (H, W)
+
+
+# The same file with masks: polygons, a compressed RLE, an uncompressed (crowd) RLE. pycocotools does
+# not bounds-check its decoder, so a corrupted mask that slipped through could crash the process.
+MASKED = json.loads(json.dumps(BASE))
+_masks = {
+    10: [[2, 3, 12, 3, 12, 11, 2, 11]],
+    11: [[30.5, 20, 40, 20, 40, 30, 30.5, 30], [31, 21, 33, 21, 32, 24]],
+    12: {"size": [H, W], "counts": [0, 5, 25, 5, 25, 5, 25, 5, 25, 5, 1075]},
+    14: {"size": [H, W], "counts": "P14j0000fQ1"},
+}
+for _ann in MASKED["annotations"]:
+    if _ann["id"] in _masks:
+        _ann["segmentation"] = _masks[_ann["id"]]
+
+
+def test_the_uncorrupted_masked_file_loads_as_expected(folder):
+    ann = folder / "masked.json"
+    ann.write_text(json.dumps(MASKED))
+    ds = CocoDetectionDataset(folder / "images", ann, with_masks=True)
+    masks = ds[0][1]["masks"]
+    assert masks.shape == (2, H, W) and masks[0].sum() == 80 and masks[1].sum() == 90
+    assert ds.stats["masks_from_boxes"] == 0 and ds[2][1]["masks"][0].sum() == 12  # the compressed RLE
+
+
+@settings(max_examples=150, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(data=st.data())
+def test_fuzzed_masks(folder, data):
+    kind, text, path = data.draw(corruption(MASKED))
+    ann = folder / "masked_fuzz.json"
+    write(ann, text)
+    try:
+        ds = CocoDetectionDataset(folder / "images", ann, with_masks=True, config_key="dataset.train")
+        items = [ds[i] for i in range(len(ds))]
+    except RsdetError as err:
+        msg = str(err)
+        assert isinstance(err, DataError), msg
+        assert str(ann) in msg, msg
+        if len(path) >= 2:
+            assert RECORD.search(msg) or re.search(r"image file .* image id|annotation id", msg), msg
+        return
+    want = expected_targets(json.loads(text))
+    for _, target in items:
+        masks = target["masks"]
+        assert masks.dtype == torch.uint8 and masks.shape == (len(want[target["image_id"]]), H, W)
+        assert masks.numel() == 0 or int(masks.max()) <= 1
