@@ -41,9 +41,11 @@ def set_rng_state(state: dict) -> None:
 
 
 def save_checkpoint(directory: Path, *, model, optimizer, iteration: int, scaler=None,
-                    extra: dict | None = None, data: dict | None = None, log: dict | None = None) -> Path:
+                    extra: dict | None = None, data: dict | None = None, log: dict | None = None,
+                    rng_ranks: list[dict] | None = None) -> Path:
     """Write ``directory/last.pt``. ``data`` is the loader's position (``TrainLoader.state_dict()``),
-    ``log`` the logging state the trainer needs to continue its history rows unchanged."""
+    ``log`` the logging state the trainer needs to continue its history rows unchanged,
+    ``rng_ranks`` every rank's RNG states in a data-parallel run (``rng`` stays rank 0's)."""
     directory.mkdir(parents=True, exist_ok=True)
     payload = {
         "format_version": FORMAT_VERSION,
@@ -56,6 +58,8 @@ def save_checkpoint(directory: Path, *, model, optimizer, iteration: int, scaler
         "data": data,
         "log": log,
     }
+    if rng_ranks is not None:
+        payload["rng_ranks"] = rng_ranks
     path = directory / LAST
     tmp = directory / (LAST + ".tmp")
     torch.save(payload, tmp)

@@ -45,22 +45,35 @@ def _to_coco(det: dict, image_id: int, category_ids: list[int]) -> list[dict]:
 
 
 @torch.no_grad()
-def run_inference(model, dataset, device: torch.device, score_thresh: float | None = None,
-                  max_images: int | None = None, progress=None) -> list[dict]:
-    """Detections of ``model`` on ``dataset`` in COCO results format (batch 1, original image size)."""
+def infer_images(model, dataset, device: torch.device, indices, progress=None, total: int | None = None
+                 ) -> dict[int, list[dict]]:
+    """Detections of ``model`` on the images ``indices`` of ``dataset`` in COCO results format (batch 1,
+    original image size), by image index; the model's ``score_thresh`` applies."""
     model.eval()
-    if score_thresh is not None:
-        model.score_thresh = float(score_thresh)
-    n = len(dataset) if max_images is None else min(len(dataset), int(max_images))
-    results: list[dict] = []
-    task = progress.add_task("evaluating", total=n, info="") if progress is not None else None
-    for i in range(n):
+    indices = list(indices)
+    task = progress.add_task("evaluating", total=total or len(indices), info="") if progress is not None else None
+    results: dict[int, list[dict]] = {}
+    for i in indices:
         image, target = dataset[i]
         det = model([image.to(device)])[0]
-        results.extend(_to_coco(det, target["image_id"], dataset.category_ids))
+        results[i] = _to_coco(det, target["image_id"], dataset.category_ids)
         if progress is not None:
             progress.advance(task)
     return results
+
+
+def _num_images(dataset, max_images: int | None) -> int:
+    return len(dataset) if max_images is None else min(len(dataset), int(max_images))
+
+
+@torch.no_grad()
+def run_inference(model, dataset, device: torch.device, score_thresh: float | None = None,
+                  max_images: int | None = None, progress=None) -> list[dict]:
+    """Detections of ``model`` on ``dataset`` in COCO results format (batch 1, original image size)."""
+    if score_thresh is not None:
+        model.score_thresh = float(score_thresh)
+    per_image = infer_images(model, dataset, device, range(_num_images(dataset, max_images)), progress)
+    return [d for i in sorted(per_image) for d in per_image[i]]
 
 
 @torch.no_grad()
@@ -134,10 +147,14 @@ def load_trained(path: Path, device: torch.device):
 
 
 def evaluate_model(cfg: Any, model, dataset, device: torch.device, predictions_path: Path,
-                   max_images: int | None = None, progress=None) -> dict[str, Any]:
+                   max_images: int | None = None, progress=None, dist=None) -> dict[str, Any]:
     """Evaluate ``model`` on ``dataset`` (the run's validation split) as configured by ``cfg``: inference
     at the run's test score threshold, the COCO results file written to ``predictions_path``, then
     COCO/LVIS AP and oLRP against the ground truth of the evaluated images.
+
+    In a data-parallel run (``dist``, every rank calls this) rank ``r`` of ``W`` infers the images
+    ``r, r + W, ...``, rank 0 gathers the detections in image order, writes and scores them, and
+    returns the metrics; the other ranks return ``{}``.
 
     Used by training (``metrics.json``) and by ``rsdet evaluate RUN`` alike."""
     from rsdet.data.build import dataset_eval_info
@@ -146,7 +163,18 @@ def evaluate_model(cfg: Any, model, dataset, device: torch.device, predictions_p
     info = dataset_eval_info(cfg.dataset, cfg.eval.split)
     thr = eval_score_thresh(cfg)
     start = time.perf_counter()
-    dets = run_inference(model, dataset, device, thr, max_images, progress=progress)
+    if dist is not None and dist.enabled:
+        model.score_thresh = float(thr)
+        n = _num_images(dataset, max_images)
+        mine = infer_images(model, dataset, device, range(dist.rank, n, dist.world_size),
+                            progress if dist.is_main else None, total=len(range(0, n, dist.world_size)))
+        parts = dist.gather_object(mine)
+        if not dist.is_main:
+            return {}
+        per_image = {i: d for part in parts for i, d in part.items()}
+        dets = [d for i in sorted(per_image) for d in per_image[i]]
+    else:
+        dets = run_inference(model, dataset, device, thr, max_images, progress=progress)
     infer_s = time.perf_counter() - start
     atomic_write_text(predictions_path, dumps(dets, indent=None))
     gt = ground_truth_for(info["ann_file"], dataset, max_images)

@@ -8,6 +8,11 @@ before, on ``num_workers``, or on the global RNGs the detector draws from (its r
 A checkpoint stores ``(epoch, batches consumed in that epoch)``; resuming rebuilds the epoch's
 permutation and skips the consumed batches, so the resumed run sees exactly the batches, flips
 included, that the uninterrupted run would have seen (docs/resume.md).
+
+In a data-parallel run the order is the same *global* batch order, whatever the number of
+processes: rank ``r`` of ``W`` takes the ``r``-th contiguous slice of every global batch, so the
+position ``(epoch, batches consumed)`` means the same on every rank and a run resumes with another
+number of processes at the same place (docs/distributed.md).
 """
 
 from __future__ import annotations
@@ -39,9 +44,12 @@ class ResumableBatchSampler(Sampler):
 
     ``set_epoch(epoch, start_batch)`` selects the epoch and how many of its batches to skip. With
     ``drop_last`` the incomplete final batch is left out, as ``DataLoader(drop_last=True)`` does.
+    ``batch_size`` is the global batch; with ``world_size`` > 1 each batch handed out is this rank's
+    contiguous slice of it (images ``[r·b, (r+1)·b)`` for ``b = batch_size / world_size``).
     """
 
-    def __init__(self, dataset_len: int, batch_size: int, seed: int, *, drop_last: bool, shuffle: bool = True):
+    def __init__(self, dataset_len: int, batch_size: int, seed: int, *, drop_last: bool, shuffle: bool = True,
+                 rank: int = 0, world_size: int = 1):
         if dataset_len < 1:
             raise TrainingError("the training split is empty; check dataset.train")
         self.dataset_len = int(dataset_len)
@@ -49,6 +57,10 @@ class ResumableBatchSampler(Sampler):
         self.seed = int(seed)
         self.drop_last = bool(drop_last)
         self.shuffle = bool(shuffle)
+        self.rank = int(rank)
+        self.world_size = int(world_size)
+        if not 0 <= self.rank < self.world_size:
+            raise TrainingError(f"rank {rank} is outside a world of {world_size} processes")
         self.epoch = 0
         self.start_batch = 0
 
@@ -73,8 +85,16 @@ class ResumableBatchSampler(Sampler):
         n = self.batches_per_epoch
         return [pairs[b * self.batch_size:(b + 1) * self.batch_size] for b in range(n)]
 
+    def shard(self, batch: list) -> list:
+        """This rank's contiguous slice of a global batch (an even split of a short final batch)."""
+        if self.world_size == 1:
+            return batch
+        n, w, r = len(batch), self.world_size, self.rank
+        return batch[r * n // w:(r + 1) * n // w]
+
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        yield from self.epoch_batches(self.epoch)[self.start_batch:]
+        for batch in self.epoch_batches(self.epoch)[self.start_batch:]:
+            yield self.shard(batch)
 
     def __len__(self) -> int:
         return self.batches_per_epoch - self.start_batch
@@ -128,13 +148,15 @@ class TrainLoader:
     """
 
     def __init__(self, dataset: Dataset, *, batch_size: int, seed: int, collate_fn: Callable,
-                 num_workers: int = 0, drop_last: bool = True):
+                 num_workers: int = 0, drop_last: bool = True, rank: int = 0, world_size: int = 1,
+                 pin_memory: bool = False, prefetch_factor: int | None = None):
         self.sampler = ResumableBatchSampler(len(dataset), batch_size, seed,  # type: ignore[arg-type]
-                                             drop_last=drop_last)
+                                             drop_last=drop_last, rank=rank, world_size=world_size)
         num_workers = int(num_workers)
         self.loader = DataLoader(
             SeededSamples(dataset), batch_sampler=self.sampler, collate_fn=collate_fn, num_workers=num_workers,
             persistent_workers=num_workers > 0, worker_init_fn=_ignore_interrupts if num_workers > 0 else None,
+            pin_memory=bool(pin_memory), prefetch_factor=prefetch_factor if num_workers > 0 else None,
             # the DataLoader draws its workers' base seed from this generator, not from the global RNG
             # (which the detector's samplers use); augmentation does not depend on that seed anyway
             generator=torch.Generator().manual_seed(int(seed)),
@@ -149,7 +171,8 @@ class TrainLoader:
     def state_dict(self) -> dict[str, Any]:
         s = self.sampler
         return {"version": ORDER_VERSION, "epoch": self.epoch, "batch": self.batch, "seed": s.seed,
-                "batch_size": s.batch_size, "dataset_len": s.dataset_len, "drop_last": s.drop_last}
+                "batch_size": s.batch_size, "dataset_len": s.dataset_len, "drop_last": s.drop_last,
+                "world_size": s.world_size}
 
     def load_state_dict(self, state: dict[str, Any], source: str = "the checkpoint") -> None:
         s = self.sampler
