@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 import traceback
 from pathlib import Path
 
@@ -32,7 +33,8 @@ _OUTCOMES: list[dict] = []
 
 # Hydra-internal keys never shown as a run's "choices".
 _HIDDEN_GROUPS = ("hydra/",)
-_RESUME_NEUTRAL = ("resume", "device", "logger", "logger.mode", "num_workers")
+_RESUME_NEUTRAL = ("resume", "device", "logger", "logger.mode", "num_workers", "distributed", "distributed.nproc",
+                   "distributed.backend", "distributed.timeout_s")
 
 
 def _job_context() -> dict:
@@ -156,8 +158,8 @@ def _print_metrics(metrics: dict, run_dir: Path) -> None:
 
 
 def _resumed_config(run_dir: Path, cfg: DictConfig, overrides: list[str]) -> DictConfig:
-    """The run's own config.yaml with this command's device and resume, and its num_workers and
-    logger where this command sets them (they do not change results; the run's own
+    """The run's own config.yaml with this command's device and resume, and its num_workers,
+    distributed block (how many processes continue it) and logger where this command sets them (they do not change results; the run's own
     ``logger.log_every`` stays, as it sets which iterations get a history row)."""
     old = OmegaConf.load(run_dir / "config.yaml")
     given = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
@@ -166,6 +168,8 @@ def _resumed_config(run_dir: Path, cfg: DictConfig, overrides: list[str]) -> Dic
         old.resume = cfg.resume
         if "num_workers" in given:
             old.num_workers = cfg.num_workers
+        if any(k == "distributed" or k.startswith("distributed.") for k in given) and cfg.get("distributed"):
+            old.distributed = OmegaConf.to_container(cfg.distributed, resolve=True)
         if any(k == "logger" or k.startswith("logger.") for k in given):
             log_every = (old.get("logger") or {}).get("log_every")
             old.logger = OmegaConf.to_container(cfg.logger, resolve=True)
@@ -174,24 +178,28 @@ def _resumed_config(run_dir: Path, cfg: DictConfig, overrides: list[str]) -> Dic
     return old
 
 
-def run_job(cfg: DictConfig) -> dict:
-    """Train + evaluate one composed config into its Hydra output directory (or the resumed one)."""
-    from rsdet.records import RunRecord
+def _in_submitit() -> bool:
+    """A job of ``hydra/launcher=slurm|local`` (submitit): a requeued job resumes from its checkpoint."""
+    return "SUBMITIT_FOLDER" in os.environ or "SUBMITIT_EXECUTOR" in os.environ
 
-    ctx = _job_context()
+
+def _prepare(cfg: DictConfig, ctx: dict) -> tuple[str, DictConfig, Path, Path | None]:
+    """What this job does: ("train", cfg, run_dir, checkpoint to resume or None), ("reuse", ...) for a
+    completed sweep job, or ("skip", ...) when the job cannot run (already recorded as failed)."""
     run_dir = ctx["run_dir"]
     resume_from = None
-    if _is_resume(cfg.resume) and ctx["multirun"]:  # the sweep directory is the resumed one (main)
+    auto = ctx["multirun"] and _in_submitit() and (run_dir / "run.json").is_file()  # a requeued job
+    if (_is_resume(cfg.resume) or auto) and ctx["multirun"]:  # the sweep directory is the resumed one (main)
         try:
             action, checkpoint = _sweep_job_to_resume(run_dir, ctx["overrides"])
         except RsdetError as exc:
             log.error("%s", exc)
             _OUTCOMES.append({"run_dir": str(run_dir), "status": "failed", "error": str(exc)})
-            return {}
+            return "skip", cfg, run_dir, None
         if action == "reuse":
             log.info("job %s completed earlier; reusing %s", ctx["multirun"]["job_num"], run_dir)
             _OUTCOMES.append({"run_dir": str(run_dir), "status": "reused"})
-            return RunRecord(run_dir, create=False).metrics or {}
+            return "reuse", cfg, run_dir, None
         if action == "resume":
             log.info("resuming job %s in %s", ctx["multirun"]["job_num"], run_dir)
             cfg, resume_from = _resumed_config(run_dir, cfg, ctx["overrides"]), checkpoint
@@ -205,35 +213,148 @@ def run_job(cfg: DictConfig) -> dict:
             log.info("resuming the run in %s", previous)
             cfg, run_dir = _resumed_config(previous, cfg, ctx["overrides"]), previous
             resume_from = previous / "checkpoints" / "last.pt"
+    return "train", cfg, run_dir, resume_from
+
+
+def _start_record(cfg: DictConfig, ctx: dict, run_dir: Path, resume_from: Path | None):
+    from rsdet.engine.distributed import clear_errors
+    from rsdet.records import RunRecord
 
     record = RunRecord(run_dir)
     record.write_config(cfg)
+    clear_errors(run_dir)
     if resume_from is not None:  # keep the original choices/overrides; start() notes the resume time
         info = record.info
         record.start(info.get("choices"), info.get("overrides"), multirun=info.get("multirun"))
     else:  # iteration 0: a sweep job started again in its folder had a stale one
         record.start(ctx["choices"], ctx["overrides"], multirun=ctx["multirun"], iteration=0)
-    from rsdet.engine.trainer import train
+    return record
 
+
+def _interrupted(record, exc: KeyboardInterrupt, run_dir: Path) -> None:
+    requeue = getattr(exc, "requeue", None)
+    record.reload()
+    if requeue is not None:
+        record.finish("interrupted", error="stopped by the job scheduler (preemption or time limit) with a "
+                                           "checkpoint; the job is requeued and resumes from it")
+        log.warning("preempted: checkpoint kept in %s; requeueing the job", record.checkpoint_dir)
+        requeue(exc.signum, None)  # submitit: requeue and exit (rank 0); returns on the other ranks
+        return
+    record.finish("interrupted", error="interrupted by the user (Ctrl-C) or a signal; continue with resume=true")
+    log.warning("interrupted; checkpoint kept in %s — continue with: rsdet train resume=%s", record.checkpoint_dir,
+                run_dir)
+
+
+def _failed(record, exc: Exception, run_dir: Path, extra_errors: list[dict] | None = None) -> None:
+    """Mark the record failed; in a data-parallel run name the rank that failed first for a reason of its own."""
+    from rsdet.engine.distributed import root_cause
+
+    error, tb = f"{type(exc).__name__}: {exc}", getattr(exc, "worker_traceback", None) or traceback.format_exc()
+    cause = root_cause(extra_errors or [])
+    if cause is not None and cause.get("error") != error:
+        error, tb = f"rank {cause['rank']} failed: {cause['error']}", cause.get("traceback") or tb
+    record.reload()
+    record.finish("failed", error=error, traceback=tb)
+    if isinstance(exc, RsdetError):
+        log.error("run failed: %s", error)
+    else:
+        log.exception("run failed")
+    _OUTCOMES.append({"run_dir": str(run_dir), "status": "failed", "error": error})
+
+
+def run_job(cfg: DictConfig) -> dict:
+    """Train + evaluate one composed config into its Hydra output directory (or the resumed one)."""
+    from rsdet.engine import distributed
+
+    ctx = _job_context()
+    env = distributed.external_env()
+    if env is not None:
+        return _run_job_ranked(cfg, ctx, env)
+    action, cfg, run_dir, resume_from = _prepare(cfg, ctx)
+    if action == "skip":
+        return {}
+    if action == "reuse":
+        from rsdet.records import RunRecord
+
+        return RunRecord(run_dir, create=False).metrics or {}
+    nproc = distributed.resolve_nproc((cfg.get("distributed") or {}).get("nproc", 1))
+    record = _start_record(cfg, ctx, run_dir, resume_from)
     try:
-        metrics = train(cfg, record, resume_from=resume_from)
-    except KeyboardInterrupt:
-        record.finish("interrupted", error="interrupted by the user (Ctrl-C); continue with resume=true")
-        log.warning("interrupted; checkpoint kept in %s — continue with: rsdet train resume=%s", record.checkpoint_dir,
-                    run_dir)
+        if nproc > 1:
+            from rsdet.engine.launch import spawn
+
+            metrics = spawn(cfg, record, resume_from, nproc)
+        else:
+            from rsdet.engine.trainer import train
+
+            metrics = train(cfg, record, resume_from=resume_from)
+    except KeyboardInterrupt as exc:
+        _interrupted(record, exc, run_dir)
         raise
     except Exception as exc:  # the record must say why; multirun goes on with the next job
-        record.finish("failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
-        if isinstance(exc, RsdetError):
-            log.error("run failed: %s", exc)
-        else:
-            log.exception("run failed")
-        _OUTCOMES.append({"run_dir": str(run_dir), "status": "failed", "error": str(exc)})
+        _failed(record, exc, run_dir)
         return {}
+    record.reload()
     record.finish("completed")
     _OUTCOMES.append({"run_dir": str(run_dir), "status": "completed"})
     _print_metrics(metrics, run_dir)
     return metrics
+
+
+def _run_job_ranked(cfg: DictConfig, ctx: dict, env: tuple[int, int, int]) -> dict:
+    """One rank of a run started by an external launcher (torchrun, SLURM tasks): rank 0 decides what the
+    job does and keeps the record; every rank trains. A rank that fails leaves its error report and
+    marks the record failed itself, in case rank 0 is killed before it can."""
+    from rsdet.engine import distributed
+    from rsdet.engine.trainer import train
+    from rsdet.records import RunRecord
+
+    rank, world_size, local_rank = env
+    if str((cfg.get("distributed") or {}).get("nproc", 1)) not in ("1", "auto", str(world_size)) and rank == 0:
+        log.warning("distributed.nproc=%s is ignored: the launcher started %d processes", cfg.distributed.nproc,
+                    world_size)
+    dist = distributed.init(cfg.get("distributed"), cfg.device, rank=rank, world_size=world_size,
+                            local_rank=local_rank, launcher="external")
+    record = run_dir = None
+    try:
+        if dist.is_main:
+            action, cfg, run_dir, resume_from = _prepare(cfg, ctx)
+            if action == "train":
+                record = _start_record(cfg, ctx, run_dir, resume_from)
+                record.update(world_size=world_size)
+            plan = (action, OmegaConf.to_container(cfg, resolve=True), str(run_dir),
+                    str(resume_from) if resume_from else None)
+        else:
+            plan = None
+        action, cfg_data, run_dir_s, resume_s = dist.broadcast_object(plan)
+        run_dir = Path(run_dir_s)
+        if action != "train":
+            return RunRecord(run_dir, create=False).metrics or {} if action == "reuse" else {}
+        cfg = OmegaConf.create(cfg_data)
+        if record is None:
+            record = RunRecord(run_dir)
+        try:
+            metrics = train(cfg, record, resume_from=Path(resume_s) if resume_s else None, dist=dist)
+        except KeyboardInterrupt as exc:
+            if dist.is_main:
+                _interrupted(record, exc, run_dir)
+            elif getattr(exc, "requeue", None) is not None:
+                exc.requeue(exc.signum, None)
+            raise
+        except Exception as exc:
+            distributed.write_error(run_dir, rank, exc)
+            if dist.is_main:
+                time.sleep(1.0)  # let a peer whose failure broke this rank's collective leave its report
+            _failed(record, exc, run_dir, distributed.read_errors(run_dir))
+            return {}
+        if dist.is_main:
+            record.reload()
+            record.finish("completed")
+            _OUTCOMES.append({"run_dir": str(run_dir), "status": "completed"})
+            _print_metrics(metrics, run_dir)
+        return metrics
+    finally:
+        distributed.shutdown(dist)
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
@@ -246,6 +367,19 @@ def _normalise_argv(argv: list[str]) -> list[str]:
     return [a[1:] if a.startswith("+experiment=") else a for a in argv]
 
 
+def _follower_overrides() -> list[str]:
+    """Under torchrun, ranks other than 0 would each make a run directory of their own (Hydra's
+    ``${now:...}`` differs by a second): they get a hidden scratch directory for their log instead, and
+    train into rank 0's run directory, which rank 0 sends them."""
+    from rsdet.engine.distributed import external_env
+
+    env = external_env()
+    if env is None or env[0] == 0 or "SUBMITIT_FOLDER" in os.environ:
+        return []
+    scratch = f"outputs/.ranks/rank{env[0]}"
+    return ["hydra.output_subdir=null", f"hydra.run.dir={scratch}", f"hydra.sweep.dir={scratch}"]
+
+
 def main(argv: list[str]) -> int:
     """Run Hydra with ``argv`` as its command line; exit 1 if any job failed."""
     _OUTCOMES.clear()
@@ -255,7 +389,7 @@ def main(argv: list[str]) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     saved = sys.argv
-    sys.argv = ["rsdet train", *_normalise_argv(argv)]
+    sys.argv = ["rsdet train", *_normalise_argv(argv), *_follower_overrides()]
     try:
         _hydra_entry()
     except SystemExit as exc:  # hydra exits on --help / config errors

@@ -292,8 +292,7 @@ def _wrap_data_parallel(model: torch.nn.Module, cfg: Any, device: torch.device, 
 
     dcfg = cfg.get("distributed") or {}
     return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
-                                   find_unused_parameters=bool(dcfg.get("find_unused_parameters", False)),
-                                   broadcast_buffers=True)
+                                   find_unused_parameters=bool(dcfg.get("find_unused_parameters", False)))
 
 
 def train(cfg: Any, record, *, console: Console | None = None, resume_from: Path | None = None, dist=None) -> dict:

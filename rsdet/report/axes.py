@@ -34,6 +34,7 @@ _NOISE = [re.compile(p) for p in (
     r"(^|[._])(id|uuid|run_id|run_name|job_id|job_name|pid|host|hostname)$",
     r"(^|[._])(time|date|timestamp|started|finished|created|now)$",
     r"(^|\.)(resume|print_freq|log_every|log_interval|num_workers|workers|verbose|progress)$",
+    r"(^|\.)(pin_memory|prefetch_factor|timeout_s|backend)$",  # how fast, not what was trained
 )]
 _REPLICATE = re.compile(r"(^|\.)seed$")
 
