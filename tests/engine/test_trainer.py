@@ -5,7 +5,7 @@ import signal
 
 import pytest
 
-from rsdet.engine.trainer import _LogState, _StopSignals
+from rsdet.engine.trainer import Stopped, _LogState, _StopSignals
 
 
 def test_a_signal_stops_at_the_next_check_and_a_second_one_at_once():
@@ -39,3 +39,26 @@ def test_the_logging_state_continues_the_next_history_row():
     row = second.row(5, 0, 0.1, second.zero_pos)
     assert row["loss/total"] == 12.0 and row["batches_without_positives"] == 2
     assert second.train_seconds() >= state["train_seconds"]
+
+
+def test_sigusr2_stops_like_sigterm_and_hands_the_scheduler_its_requeue_handler():
+    calls = []
+
+    def scheduler_handler(signum, frame):  # what submitit installs for SIGUSR2
+        calls.append(signum)
+
+    before = signal.signal(signal.SIGUSR2, scheduler_handler)
+    try:
+        with _StopSignals() as stop:
+            os.kill(os.getpid(), signal.SIGUSR2)
+            assert calls == []  # training goes on to the iteration boundary
+            with pytest.raises(Stopped) as info:
+                stop.check(stop.code())
+        assert info.value.requeue is scheduler_handler and info.value.signum == signal.SIGUSR2
+        with _StopSignals() as stop:
+            os.kill(os.getpid(), signal.SIGTERM)
+            with pytest.raises(Stopped) as info:
+                stop.check()
+        assert info.value.requeue is None  # a plain stop: nothing to requeue
+    finally:
+        signal.signal(signal.SIGUSR2, before)
