@@ -37,6 +37,8 @@ from __future__ import annotations
 
 import torch
 
+from rsdet.losses._pairs import inverse_permutation
+
 # Grid cells per edge: more cells = fewer entries needing the binary search, bigger table.
 _CELLS_PER_EDGE = 64
 _MAX_CELLS = 1 << 21
@@ -133,8 +135,7 @@ class NegativeIntervals:
         if self.delta > 0:
             raw = torch.cat([pos_logits - self.delta, pos_logits + self.delta])
             self.edges, perm = torch.sort(raw, stable=True)
-            where = torch.empty_like(perm)
-            where[perm] = torch.arange(2 * p, device=perm.device)
+            where = inverse_permutation(perm)
             self.lo_pos, self.hi_pos = where[:p], where[p:]  # edge positions of each window
         else:
             self.edges, self.perm = torch.sort(pos_logits, stable=True)

@@ -27,7 +27,7 @@ import torch
 
 from rsdet.losses._checks import LossInputError, compute_dtype
 from rsdet.losses._intervals import NegativeIntervals
-from rsdet.losses._pairs import relation_sums, self_relation, sorting_terms
+from rsdet.losses._pairs import PositivePairs, self_relation
 
 RS_EPS = 1e-10     # official guard on N_FP and on the mis-sorted mass D (spec §1.3)
 ALRP_EPS = 1e-5    # official guard on N_FP in aLRP Loss (spec §1.5)
@@ -141,7 +141,7 @@ def _rank_sort_forward(logits, targets, delta):
     y = targets.detach().reshape(-1).index_select(0, pos_index).to(torch.float64)
     intervals = NegativeIntervals(x, special, s, delta)
     n_fp = intervals.false_positives()
-    rank_plus, sort_loss, mis_mass, received = sorting_terms(s, y, delta, RS_EPS)
+    rank_plus, sort_loss, mis_mass, received = PositivePairs(s, delta).sorting_terms(y, RS_EPS)
     rank_loss = n_fp / (rank_plus + n_fp)                            # l_R(i), target 0
     has_fp = n_fp > RS_EPS
     zero = torch.zeros_like(n_fp)
@@ -156,8 +156,9 @@ def _positive_ranks(s, x, special, delta):
     """rank(i) = 1 + sum_{j != i} H(s_j - s_i) + N_FP(i) (self counted exactly once), and parts."""
     intervals = NegativeIntervals(x, special, s, delta)
     n_fp = intervals.false_positives()
-    rank_plus = 1.0 + relation_sums(s, delta, torch.ones_like(s)) - self_relation(delta)
-    return rank_plus, n_fp, intervals
+    pairs = PositivePairs(s, delta)
+    rank_plus = 1.0 + pairs.relation_sums(torch.ones_like(s)) - self_relation(delta)
+    return rank_plus, n_fp, intervals, pairs
 
 
 def _ap_forward(logits, targets, delta):
@@ -167,11 +168,11 @@ def _ap_forward(logits, targets, delta):
     if p == 0:
         return torch.zeros((), dtype=cdtype, device=logits.device), _zero_plan(logits)
     s = x.index_select(0, pos_index).to(torch.float64)
-    rank_plus, n_fp, intervals = _positive_ranks(s, x, special, delta)
+    rank_plus, n_fp, intervals, pairs = _positive_ranks(s, x, special, delta)
     rank = rank_plus + n_fp
     prec = rank_plus / rank
     # Interpolated precision: running max while visiting positives from the lowest logit up.
-    order = torch.sort(s, stable=True).indices
+    order = pairs.order
     prec_max = torch.empty_like(prec)
     prec_max[order] = torch.cummax(prec[order], 0).values
     updated = prec_max <= prec  # the official "p_max <= p(i)" branch (ties update)
@@ -200,15 +201,17 @@ def _alrp_forward(logits, targets, loc_errors, delta):
     intervals = NegativeIntervals(x, special, s, delta)
     n_fp = intervals.false_positives()
     h0 = self_relation(delta)
-    rank = 1.0 + relation_sums(s, delta, torch.ones_like(s)) - h0 + n_fp
-    loc_above = relation_sums(s, delta, err) - h0 * err   # sum_{j != i} H(s_j - s_i) E_loc(j)
+    pairs = PositivePairs(s, delta)
+    both = pairs.relation_sums(torch.stack([torch.ones_like(s), err], 1))
+    rank = 1.0 + both[:, 0] - h0 + n_fp
+    loc_above = both[:, 1] - h0 * err   # sum_{j != i} H(s_j - s_i) E_loc(j)
     active = n_fp > ALRP_EPS
     zero = torch.zeros_like(n_fp)
     update = torch.where(active, (loc_above + n_fp) / rank, zero)   # |u_i|
     coef = torch.where(active, update / n_fp, zero) / p
     pos_grad = -update / p
     plan = _finish_plan(logits, pos_index, ign_index, pos_grad, intervals, coef)
-    order = torch.sort(s, stable=True).indices
+    order = pairs.order
     return ((n_fp / rank).mean().to(cdtype), rank.to(cdtype), order), plan
 
 

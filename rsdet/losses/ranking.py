@@ -194,7 +194,7 @@ def positive_ranks(logits: torch.Tensor, targets: torch.Tensor, delta: float = 0
         if pos_index.numel() == 0:
             return torch.zeros(0, dtype=x.dtype, device=logits.device)
         s = x.index_select(0, pos_index).to(torch.float64)
-        rank_plus, n_fp, _ = _positive_ranks(s, x, special, delta)
+        rank_plus, n_fp, _, _ = _positive_ranks(s, x, special, delta)
         return (rank_plus + n_fp).to(x.dtype)
 
 
