@@ -190,11 +190,11 @@ def positive_ranks(logits: torch.Tensor, targets: torch.Tensor, delta: float = 0
     check_pair("positive_ranks", logits, targets)
     delta = check_delta("positive_ranks", delta)
     with torch.no_grad():
-        x, special, pos_index, _ = _prepare(logits, targets, "gt0")
+        x, negative, pos_index = _prepare(logits, targets, "gt0")
         if pos_index.numel() == 0:
             return torch.zeros(0, dtype=x.dtype, device=logits.device)
         s = x.index_select(0, pos_index).to(torch.float64)
-        rank_plus, n_fp, _, _ = _positive_ranks(s, x, special, delta)
+        rank_plus, n_fp, _, _ = _positive_ranks(s, x, negative, delta)
         return (rank_plus + n_fp).to(x.dtype)
 
 
