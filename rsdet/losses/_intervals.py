@@ -172,7 +172,10 @@ class NegativeIntervals:
         self.num_bins = nb = self.edges.numel() + 1
         binned = bucketize(x, self.edges, right=self.delta == 0)
         self.bin = torch.where(negative, binned, binned.new_full((), nb))
-        counts = torch.bincount(self.bin, minlength=nb + 1)[:nb]
+        # index_add_, not bincount: CUDA's bincount reads the maximum back to the host.
+        counts = torch.zeros(nb + 1, dtype=torch.int64, device=x.device)
+        counts.index_add_(0, self.bin, counts.new_ones(()).expand(x.numel()))
+        counts = counts[:nb]
         self.count_cum = torch.cat([counts.new_zeros(1), torch.cumsum(counts, 0)])  # exact
         self.total = self.count_cum[-1]
         if self.delta > 0:

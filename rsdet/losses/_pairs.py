@@ -92,7 +92,7 @@ def dominance_prefix(label_rank: torch.Tensor, score_rank: torch.Tensor, weights
     flat_b = b.view(-1)
     keep = (offs < (score_lim.view(-1) - flat_b * k)[:, None]) & (
         label_of_score.view(nc, k).index_select(0, flat_b)
-        < (a * k).repeat_interleave(t)[:, None])
+        < (a * k)[:, None].expand(q, t).reshape(-1, 1))
     out += torch.bmm(keep.to(dt).unsqueeze(1),
                      w_by_score.view(nc, k, m).index_select(0, flat_b)).view(q, t, m)
     return out

@@ -82,11 +82,15 @@ def test_independent_of_shape_and_entry_order():
     assert torch.allclose(xa.grad[perm], xb.grad, atol=1e-9)
 
 
+@pytest.mark.parametrize("ties", [True, False])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("right", [False, True])
-def test_bucketize_matches_searchsorted(dtype, right):
+def test_bucketize_matches_searchsorted(dtype, right, ties):
+    """Tied edges stack in one grid cell (binary-search fallback); distinct ones are scanned."""
     g = torch.Generator().manual_seed(11)
-    s = torch.round(torch.randn(300, generator=g) * 8) / 8
+    s = torch.randn(300, generator=g)
+    if ties:
+        s = torch.round(s * 8) / 8
     edges = torch.sort(torch.cat([s - 0.3, s + 0.3, s]).double()).values
     x = torch.cat([torch.randn(50_000, generator=g) * 3, s, s + 0.3, s - 0.3,
                    torch.tensor([float("inf"), -float("inf"), 1e30, -1e30])]).to(dtype)
