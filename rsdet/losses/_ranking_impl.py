@@ -2,15 +2,15 @@
 
 Rank & Sort, AP and aLRP Loss: exact values and identity-update gradients, O(N log P + P^2).
 
-All three follow the official implementations (spec §1): one flat list of entries per call,
+All three follow the official implementations (docs/losses.md): one flat list per call,
 positives/negatives/ignored chosen by the target value, the smoothed step
 H_delta(x) = clamp(x / (2 delta) + 1/2, 0, 1), and an autograd Function that computes the whole
 gradient in the forward pass ("identity update", RS paper Sec. 3.2 / supplementary Eq. S1-S2)
 and returns ``stored gradient x upstream gradient of the first output`` in backward.
 
-Differences from the official code, all deliberate (spec §6):
+Differences from the official code, all deliberate (docs/losses.md):
 * no Python loop: negatives are handled by :mod:`rsdet.losses._intervals` (exact piecewise-linear
-  sums), positive pairs by dense chunked P x P blocks (:mod:`rsdet.losses._pairs`);
+  sums), positive pairs by prefix sums over the sorted positives (:mod:`rsdet.losses._pairs`);
 * zero positives give zero-valued outputs with an all-zero gradient instead of an exception;
 * any device, any float dtype; internal sums are float64 (see ``compute_dtype``);
 * AP/aLRP also accept delta = 0 (hard step); the official code divides by zero there.
@@ -29,8 +29,8 @@ from rsdet.losses._checks import LossInputError, compute_dtype
 from rsdet.losses._intervals import NegativeIntervals
 from rsdet.losses._pairs import PositivePairs, self_relation
 
-RS_EPS = 1e-10     # official guard on N_FP and on the mis-sorted mass D (spec §1.3)
-ALRP_EPS = 1e-5    # official guard on N_FP in aLRP Loss (spec §1.5)
+RS_EPS = 1e-10     # official guard on N_FP and on the mis-sorted mass D (docs/losses.md)
+ALRP_EPS = 1e-5    # official guard on N_FP in aLRP Loss (docs/losses.md)
 
 
 class RankSortOutput(NamedTuple):
@@ -224,7 +224,7 @@ class _RankSort(torch.autograd.Function):
         return outs
 
     @staticmethod
-    def backward(ctx, grad_rank, grad_sort):  # the sorting output's gradient is ignored (spec §1.3)
+    def backward(ctx, grad_rank, grad_sort):  # grad_sort ignored: gradient contract, docs/losses.md
         logits, plan = _restore(ctx)
         return plan.gradient(logits, grad_rank), None, None
 

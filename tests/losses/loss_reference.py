@@ -1,6 +1,6 @@
-"""Deliberately simple per-positive loop references (float64 numpy), written from spec §1.2-1.5.
+"""Deliberately simple per-positive loop references (float64 numpy), from the papers' definitions.
 
-No vectorisation tricks: each function visits the positives one by one exactly as the spec
+No vectorisation tricks: each function visits the positives one by one exactly as the papers and
 describes the official code, so the fast implementation can be checked against it.
 """
 
@@ -16,7 +16,7 @@ def step(x, delta):
 
 
 def rank_sort_reference(logits, targets, delta, eps=1e-10):
-    """Returns (ranking_loss, sorting_loss, gradient) as the official RS function (spec §1.2-1.3)."""
+    """(ranking_loss, sorting_loss, gradient) as the official RS function (Eq. 9-10, S7, S16)."""
     s = np.asarray(logits, dtype=np.float64).ravel()
     y = np.asarray(targets, dtype=np.float64).ravel()
     grad = np.zeros_like(s)
@@ -49,7 +49,7 @@ def rank_sort_reference(logits, targets, delta, eps=1e-10):
 
 
 def ap_reference(logits, targets, delta):
-    """AP Loss (spec §1.4): interpolated precision, positives visited by ascending logit."""
+    """AP Loss (docs/losses.md): interpolated precision, positives visited by ascending logit."""
     s = np.asarray(logits, dtype=np.float64).ravel()
     t = np.asarray(targets, dtype=np.float64).ravel()
     grad = np.zeros_like(s)
@@ -76,7 +76,7 @@ def ap_reference(logits, targets, delta):
 
 
 def alrp_reference(logits, targets, loc_errors, delta, eps=1e-5):
-    """aLRP classification (spec §1.5) -> (value, rank per positive in flattened order, grad)."""
+    """aLRP classification (supplementary Eq. S19) -> (value, rank per positive in flattened order, grad)."""
     s = np.asarray(logits, dtype=np.float64).ravel()
     t = np.asarray(targets, dtype=np.float64).ravel()
     e = np.asarray(loc_errors, dtype=np.float64).ravel()

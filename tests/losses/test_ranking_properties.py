@@ -47,7 +47,7 @@ def test_gradient_sums_to_zero_and_negatives_nonnegative(delta, loss):
 
 
 def test_positive_own_update_can_be_positive_through_sorting():
-    """A high-logit, low-label positive is demoted (spec §1.3)."""
+    """A high-logit, low-label positive is demoted (supplementary Eq. S16)."""
     x = torch.tensor([5.0, 0.0, -1.0], requires_grad=True)
     rank, sort = rank_sort_loss(x, torch.tensor([0.1, 0.9, 0.0]))
     (rank + sort).backward()
