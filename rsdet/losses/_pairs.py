@@ -201,9 +201,9 @@ class PositivePairs:
         rank_plus, cur_s = cur[:, 0], cur[:, 1]
         # F(lab_lt, P) is a prefix sum in label order; F(lab_lt, A) and F(lab_lt, B) are 2-D.
         by_label = torch.cat([cols.new_zeros(1, 4), torch.cumsum(cols[order_y], 0)])
-        low = dominance_prefix(label_rank, self.rank, cols, lab_lt,
-                               torch.stack([self.lo, self.hi], 1)).view(p, 2, 2, 2)
-        mis = self._combine(low[:, 0], low[:, 1], by_label[lab_lt].view(p, 2, 2))  # D_i, sum 1-y
+        limits = self.lo[:, None] if delta == 0 else torch.stack([self.lo, self.hi], 1)
+        low = dominance_prefix(label_rank, self.rank, cols, lab_lt, limits).view(p, -1, 2, 2)
+        mis = self._combine(low[:, 0], low[:, -1], by_label[lab_lt].view(p, 2, 2))  # D_i, sum 1-y
         mis_mass, mis_s = mis[:, 0], mis[:, 1]
         tgt_n = rank_plus - mis_mass                                 # includes the self term > 0
         tgt_s = cur_s - mis_s
