@@ -37,7 +37,7 @@ def self_relation(delta: float) -> float:
 
 def chunk_size(p: int) -> int:
     """Chunk length K of :func:`dominance_prefix`: balances the (P/K)^2 table against 2K per query."""
-    return max(4, min(64, round(1.2 * p ** (1.0 / 3.0))))
+    return max(4, min(64, round(0.95 * p ** (1.0 / 3.0))))
 
 
 def dominance_prefix(label_rank: torch.Tensor, score_rank: torch.Tensor, weights: torch.Tensor,
