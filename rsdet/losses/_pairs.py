@@ -35,6 +35,10 @@ def self_relation(delta: float) -> float:
     return 0.5 if delta > 0 else 1.0
 
 
+# Up to this many positives the sorting terms use the dense P x P matrix (fewer operations).
+DENSE_MAX = 768
+
+
 def chunk_size(p: int) -> int:
     """Chunk length K of :func:`dominance_prefix`: balances the (P/K)^2 table against 2K per query."""
     return max(4, min(64, round(0.95 * p ** (1.0 / 3.0))))
@@ -189,6 +193,8 @@ class PositivePairs:
                 positive j receives through the sorting pmfs p_S(j | i) (Eq. S16, second term).
         """
         p, s, delta = self.p, self.s, self.delta
+        if p <= DENSE_MAX:
+            return self._dense_sorting_terms(y, eps)
         sorted_y, order_y = torch.sort(y, stable=True)
         label_rank = inverse_permutation(order_y)
         lab_lt, lab_le = tie_bounds(sorted_y, label_rank)          # #{y_j < y_i}, #{y_j <= y_i}
@@ -226,6 +232,20 @@ class PositivePairs:
             inside = (s + delta) * (at_hi[:, 0] - at_lo[:, 0]) - (at_hi[:, 1] - at_lo[:, 1])
             received = at_lo[:, 0] + inside / (2 * delta)
         return rank_plus, sort_loss, mis_mass, received
+
+    def _dense_sorting_terms(self, y: torch.Tensor, eps: float):
+        """:meth:`sorting_terms` from the full P x P matrix h_ij = H(s_j - s_i) (small P only:
+        a dozen operations beat the prefix-sum machinery's fixed cost)."""
+        s, delta = self.s, self.delta
+        diff = s[None, :] - s[:, None]
+        h = diff.ge_(0.0) if delta == 0 else diff.mul_(0.5 / delta).add_(0.5).clamp_(0.0, 1.0)
+        mis = (y[None, :] - y[:, None]).lt_(0.0).mul_(h)              # h_ij [y_j < y_i]
+        one_minus_y = 1.0 - y
+        rank_plus, cur_s = h.sum(1), h @ one_minus_y
+        mis_mass, mis_s = mis.sum(1), mis @ one_minus_y
+        sort_loss = cur_s / rank_plus - (cur_s - mis_s) / (rank_plus - mis_mass)
+        coef = torch.where(mis_mass > eps, sort_loss / mis_mass, 0.0)
+        return rank_plus, sort_loss, mis_mass, mis.t() @ coef
 
 
 def relation_sums(s: torch.Tensor, delta: float, weights: torch.Tensor) -> torch.Tensor:

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from rsdet.losses import _pairs
 from rsdet.losses._pairs import PositivePairs, dominance_prefix, relation_sums
 
 
@@ -33,16 +34,23 @@ def _case(seed, p, ties):
     return s, y
 
 
+@pytest.fixture(params=["prefix", "dense"])
+def path(request, monkeypatch):
+    """Run the sorting terms through the chunked prefix sums or the small-P dense matrix."""
+    monkeypatch.setattr(_pairs, "DENSE_MAX", 0 if request.param == "prefix" else 10**9)
+    return request.param
+
+
 @pytest.mark.parametrize("delta", [0.0, 0.25, 0.5, 1.0])
 @pytest.mark.parametrize("p,ties", [(1, False), (2, True), (7, True), (300, False), (613, True)])
-def test_sorting_terms_match_dense(delta, p, ties):
+def test_sorting_terms_match_dense(delta, p, ties, path):
     s, y = _case(p + int(delta * 8), p, ties)
     got = PositivePairs(s, delta).sorting_terms(y, 1e-10)
     for a, b in zip(got, dense_sorting_terms(s, y, delta, 1e-10)):
         assert torch.allclose(a, b, rtol=1e-12, atol=1e-11), (a - b).abs().max()
 
 
-def test_all_tied_logits_and_labels():
+def test_all_tied_logits_and_labels(path):
     s = torch.zeros(40, dtype=torch.float64)
     y = torch.tensor([0.5, 0.2, 0.9, 0.5] * 10, dtype=torch.float64)
     for delta in (0.0, 0.5):
