@@ -77,12 +77,15 @@ def dominance_prefix(label_rank: torch.Tensor, score_rank: torch.Tensor, weights
     score_of_label.index_copy_(0, label_rank, score_rank)
     label_of_score = torch.full((nc * k,), p, dtype=torch.int64, device=dev)
     label_of_score.index_copy_(0, score_rank, label_rank)
-    # table[a, b] = sum over label < aK, score < bK: per-chunk sums, then a 2-D prefix sum.
-    cells = weights.new_zeros(nc * nc, m)
-    cells.index_add_(0, torch.div(label_rank, k, rounding_mode="floor") * nc
-                     + torch.div(score_rank, k, rounding_mode="floor"), weights)
-    table = weights.new_zeros(nc + 1, nc + 1, m)
-    table[1:, 1:] = cells.view(nc, nc, m).cumsum(0).cumsum(1)
+    # table[a, b] = sum over label < aK, score < bK: per-chunk sums stored one row and one
+    # column in, then a 2-D prefix sum in place (one buffer: on a VM every fresh large buffer
+    # costs page faults that dwarf the arithmetic).
+    table = weights.new_zeros((nc + 1) * (nc + 1), m)
+    table.index_add_(0, torch.div(label_rank, k, rounding_mode="floor") * (nc + 1)
+                     + torch.div(score_rank, k, rounding_mode="floor") + (nc + 2), weights)
+    table = table.view(nc + 1, nc + 1, m)
+    table.cumsum_(0)
+    table.cumsum_(1)
 
     a = torch.div(lab_lim, k, rounding_mode="floor")                 # (Q,)
     b = torch.div(score_lim, k, rounding_mode="floor")               # (Q, T)
