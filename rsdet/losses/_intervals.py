@@ -171,7 +171,7 @@ class NegativeIntervals:
             self.first = tie_bounds(self.edges, inverse_permutation(self.perm))[0]
         self.num_bins = nb = self.edges.numel() + 1
         binned = bucketize(x, self.edges, right=self.delta == 0)
-        self.bin = torch.where(negative, binned, binned.new_full((), nb))
+        self.bin = torch.where(negative, binned, binned.new_full((), nb), out=binned)
         # index_add_, not bincount: CUDA's bincount reads the maximum back to the host.
         counts = torch.zeros(nb + 1, dtype=torch.int64, device=x.device)
         counts.index_add_(0, self.bin, counts.new_ones(()).expand(x.numel()))

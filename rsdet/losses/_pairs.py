@@ -46,7 +46,7 @@ def chunk_size(p: int) -> int:
 
 def dominance_prefix(label_rank: torch.Tensor, score_rank: torch.Tensor, weights: torch.Tensor,
                      lab_lim: torch.Tensor, score_lim: torch.Tensor,
-                     chunk: int | None = None) -> torch.Tensor:
+                     chunk: int | None = None, query_block: int = 1 << 17) -> torch.Tensor:
     """F[q, t] = sum_j weights[j] [label_rank_j < lab_lim_q] [score_rank_j < score_lim_qt], exactly.
 
     Args:
@@ -56,6 +56,7 @@ def dominance_prefix(label_rank: torch.Tensor, score_rank: torch.Tensor, weights
         lab_lim: (Q,) int64 in [0, P].  score_lim: (Q, T) int64 in [0, P] (T score limits
             share one label limit, which shares the label-side work).
         chunk: chunk length K (default :func:`chunk_size`); any K >= 1 gives the same result.
+        query_block: queries x T x K x m entries handled at once (bounds the temporaries).
 
     Returns:
         (Q, T, m) float64.
@@ -91,17 +92,26 @@ def dominance_prefix(label_rank: torch.Tensor, score_rank: torch.Tensor, weights
     b = torch.div(score_lim, k, rounding_mode="floor")               # (Q, T)
     out = table.view(-1, m).index_select(0, (a[:, None] * (nc + 1) + b).view(-1)).view(q, t, m)
     offs = torch.arange(k, device=dev)
-    # Partial label chunk: label ranks aK .. L-1 whose score rank is < R (one gather per query).
-    keep = (offs < (lab_lim - a * k)[:, None]).unsqueeze(1) & (
-        score_of_label.view(nc, k).index_select(0, a).unsqueeze(1) < score_lim.unsqueeze(2))
-    out += torch.bmm(keep.to(dt), w_by_label.view(nc, k, m).index_select(0, a))
-    # Partial score chunk: score ranks bK .. R-1 whose label rank is < aK.
-    flat_b = b.view(-1)
-    keep = (offs < (score_lim.view(-1) - flat_b * k)[:, None]) & (
-        label_of_score.view(nc, k).index_select(0, flat_b)
-        < (a * k)[:, None].expand(q, t).reshape(-1, 1))
-    out += torch.bmm(keep.to(dt).unsqueeze(1),
-                     w_by_score.view(nc, k, m).index_select(0, flat_b)).view(q, t, m)
+    by_label, by_score = w_by_label.view(nc, k, m), w_by_score.view(nc, k, m)
+    score_of_label, label_of_score = score_of_label.view(nc, k), label_of_score.view(nc, k)
+    # Partial chunks in blocks of queries: their (queries x K x m) temporaries stay small enough
+    # to be recycled by the allocator instead of being faulted in afresh for every call.
+    step = max(1, query_block // (t * k * m))
+    for lo in range(0, q, step):
+        hi = min(q, lo + step)
+        la, lb, lim_l, lim_s = a[lo:hi], b[lo:hi], lab_lim[lo:hi], score_lim[lo:hi]
+        # Partial label chunk: label ranks aK .. L-1 whose score rank is < R.
+        keep = (offs < (lim_l - la * k)[:, None]).unsqueeze(1) & (
+            score_of_label.index_select(0, la).unsqueeze(1) < lim_s.unsqueeze(2))
+        part = torch.bmm(keep.to(dt), by_label.index_select(0, la))
+        # Partial score chunk: score ranks bK .. R-1 whose label rank is < aK.
+        flat_b = lb.reshape(-1)
+        keep = (offs < (lim_s.reshape(-1) - flat_b * k)[:, None]) & (
+            label_of_score.index_select(0, flat_b)
+            < (la * k)[:, None].expand(hi - lo, t).reshape(-1, 1))
+        part += torch.bmm(keep.to(dt).unsqueeze(1),
+                          by_score.index_select(0, flat_b)).view(hi - lo, t, m)
+        out[lo:hi] += part
     return out
 
 

@@ -87,7 +87,8 @@ class _GradientPlan:
         grad = (self.value * g).index_select(0, self.bins)
         if self.slope is not None:
             x = logits.detach().reshape(-1).to(self.cdtype)
-            offset = x - self.left.index_select(0, self.bins)
+            offset = self.left.index_select(0, self.bins)
+            torch.sub(x, offset, out=offset)          # in place: one fresh N-sized buffer less
             grad.addcmul_((self.slope * g).index_select(0, self.bins), offset)
         grad.index_copy_(0, self.pos_index, self.pos_grad * g)
         return grad.view(self.shape).to(self.dtype)
