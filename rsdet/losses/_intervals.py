@@ -95,10 +95,10 @@ def bucketize(x: torch.Tensor, edges: torch.Tensor, right: bool) -> torch.Tensor
         return torch.searchsorted(edges, x.to(edges.dtype), right=right,
                                   out_int32=index_dtype == torch.int32)
     num_edges = edges.numel()
-    # The table costs O(cells) to build, the binary search O(entries in occupied cells): never
-    # build a table much larger than the input.
+    # The table costs O(cells) to build (in several fresh int64 buffers, i.e. page faults), the
+    # scan O(entries in occupied cells): at most N/4 cells (measured best between N/8 and N/6).
     num_cells = int(min(max(64, _CELLS_PER_EDGE * num_edges), _MAX_CELLS,
-                        max(1024, x.numel() // 2)))
+                        max(1024, x.numel() // 4)))
     e_min, e_max = float(edges[0]), float(edges[-1])
     width = (e_max - e_min) / (num_cells - 4)
     if not width > 1e-6 * max(1.0, abs(e_min), abs(e_max)):
