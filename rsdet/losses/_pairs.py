@@ -13,16 +13,18 @@ the sorted logits).  Entries on a window boundary get the exact value by continu
 delta = 0 (hard step, H(0) = 1) there is no window and "above" is s_j >= s_i.
 
 Plain sums (:meth:`PositivePairs.relation_sums`; AP and aLRP need nothing else) read prefix
-sums in score order: O(P log P).  RS's sorting terms (RS paper Eq. 7-8, supplementary Eq.
-S10-S16) also restrict j by label (y_j < y_i for the mis-sorted mass, y_j >= y_i for the target
-sorting error; y_i > y_j in the sorting pmf a positive receives).  That is a two-dimensional
+sums in score order: O(P log P).  RS's sorting terms (the sorting pmfs p_S of supplementary
+Eq. S4 and the positive gradient, Eq. S16) also restrict j by label (y_j < y_i for the
+mis-sorted mass, y_j >= y_i for the target sorting error; y_i > y_j in the sorting pmf a
+positive receives).  That is a two-dimensional
 prefix sum over (label rank, score rank): F(L, R) = sum of w_j over the positives with label
 rank < L and score rank < R.  :func:`dominance_prefix` answers a batch of such queries exactly
 with a chunk decomposition: a (P/K)^2 table of chunk-aligned prefix sums plus, per query, the
 K positives of the one partial label chunk and the K of the one partial score chunk.  With
 K ~ P^(1/3) that is O(P^(4/3)) work in a fixed number of vectorised operations (no Python loop
-over positives, no data-dependent shapes), e.g. ~1-2 ms instead of ~70 ms for P = 5000 on one
-core.  See docs/losses.md ("Positive pairs").
+over positives, no data-dependent shapes): ~6 ms instead of ~70-95 ms for P = 5000 on one
+core of the development box; up to 768 positives one dense P x P matrix is cheaper.  See
+docs/losses.md ("Positive pairs").
 """
 
 from __future__ import annotations
@@ -191,7 +193,7 @@ class PositivePairs:
         return self._combine(cum[self.lo], cum[self.hi], cum[-1])
 
     def sorting_terms(self, y: torch.Tensor, eps: float):
-        """Per-positive RS sorting quantities (RS paper Eq. 7-8; supplementary Eq. S16).
+        """Per-positive RS sorting quantities (supplementary Eq. S4 and S16).
 
         Args:
             y: (P,) float64 continuous labels of the positives (same order as ``s``).
