@@ -29,7 +29,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from rsdet.engine.checkpoint import load_checkpoint, save_checkpoint, set_rng_state
-from rsdet.engine.inference import evaluate_model, pick_device
+from rsdet.engine.inference import check_iou_types, evaluate_model, pick_device
 from rsdet.engine.loader import TrainLoader
 from rsdet.engine.loggers import build_logger
 from rsdet.engine.schedule import build_optimizer, make_plan, set_lr
@@ -158,6 +158,18 @@ class _LogState:
         self.restart_clock()
 
 
+def _evaluate_epoch(cfg, model, val_ds, device, record, logger, iteration: int, epoch: int, console) -> None:
+    """Evaluation during training (``eval.every_epochs``): one row of metrics_history.jsonl and W&B
+    ``eval/*`` values at this iteration; the model goes back to training mode afterwards."""
+    with _progress(console) as progress:
+        result = evaluate_model(cfg, model, val_ds, device, record.dir / f"predictions_bbox_epoch{epoch}.json",
+                                cfg.eval.get("max_images"), progress=progress)
+    model.train()
+    record.append_eval({"epoch": epoch, "iteration": iteration, "bbox": result["bbox"]})
+    logger.log({f"eval/{k}": v for k, v in result["bbox"].items() if isinstance(v, (int, float))}, step=iteration)
+    log.info("epoch %d (iteration %d): AP %.1f", epoch, iteration, 100 * result["bbox"].get("AP", float("nan")))
+
+
 def train(cfg: Any, record, *, console: Console | None = None, resume_from: Path | None = None) -> dict:
     """Train ``cfg`` into ``record`` (a RunRecord) and return the final metrics."""
     from rsdet.data.build import build_dataset
@@ -173,6 +185,8 @@ def train(cfg: Any, record, *, console: Console | None = None, resume_from: Path
 
     train_ds = build_dataset(cfg.dataset, "train", train=True)
     val_ds = build_dataset(cfg.dataset, cfg.eval.split, train=False) if cfg.eval.enabled else None
+    if val_ds is not None:
+        check_iou_types(cfg)  # before training, not after it
     log.info("train: %s", train_ds.describe() if hasattr(train_ds, "describe") else len(train_ds))
     model = build_detector(cfg, train_ds.num_classes).to(device)
     plan = make_plan(cfg.schedule, cfg.loss, len(train_ds))
@@ -221,6 +235,7 @@ def train(cfg: Any, record, *, console: Console | None = None, resume_from: Path
     extra = {"num_classes": train_ds.num_classes}
     last_stage_pos = f"{model.stages[-1].name}/num_pos"  # "batches without positives" of the final stage
 
+    every_epochs = int(cfg.eval.get("every_epochs") or 0) if val_ds is not None else 0
     position = loader.state_dict()  # the loader's position at the last iteration boundary
     mid_iteration = False  # the model has seen part of an iteration (forward pass started)
 
@@ -278,6 +293,10 @@ def train(cfg: Any, record, *, console: Console | None = None, resume_from: Path
                     record.append_history(row)
                     logger.log(row, step=iteration)
                 mid_iteration = False
+                if every_epochs and iteration % plan.iters_per_epoch == 0 and iteration < plan.max_iters \
+                        and (iteration // plan.iters_per_epoch) % every_epochs == 0:
+                    _evaluate_epoch(cfg, model, val_ds, device, record, logger, iteration,
+                                    iteration // plan.iters_per_epoch, console)
                 if iteration % int(cfg.schedule.checkpoint_every) == 0:
                     checkpoint(iteration)
         checkpoint(iteration)
@@ -297,6 +316,9 @@ def train(cfg: Any, record, *, console: Console | None = None, resume_from: Path
         with _progress(console) as progress:
             metrics.update(evaluate_model(cfg, model, val_ds, device, record.predictions_path("bbox"),
                                           cfg.eval.get("max_images"), progress=progress))
+    if every_epochs:  # Table S2: AP after epoch E beside the final AP (metric "epoch<E>/AP" in rsdet report)
+        for row in record.read_eval_history():
+            metrics[f"epoch{row['epoch']}"] = row["bbox"]
     record.write_metrics(metrics)
     logger.summary(metrics)
     logger.finish("completed")
