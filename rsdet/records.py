@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 RUN_FILE = "run.json"
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.json"
+EVAL_HISTORY_FILE = "metrics_history.jsonl"  # evaluations during training (eval.every_epochs)
 HISTORY_FILE = "history.jsonl"
 DROPPED_HISTORY_FILE = "history.dropped.jsonl"
 CHECKPOINT_DIR = "checkpoints"
@@ -446,6 +447,31 @@ class RunRecord:
                 fh.flush()
             atomic_write_text(path, "".join(keep))
         return len(drop)
+
+    @property
+    def eval_history_path(self) -> Path:
+        return self.dir / EVAL_HISTORY_FILE
+
+    def append_eval(self, row: Mapping) -> None:
+        """Append one evaluation during training (``eval.every_epochs``) to metrics_history.jsonl."""
+        with self.eval_history_path.open("a", encoding="utf-8") as fh:
+            fh.write(dumps(row, indent=None) + "\n")
+            fh.flush()
+
+    def read_eval_history(self) -> list[dict]:
+        """Evaluations during training, one per epoch (the last one written wins, e.g. after a resume
+        that re-ran an epoch's evaluation); unreadable lines are skipped."""
+        if not self.eval_history_path.is_file():
+            return []
+        by_epoch: dict = {}
+        for line in self.eval_history_path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(row, dict) and isinstance(row.get("epoch"), int) and isinstance(row.get("bbox"), dict):
+                by_epoch[row["epoch"]] = row
+        return [by_epoch[e] for e in sorted(by_epoch)]
 
     def write_metrics(self, metrics: Mapping) -> Path:
         """Write the final evaluation (fractions, not percentages) to metrics.json."""

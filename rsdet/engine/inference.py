@@ -146,6 +146,21 @@ def load_trained(path: Path, device: torch.device):
     return cfg, model.to(device).eval(), val, run_dir
 
 
+def check_iou_types(cfg: Any) -> None:
+    """``eval.iou_types``: bbox is evaluated for every detector; segm needs a mask head, which no
+    detector of this version has, so asking for it is an error rather than a silently missing block."""
+    types = list((cfg.get("eval") or {}).get("iou_types") or ["bbox"])
+    unknown = sorted(set(types) - {"bbox", "segm"})
+    if unknown:
+        raise RsdetError(f"eval.iou_types={types}: {unknown} is not an evaluation type; use [bbox] (or segm with a "
+                         "mask detector)")
+    if "segm" in types:
+        raise RsdetError(f"eval.iou_types={types}: mask AP needs a mask detector, and detector="
+                         f"{cfg.detector.name} predicts boxes only; use eval.iou_types=[bbox]")
+    if "bbox" not in types:
+        raise RsdetError(f"eval.iou_types={types}: box AP is the only evaluation this detector has; include bbox")
+
+
 def evaluate_model(cfg: Any, model, dataset, device: torch.device, predictions_path: Path,
                    max_images: int | None = None, progress=None, dist=None) -> dict[str, Any]:
     """Evaluate ``model`` on ``dataset`` (the run's validation split) as configured by ``cfg``: inference
@@ -160,6 +175,7 @@ def evaluate_model(cfg: Any, model, dataset, device: torch.device, predictions_p
     from rsdet.data.build import dataset_eval_info
     from rsdet.evaluation import evaluate
 
+    check_iou_types(cfg)
     info = dataset_eval_info(cfg.dataset, cfg.eval.split)
     thr = eval_score_thresh(cfg)
     start = time.perf_counter()

@@ -34,7 +34,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from rsdet.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from rsdet.engine.inference import evaluate_model, pick_device
+from rsdet.engine.inference import check_iou_types, evaluate_model, pick_device
 from rsdet.engine.loader import TrainLoader
 from rsdet.engine.loggers import NullLogger, build_logger
 from rsdet.engine.schedule import build_optimizer, make_plan, set_lr
@@ -295,6 +295,22 @@ def _wrap_data_parallel(model: torch.nn.Module, cfg: Any, device: torch.device, 
                                    find_unused_parameters=bool(dcfg.get("find_unused_parameters", False)))
 
 
+def _evaluate_epoch(cfg, model, val_ds, device, record, logger, iteration: int, epoch: int, console, dist) -> None:
+    """Evaluation during training (``eval.every_epochs``): one row of metrics_history.jsonl and W&B
+    ``eval/*`` values at this iteration; the model goes back to training mode afterwards. In a
+    data-parallel run every rank evaluates its share and rank 0 writes."""
+    dist.broadcast_buffers(model)
+    with _progress(console) as progress:
+        result = evaluate_model(cfg, model, val_ds, device, record.dir / f"predictions_bbox_epoch{epoch}.json",
+                                cfg.eval.get("max_images"), progress=progress, dist=dist)
+    model.train()
+    if not dist.is_main:
+        return
+    record.append_eval({"epoch": epoch, "iteration": iteration, "bbox": result["bbox"]})
+    logger.log({f"eval/{k}": v for k, v in result["bbox"].items() if isinstance(v, (int, float))}, step=iteration)
+    log.info("epoch %d (iteration %d): AP %.1f", epoch, iteration, 100 * result["bbox"].get("AP", float("nan")))
+
+
 def train(cfg: Any, record, *, console: Console | None = None, resume_from: Path | None = None, dist=None) -> dict:
     """Train ``cfg`` into ``record`` (a RunRecord) and return the final metrics.
 
@@ -322,6 +338,8 @@ def train(cfg: Any, record, *, console: Console | None = None, resume_from: Path
 
     train_ds = build_dataset(cfg.dataset, "train", train=True)
     val_ds = build_dataset(cfg.dataset, cfg.eval.split, train=False) if cfg.eval.enabled else None
+    if val_ds is not None:
+        check_iou_types(cfg)  # before training, not after it
     log.info("train: %s", train_ds.describe() if hasattr(train_ds, "describe") else len(train_ds))
     if dist.enabled and len(train_ds) < global_batch:
         raise ConfigError(f"the training split has {len(train_ds)} images, fewer than the global batch "
@@ -395,6 +413,7 @@ def train(cfg: Any, record, *, console: Console | None = None, resume_from: Path
     finite = _FiniteWatch()
     check_every_iteration = device.type != "cuda"  # reading a CPU value back costs nothing
 
+    every_epochs = int(cfg.eval.get("every_epochs") or 0) if val_ds is not None else 0
     position = loader.state_dict()  # the loader's position at the last iteration boundary
     mid_iteration = False  # the model has seen part of an iteration (forward pass started)
     saved_at = start_iter if resume_from is not None else None
@@ -475,6 +494,10 @@ def train(cfg: Any, record, *, console: Console | None = None, resume_from: Path
                         record.append_history(row)
                         logger.log(row, step=iteration)
                 mid_iteration = False
+                if every_epochs and iteration % plan.iters_per_epoch == 0 and iteration < plan.max_iters \
+                        and (iteration // plan.iters_per_epoch) % every_epochs == 0:
+                    _evaluate_epoch(cfg, model, val_ds, device, record, logger, iteration,
+                                    iteration // plan.iters_per_epoch, console, dist)
                 if iteration % checkpoint_every == 0:
                     checkpoint(iteration)
         checkpoint(iteration)
@@ -497,6 +520,9 @@ def train(cfg: Any, record, *, console: Console | None = None, resume_from: Path
                                           cfg.eval.get("max_images"), progress=progress, dist=dist))
     if not main:
         return {}
+    if every_epochs:  # Table S2: AP after epoch E beside the final AP (metric "epoch<E>/AP" in rsdet report)
+        for row in record.read_eval_history():
+            metrics[f"epoch{row['epoch']}"] = row["bbox"]
     record.write_metrics(metrics)
     logger.summary(metrics)
     logger.finish("completed")

@@ -2,15 +2,15 @@
 
 Rank & Sort, AP and aLRP Loss: exact values and identity-update gradients, O(N log P + P^2).
 
-All three follow the official implementations (spec §1): one flat list of entries per call,
+All three follow the official implementations (docs/losses.md): one flat list per call,
 positives/negatives/ignored chosen by the target value, the smoothed step
 H_delta(x) = clamp(x / (2 delta) + 1/2, 0, 1), and an autograd Function that computes the whole
 gradient in the forward pass ("identity update", RS paper Sec. 3.2 / supplementary Eq. S1-S2)
 and returns ``stored gradient x upstream gradient of the first output`` in backward.
 
-Differences from the official code, all deliberate (spec §6):
+Differences from the official code, all deliberate (docs/losses.md):
 * no Python loop: negatives are handled by :mod:`rsdet.losses._intervals` (exact piecewise-linear
-  sums), positive pairs by dense chunked P x P blocks (:mod:`rsdet.losses._pairs`);
+  sums), positive pairs by prefix sums over the sorted positives (:mod:`rsdet.losses._pairs`);
 * zero positives give zero-valued outputs with an all-zero gradient instead of an exception;
 * any device, any float dtype; internal sums are float64 (see ``compute_dtype``);
 * AP/aLRP also accept delta = 0 (hard step); the official code divides by zero there.
@@ -27,10 +27,10 @@ import torch
 
 from rsdet.losses._checks import LossInputError, compute_dtype
 from rsdet.losses._intervals import NegativeIntervals
-from rsdet.losses._pairs import relation_sums, self_relation, sorting_terms
+from rsdet.losses._pairs import PositivePairs, self_relation
 
-RS_EPS = 1e-10     # official guard on N_FP and on the mis-sorted mass D (spec §1.3)
-ALRP_EPS = 1e-5    # official guard on N_FP in aLRP Loss (spec §1.5)
+RS_EPS = 1e-10     # official guard on N_FP and on the mis-sorted mass D (docs/losses.md)
+ALRP_EPS = 1e-5    # official guard on N_FP in aLRP Loss (docs/losses.md)
 
 
 class RankSortOutput(NamedTuple):
@@ -52,12 +52,12 @@ class _GradientPlan:
     only metadata and the O(1) ``grad_l1`` stay on the context.
     """
 
-    _FIELDS = ("pos_index", "pos_grad", "ign_index", "bins", "value", "slope", "left")
+    _FIELDS = ("pos_index", "pos_grad", "bins", "value", "slope", "left")
 
-    def __init__(self, shape, dtype, cdtype, pos_index=None, pos_grad=None, ign_index=None,
-                 bins=None, tables=(None, None, None)):
+    def __init__(self, shape, dtype, cdtype, pos_index=None, pos_grad=None, bins=None,
+                 tables=(None, None, None)):
         self.shape, self.dtype, self.cdtype = shape, dtype, cdtype
-        self.pos_index, self.pos_grad, self.ign_index = pos_index, pos_grad, ign_index
+        self.pos_index, self.pos_grad = pos_index, pos_grad
         self.bins = bins
         self.value, self.slope, self.left = tables
         # L1 norm of the stored gradient in O(P): negatives only receive >= 0 and the gradient
@@ -82,13 +82,14 @@ class _GradientPlan:
         if self.pos_index is None:  # no positives: zero gradient everywhere
             return torch.zeros(self.shape, dtype=self.dtype, device=logits.device)
         g = upstream.to(self.cdtype)
-        # The upstream scalar is folded into the (2P + 1)-sized tables, not the N-sized result.
+        # The upstream scalar is folded into the (2P + 2)-sized tables, not the N-sized result.
+        # Positives and ignored entries sit in the last bin, whose value and slope are 0.
         grad = (self.value * g).index_select(0, self.bins)
         if self.slope is not None:
             x = logits.detach().reshape(-1).to(self.cdtype)
-            offset = x - self.left.index_select(0, self.bins)
+            offset = self.left.index_select(0, self.bins)
+            torch.sub(x, offset, out=offset)          # in place: one fresh N-sized buffer less
             grad.addcmul_((self.slope * g).index_select(0, self.bins), offset)
-        grad.index_fill_(0, self.ign_index, 0.0)
         grad.index_copy_(0, self.pos_index, self.pos_grad * g)
         return grad.view(self.shape).to(self.dtype)
 
@@ -111,27 +112,27 @@ def _zero_plan(logits: torch.Tensor) -> _GradientPlan:
 def _prepare(logits: torch.Tensor, targets: torch.Tensor, positive: str):
     """Flatten and split the entries.
 
-    Returns (x, special, pos_index, ign_index): x the flat logits in the compute dtype, special
-    the indices of all non-negative entries (targets != 0, NaN included), split into positives
-    (``targets > 0`` for RS, ``== 1`` for AP/aLRP) and ignored entries (the rest).
+    Returns (x, negative, pos_index): x the flat logits in the compute dtype, ``negative`` the
+    (N,) mask of targets == 0 and ``pos_index`` the indices of the positives (``targets > 0``
+    for RS, ``== 1`` for AP/aLRP); everything else (NaN included) is ignored.  The ``nonzero``
+    that finds the positives is the one host-device synchronisation of a ranking loss: every
+    later shape is the number of positives.
     """
     x = logits.detach().reshape(-1).to(compute_dtype(logits.dtype))
     t = targets.detach().reshape(-1)
-    special = (t != 0).nonzero().squeeze(1)
-    t_special = t.index_select(0, special)
-    is_pos = t_special > 0 if positive == "gt0" else t_special == 1
-    return x, special, special[is_pos], special[~is_pos]
+    positive_mask = t > 0 if positive == "gt0" else t == 1
+    return x, t == 0, positive_mask.nonzero().squeeze(1)
 
 
-def _finish_plan(logits, pos_index, ign_index, pos_grad, intervals, coef) -> _GradientPlan:
+def _finish_plan(logits, pos_index, pos_grad, intervals, coef) -> _GradientPlan:
     cdtype = compute_dtype(logits.dtype)
     tables = intervals.gradient_tables(coef, cdtype)
     return _GradientPlan(logits.shape, logits.dtype, cdtype, pos_index, pos_grad.to(cdtype),
-                         ign_index, intervals.bin, tables)
+                         intervals.bin, tables)
 
 
 def _rank_sort_forward(logits, targets, delta):
-    x, special, pos_index, ign_index = _prepare(logits, targets, "gt0")
+    x, negative, pos_index = _prepare(logits, targets, "gt0")
     cdtype = compute_dtype(logits.dtype)
     p = pos_index.numel()
     if p == 0:
@@ -139,51 +140,52 @@ def _rank_sort_forward(logits, targets, delta):
         return (zero, zero.clone()), _zero_plan(logits)
     s = x.index_select(0, pos_index).to(torch.float64)
     y = targets.detach().reshape(-1).index_select(0, pos_index).to(torch.float64)
-    intervals = NegativeIntervals(x, special, s, delta)
+    intervals = NegativeIntervals(x, negative, s, delta)
     n_fp = intervals.false_positives()
-    rank_plus, sort_loss, mis_mass, received = sorting_terms(s, y, delta, RS_EPS)
+    rank_plus, sort_loss, mis_mass, received = PositivePairs(s, delta).sorting_terms(y, RS_EPS)
     rank_loss = n_fp / (rank_plus + n_fp)                            # l_R(i), target 0
     has_fp = n_fp > RS_EPS
     zero = torch.zeros_like(n_fp)
     coef = torch.where(has_fp, rank_loss / n_fp, zero) / p           # p_R(k|i) = H / N_FP(i)
     pos_grad = (received - torch.where(has_fp, rank_loss, zero)
                 - torch.where(mis_mass > RS_EPS, sort_loss, zero)) / p   # Eq. S16
-    plan = _finish_plan(logits, pos_index, ign_index, pos_grad, intervals, coef)
+    plan = _finish_plan(logits, pos_index, pos_grad, intervals, coef)
     return (rank_loss.mean().to(cdtype), sort_loss.mean().to(cdtype)), plan
 
 
-def _positive_ranks(s, x, special, delta):
+def _positive_ranks(s, x, negative, delta):
     """rank(i) = 1 + sum_{j != i} H(s_j - s_i) + N_FP(i) (self counted exactly once), and parts."""
-    intervals = NegativeIntervals(x, special, s, delta)
+    intervals = NegativeIntervals(x, negative, s, delta)
     n_fp = intervals.false_positives()
-    rank_plus = 1.0 + relation_sums(s, delta, torch.ones_like(s)) - self_relation(delta)
-    return rank_plus, n_fp, intervals
+    pairs = PositivePairs(s, delta)
+    rank_plus = 1.0 + pairs.relation_sums(torch.ones_like(s)) - self_relation(delta)
+    return rank_plus, n_fp, intervals, pairs
 
 
 def _ap_forward(logits, targets, delta):
-    x, special, pos_index, ign_index = _prepare(logits, targets, "eq1")
+    x, negative, pos_index = _prepare(logits, targets, "eq1")
     cdtype = compute_dtype(logits.dtype)
     p = pos_index.numel()
     if p == 0:
         return torch.zeros((), dtype=cdtype, device=logits.device), _zero_plan(logits)
     s = x.index_select(0, pos_index).to(torch.float64)
-    rank_plus, n_fp, intervals = _positive_ranks(s, x, special, delta)
+    rank_plus, n_fp, intervals, pairs = _positive_ranks(s, x, negative, delta)
     rank = rank_plus + n_fp
     prec = rank_plus / rank
     # Interpolated precision: running max while visiting positives from the lowest logit up.
-    order = torch.sort(s, stable=True).indices
+    order = pairs.order
     prec_max = torch.empty_like(prec)
     prec_max[order] = torch.cummax(prec[order], 0).values
     updated = prec_max <= prec  # the official "p_max <= p(i)" branch (ties update)
     scale = torch.where(updated, torch.ones_like(prec), (1.0 - prec_max) / (1.0 - prec))
     coef = scale / rank / p
     pos_grad = -(1.0 - prec_max) / p
-    plan = _finish_plan(logits, pos_index, ign_index, pos_grad, intervals, coef)
+    plan = _finish_plan(logits, pos_index, pos_grad, intervals, coef)
     return (1.0 - prec_max.mean()).to(cdtype), plan
 
 
 def _alrp_forward(logits, targets, loc_errors, delta):
-    x, special, pos_index, ign_index = _prepare(logits, targets, "eq1")
+    x, negative, pos_index = _prepare(logits, targets, "eq1")
     cdtype = compute_dtype(logits.dtype)
     p = pos_index.numel()
     if loc_errors.numel() != p:
@@ -197,18 +199,20 @@ def _alrp_forward(logits, targets, loc_errors, delta):
         return (zero, empty, order), _zero_plan(logits)
     s = x.index_select(0, pos_index).to(torch.float64)
     err = loc_errors.detach().reshape(-1).to(device=logits.device, dtype=torch.float64)
-    intervals = NegativeIntervals(x, special, s, delta)
+    intervals = NegativeIntervals(x, negative, s, delta)
     n_fp = intervals.false_positives()
     h0 = self_relation(delta)
-    rank = 1.0 + relation_sums(s, delta, torch.ones_like(s)) - h0 + n_fp
-    loc_above = relation_sums(s, delta, err) - h0 * err   # sum_{j != i} H(s_j - s_i) E_loc(j)
+    pairs = PositivePairs(s, delta)
+    both = pairs.relation_sums(torch.stack([torch.ones_like(s), err], 1))
+    rank = 1.0 + both[:, 0] - h0 + n_fp
+    loc_above = both[:, 1] - h0 * err   # sum_{j != i} H(s_j - s_i) E_loc(j)
     active = n_fp > ALRP_EPS
     zero = torch.zeros_like(n_fp)
     update = torch.where(active, (loc_above + n_fp) / rank, zero)   # |u_i|
     coef = torch.where(active, update / n_fp, zero) / p
     pos_grad = -update / p
-    plan = _finish_plan(logits, pos_index, ign_index, pos_grad, intervals, coef)
-    order = torch.sort(s, stable=True).indices
+    plan = _finish_plan(logits, pos_index, pos_grad, intervals, coef)
+    order = pairs.order
     return ((n_fp / rank).mean().to(cdtype), rank.to(cdtype), order), plan
 
 
@@ -221,7 +225,7 @@ class _RankSort(torch.autograd.Function):
         return outs
 
     @staticmethod
-    def backward(ctx, grad_rank, grad_sort):  # the sorting output's gradient is ignored (spec §1.3)
+    def backward(ctx, grad_rank, grad_sort):  # grad_sort ignored: gradient contract, docs/losses.md
         logits, plan = _restore(ctx)
         return plan.gradient(logits, grad_rank), None, None
 

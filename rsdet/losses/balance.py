@@ -7,8 +7,9 @@ run needs (only the aLRP balancer has state).
 
 * ``constant``: lambda fixed (Table S1 columns 1, 2, 3).
 * ``value``: lambda = L_cls / L_box on the values of this iteration — RS Loss's self-balance
-  (spec §2.1): the weighted box loss then has the value of the classification loss.  The official
-  code divides by zero when L_box = 0; here the denominator is max(L_box, 1e-12) (spec §6.8).
+  (supplementary S2.1): the weighted box loss then has the value of the classification loss.
+  The official code divides by zero when L_box = 0; here the denominator is max(L_box, 1e-12)
+  (docs/losses.md).
 * ``magnitude``: lambda = ||dL_cls/ds||_1 / ||dL_box/db||_1 over the classification outputs s and
   the box outputs b.  For RS/AP/aLRP the numerator is available in closed form
   (:func:`rsdet.losses.ranking.ranking_gradient_l1`); otherwise it is taken with autograd.
@@ -62,7 +63,7 @@ class ConstantBalance(TaskBalancer):
 
 
 class ValueSelfBalance(TaskBalancer):
-    """lambda = L_cls / max(L_box, eps), detached, recomputed every iteration (spec §2.1, §6.8)."""
+    """lambda = L_cls / max(L_box, eps), detached, recomputed every iteration (supplementary S2.1)."""
 
     kind = "value"
 
@@ -114,7 +115,7 @@ class MagnitudeSelfBalance(TaskBalancer):
 
 
 class ALRPSelfBalance(TaskBalancer):
-    """aLRP Loss epoch-based self-balance (spec §1.6; aLRP paper; RS supplementary S2.2).
+    """aLRP Loss epoch-based self-balance (aLRP paper, NeurIPS 2020; RS supplementary S2.2).
 
     total = L_cls + w * L_loc.  ``w`` starts at ``init_weight`` (50).  Each call records the
     un-weighted values; after ``period`` recorded iterations (about one epoch: 3665 at batch 32 in

@@ -47,7 +47,7 @@ def giou_loss(pred: torch.Tensor, target: torch.Tensor, reduction: str = "none",
     """Generalized IoU loss 1 - GIoU (Rezatofighi et al., CVPR 2019), range [0, 2].
 
     Wraps ``torchvision.ops.generalized_box_iou_loss``; boxes are (x1, y1, x2, y2) on decoded
-    coordinates.  Used by every RS detector (spec §2.1) and as aLRP's E_loc (spec §1.6).
+    coordinates.  Used by every RS detector (supplementary S2.1) and as aLRP's E_loc (Eq. S20).
     """
     _check_boxes("giou_loss", pred, target)
     check_reduction("giou_loss", reduction, _REDUCTIONS)
@@ -89,8 +89,8 @@ def dice_coefficient(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-5
     Args:
         pred: (P, ...) mask probabilities (clamped to [0, 1], as in RS-YOLACT).
         target: same shape, binary masks.
-        eps: 1e-5 for YOLACT/Mask R-CNN (spec §2.4, §2.8); SOLOv2 adds 0.001 to each squared sum,
-            i.e. ``eps=0.002`` (spec §2.9).
+        eps: 1e-5 for YOLACT/Mask R-CNN; SOLOv2 adds 0.001 to each squared sum, i.e.
+            ``eps=0.002`` (the official configurations; docs/losses.md).
 
     Returns:
         (P,) Dice coefficients (differentiable w.r.t. ``pred``).
@@ -106,6 +106,6 @@ def dice_coefficient(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-5
 
 def dice_loss(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-5,
               reduction: str = "none") -> torch.Tensor:
-    """1 - :func:`dice_coefficient` per instance (the RS mask loss, spec §2.4/§2.8/§2.9)."""
+    """1 - :func:`dice_coefficient` per instance (RS mask loss; supplementary S3.4)."""
     check_reduction("dice_loss", reduction, _REDUCTIONS)
     return _reduce(1.0 - dice_coefficient(pred, target, eps), reduction)

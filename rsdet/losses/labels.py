@@ -1,4 +1,4 @@
-"""Continuous labels for RS Loss (supplementary Table S6) and the flat target vector (spec §1.1).
+"""Continuous labels for RS Loss (supplementary Table S6) and the flat target vector (docs/losses.md).
 
 RS Loss ranks positives by a continuous label y in (0, 1]: the IoU of the (detached, decoded)
 predicted box with its ground truth for detectors, Dice for SOLOv2; Table S6 compares binary,
@@ -58,7 +58,7 @@ def continuous_labels(kind: str, *, pred_boxes: torch.Tensor | None = None,
         pred_masks, gt_masks: (P, H, W) probabilities / binary masks for "dice"/"mean".
         num: P for "binary" when no tensor is given.
         min_value: labels are clamped to >= this.  0 (default) is the official behaviour: a
-            positive with label exactly 0 becomes a *negative* entry of RS Loss (spec §6.4);
+            positive with label exactly 0 becomes a *negative* entry of RS Loss (docs/losses.md);
             a tiny value such as 1e-6 keeps it positive.
         dice_eps: eps of :func:`rsdet.losses.box.dice_coefficient`.
 
@@ -93,7 +93,7 @@ def continuous_labels(kind: str, *, pred_boxes: torch.Tensor | None = None,
 def vectorise_targets(labels: torch.Tensor, num_classes: int,
                       label_weights: torch.Tensor | None = None,
                       values: torch.Tensor | None = None) -> torch.Tensor:
-    """Build the (M, C) target matrix of the ranking losses from per-row assignments (spec §1.1).
+    """Build the (M, C) target matrix of the ranking losses from per-row assignments (docs/losses.md).
 
     Args:
         labels: (M,) int, class index in [0, C) for positive rows, C (= ``num_classes``) for

@@ -1,6 +1,6 @@
 """Ranking-based classification losses: Rank & Sort (RS), AP and aLRP Loss.
 
-Public entry points (spec §1, RS paper Sec. 3-4 and supplementary S1):
+Public entry points (RS paper Sec. 3-4 and supplementary S1; conventions in docs/losses.md):
 
 * :func:`rank_sort_loss` — RS Loss, paper Eq. 9/10, gradients supplementary Eq. S7 and S16.
 * :func:`ap_loss` — AP Loss with interpolated precision (as in the aLRP/RS repositories).
@@ -30,7 +30,7 @@ __all__ = ["rank_sort_loss", "ap_loss", "alrp_loss", "alrp_loc_loss", "alrp_loc_
 def rank_sort_loss(logits: torch.Tensor, targets: torch.Tensor, delta: float = 0.5) -> RankSortOutput:
     """Rank & Sort Loss (Oksuz et al., ICCV 2021), returned as ``(ranking_loss, sorting_loss)``.
 
-    All entries of ``logits`` form ONE ranking list (flattened; class-agnostic, spec §1.1).
+    All entries of ``logits`` form ONE ranking list (flattened; class-agnostic, docs/losses.md).
     With H = H_delta the smoothed step clamp(x / (2 delta) + 1/2, 0, 1) (hard step, H(0) = 1, for
     ``delta = 0``), for every positive i:
 
@@ -44,9 +44,9 @@ def rank_sort_loss(logits: torch.Tensor, targets: torch.Tensor, delta: float = 0
     sum is L_RS).  The gradient is the identity update: negatives get supplementary Eq. S7,
     (1/|P|) sum_i l_R(i) p_R(k|i) with p_R(k|i) = H(s_k - s_i)/N_FP(i); positives get Eq. S16,
     (1/|P|)(-l_R(i) - Delta_S(i) + sum_j Delta_S(j) p_S(i|j)), with the official guards
-    (terms dropped when N_FP or the mis-sorted mass is <= 1e-10).  Spec §1.2-1.3.
+    (terms dropped when N_FP or the mis-sorted mass is <= 1e-10; docs/losses.md).
 
-    Gradient contract (official, spec §1.3): ONE autograd Function computes the full RS gradient
+    Gradient contract (official; docs/losses.md): ONE autograd Function computes the full RS gradient
     g (ranking + sorting parts) and attaches it to ``ranking_loss``; ``sorting_loss`` is a value
     whose gradient is ignored.  So for ``w_r * ranking_loss + w_s * sorting_loss`` the logits
     receive ``w_r * g`` whatever ``w_s`` is: ``(ranking_loss + sorting_loss).backward()`` gives
@@ -73,7 +73,7 @@ def rank_sort_loss(logits: torch.Tensor, targets: torch.Tensor, delta: float = 0
 
 
 def ap_loss(logits: torch.Tensor, targets: torch.Tensor, delta: float = 1.0) -> torch.Tensor:
-    """AP Loss (Chen et al.) with interpolated precision, as in the aLRP/RS repositories (spec §1.4).
+    """AP Loss (Chen et al.) with interpolated precision, as in the aLRP/RS repositories (docs/losses.md).
 
     Positives are the entries ``== 1``, negatives ``== 0``; every other value (e.g. -1) is ignored.
     For each positive i: rank+(i) = 1 + sum_{j pos, j != i} H(s_j - s_i) (self counts exactly 1),
@@ -103,7 +103,7 @@ def ap_loss(logits: torch.Tensor, targets: torch.Tensor, delta: float = 1.0) -> 
 
 def alrp_loss(logits: torch.Tensor, targets: torch.Tensor, loc_errors: torch.Tensor,
               delta: float = 1.0) -> ALRPOutput:
-    """aLRP Loss classification component (Oksuz et al., NeurIPS 2020; spec §1.5).
+    """aLRP Loss classification component (Oksuz et al., NeurIPS 2020).
 
     Positives are entries ``== 1``, negatives ``== 0``, others ignored.  For positive i:
     rank+(i) = 1 + sum_{j != i} H(s_j - s_i), rank(i) = rank+(i) + N_FP(i).  If N_FP(i) > 1e-5,
@@ -113,7 +113,7 @@ def alrp_loss(logits: torch.Tensor, targets: torch.Tensor, loc_errors: torch.Ten
     |u_i| H(s_k - s_i) / N_FP(i); all divided by |P|.
 
     The returned value is ``1 - mean precision = mean_i N_FP(i)/rank(i)``: as in the official code
-    it EXCLUDES the localisation terms that the gradient includes (spec §6.16).  Combine with
+    it EXCLUDES the localisation terms that the gradient includes (docs/losses.md).  Combine with
     :func:`alrp_loc_loss` and :class:`~rsdet.losses.balance.ALRPSelfBalance`::
 
         out = alrp_loss(flat_logits, flat_targets, alrp_loc_errors(giou.detach(), tau=0.5))
@@ -143,7 +143,7 @@ def alrp_loc_errors(giou_losses: torch.Tensor, tau: float = 0.5) -> torch.Tensor
     """E_loc(i) = L_GIoU(i) / (2 (1 - tau)) — the code's form of supplementary Eq. S20.
 
     Eq. S20 states (1 - IoU)/(1 - tau); the official code uses GIoU/2 in place of 1 - IoU
-    (spec §1.6, §6.21).  ``tau`` is the assigner's positive IoU threshold (0.5 RetinaNet/R-CNN,
+    (docs/losses.md).  ``tau`` is the assigner's positive IoU threshold (0.5 RetinaNet/R-CNN,
     0.7 RPN).  Keeps the gradient of ``giou_losses``.
     """
     if not 0.0 <= float(tau) < 1.0:
@@ -152,7 +152,7 @@ def alrp_loc_errors(giou_losses: torch.Tensor, tau: float = 0.5) -> torch.Tensor
 
 
 def alrp_loc_loss(loc_errors: torch.Tensor, rank: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
-    """aLRP localisation component L_loc (spec §1.6).
+    """aLRP localisation component L_loc (aLRP paper; equivalently the weights of supplementary Eq. S21).
 
     Positives are sorted by logit, descending (``order`` from :func:`alrp_loss`, flipped; ties
     keep that order); the positive at position p contributes the cumulative sum of E_loc over
@@ -184,17 +184,17 @@ def positive_ranks(logits: torch.Tensor, targets: torch.Tensor, delta: float = 0
 
     rank(i) = 1 + sum_{j pos, j != i} H_delta(s_j - s_i) + N_FP(i), positives ``targets > 0``,
     negatives ``== 0`` (RS convention), in flattened order; float64 for float64 logits, else
-    float32.  This is the rank(k) of the ranking-based instance weights (Eq. S21, spec §4); for
+    float32.  This is the rank(k) of the ranking-based instance weights (Eq. S21); for
     binary targets it equals the ``rank`` returned by :func:`alrp_loss`.
     """
     check_pair("positive_ranks", logits, targets)
     delta = check_delta("positive_ranks", delta)
     with torch.no_grad():
-        x, special, pos_index, _ = _prepare(logits, targets, "gt0")
+        x, negative, pos_index = _prepare(logits, targets, "gt0")
         if pos_index.numel() == 0:
             return torch.zeros(0, dtype=x.dtype, device=logits.device)
         s = x.index_select(0, pos_index).to(torch.float64)
-        rank_plus, n_fp, _ = _positive_ranks(s, x, special, delta)
+        rank_plus, n_fp, _, _ = _positive_ranks(s, x, negative, delta)
         return (rank_plus + n_fp).to(x.dtype)
 
 

@@ -22,7 +22,7 @@ WEIGHT_KINDS = ("none", "centerness", "score", "iou", "rank")
 
 
 def weighted_mean(values: torch.Tensor, weights: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
-    """sum_i w_i v_i / sum_i w_i, the denominator replaced by 1 when sum_i w_i < eps (spec §2.1).
+    """sum_i w_i v_i / sum_i w_i, the denominator replaced by 1 when sum_i w_i < eps (docs/losses.md).
 
     The official heads use eps = 1e-12 (ATSS, PAA) or 1e-10 (elsewhere).  Weights are detached.
     An empty input gives a 0 that still carries the graph of ``values``.
@@ -62,7 +62,7 @@ def centerness_weights(anchor_centers: torch.Tensor, gt_boxes: torch.Tensor) -> 
 
 
 def score_weights(cls_logits: torch.Tensor) -> torch.Tensor:
-    """w_i = max over classes of sigmoid(s_i,c), detached — RS Loss's choice (spec §2.1).
+    """w_i = max over classes of sigmoid(s_i,c), detached — RS Loss's choice (supplementary S2.1).
 
     Args:
         cls_logits: (P, C) class logits of the positive rows (the max over ALL classes, not
@@ -96,7 +96,7 @@ def ranking_weights(pos_logits: torch.Tensor, ranks: torch.Tensor,
 
     Returns:
         (P,) un-normalised weights (the 1/|P| cancels in :func:`weighted_mean`), detached.
-        Spec §4 vector: logits (3, 2, -1, -3), ranks (1, 2, 5, 7), delta_loc = 0 ->
+        Hand-checked vector: logits (3, 2, -1, -3), ranks (1, 2, 5, 7), delta_loc = 0 ->
         (0.460714, 0.210714, 0.085714, 0.035714).
     """
     if pos_logits.shape != ranks.shape or pos_logits.dim() != 1:

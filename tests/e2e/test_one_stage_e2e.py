@@ -51,3 +51,4 @@ def test_stage_override_for_a_stage_the_detector_lacks_names_its_stages(tiny_den
     assert train_cli.main(["detector=atss", "loss.rcnn.delta=0.25", *tiny_dense_run]) == 1
     error = _only_run().info["error"]
     assert "loss.rcnn.delta" in error and "head" in error
+

@@ -1,8 +1,7 @@
-"""Deliberately simple per-positive loop references (float64 numpy), written from the papers (RS:
-Section 3 and supplementary S1.1; AP Loss and aLRP Loss: their own papers) and docs/losses.md.
+"""Deliberately simple per-positive loop references (float64 numpy), from the papers' definitions.
 
-No vectorisation tricks: each function visits the positives one by one as the official code does,
-so the fast implementation can be checked against it.
+No vectorisation tricks: each function visits the positives one by one exactly as the papers and
+describes the official code, so the fast implementation can be checked against it.
 """
 
 import numpy as np
@@ -17,7 +16,7 @@ def step(x, delta):
 
 
 def rank_sort_reference(logits, targets, delta, eps=1e-10):
-    """Returns (ranking_loss, sorting_loss, gradient) as the official RS function (supplementary S1.1)."""
+    """(ranking_loss, sorting_loss, gradient) as the official RS function (Eq. 9-10, S7, S16)."""
     s = np.asarray(logits, dtype=np.float64).ravel()
     y = np.asarray(targets, dtype=np.float64).ravel()
     grad = np.zeros_like(s)
@@ -50,7 +49,7 @@ def rank_sort_reference(logits, targets, delta, eps=1e-10):
 
 
 def ap_reference(logits, targets, delta):
-    """AP Loss (Chen et al.): interpolated precision, positives visited by ascending logit."""
+    """AP Loss (docs/losses.md): interpolated precision, positives visited by ascending logit."""
     s = np.asarray(logits, dtype=np.float64).ravel()
     t = np.asarray(targets, dtype=np.float64).ravel()
     grad = np.zeros_like(s)
@@ -77,7 +76,7 @@ def ap_reference(logits, targets, delta):
 
 
 def alrp_reference(logits, targets, loc_errors, delta, eps=1e-5):
-    """aLRP classification (Oksuz et al., NeurIPS 2020) -> (value, rank per positive in flattened order, grad)."""
+    """aLRP classification (supplementary Eq. S19) -> (value, rank per positive in flattened order, grad)."""
     s = np.asarray(logits, dtype=np.float64).ravel()
     t = np.asarray(targets, dtype=np.float64).ravel()
     e = np.asarray(loc_errors, dtype=np.float64).ravel()

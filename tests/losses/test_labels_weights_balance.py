@@ -36,7 +36,7 @@ def test_iou_zero_label_becomes_negative_unless_clamped():
     labels = torch.tensor([0, 3, 1])          # C = 3: row 1 is background
     ious = continuous_labels("iou", pred_boxes=BOX_P[[0, 2]], gt_boxes=BOX_G[[0, 2]])
     faithful = vectorise_targets(labels, 3, values=ious)
-    assert faithful[2, 1].item() == 0.0       # IoU 0 -> negative entry (official; docs/losses.md, Conventions)
+    assert faithful[2, 1].item() == 0.0       # IoU 0 -> negative entry (official; docs/losses.md)
     clamped = continuous_labels("iou", pred_boxes=BOX_P[[0, 2]], gt_boxes=BOX_G[[0, 2]],
                                 min_value=1e-6)
     assert vectorise_targets(labels, 3, values=clamped)[2, 1].item() > 0
@@ -57,7 +57,7 @@ def test_vectorise_targets():
 def test_weighted_mean_eps_rule():
     v = torch.tensor([1.0, 3.0], requires_grad=True)
     assert weighted_mean(v, torch.tensor([1.0, 3.0])).item() == pytest.approx(2.5)
-    # sum of weights below eps: denominator 1 (docs/losses.md, Instance weights)
+    # sum of weights below eps: denominator 1 (docs/losses.md)
     assert weighted_mean(v, torch.tensor([1e-13, 0.0]), eps=1e-12).item() == pytest.approx(1e-13)
     empty = weighted_mean(v[:0], torch.zeros(0))
     assert empty.item() == 0.0 and empty.requires_grad
@@ -83,7 +83,7 @@ def test_instance_weights_kinds():
         instance_weights("score")
 
 
-def test_ranking_weights_spec_vector():
+def test_ranking_weights_hand_checked_vector():
     logits = torch.tensor([3.0, 2.0, -1.0, -3.0])
     ranks = torch.tensor([1.0, 2.0, 5.0, 7.0])
     w = ranking_weights(logits, ranks, delta_loc=0.0)

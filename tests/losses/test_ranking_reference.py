@@ -8,9 +8,16 @@ import pytest
 import torch
 from loss_reference import alrp_reference, ap_reference, rank_sort_reference
 
-from rsdet.losses import alrp_loss, ap_loss, rank_sort_loss
+from rsdet.losses import _pairs, alrp_loss, ap_loss, rank_sort_loss
 
 DELTAS = [0.0, 0.25, 0.5, 1.0]
+
+
+@pytest.fixture(autouse=True, params=["prefix", "dense"])
+def pair_path(request, monkeypatch):
+    """Every case runs with RS's sorting terms from the chunked prefix sums and from the dense
+    small-P matrix (the loss picks one by the number of positives)."""
+    monkeypatch.setattr(_pairs, "DENSE_MAX", 0 if request.param == "prefix" else 10**9)
 
 
 def make_case(rng, n, p, *, tie_logits=False, tie_labels=False, ignore_frac=0.1,

@@ -1,4 +1,4 @@
-"""The worked example of supplementary Section S1.2 (Figs S1/S2) and the extra reference vectors."""
+"""Worked example of supplementary Figs. S1/S2 and the extra reference vectors."""
 
 import pytest
 import torch
@@ -30,8 +30,8 @@ def test_rs_delta0_matches_figure_s2():
 
 
 @pytest.mark.parametrize("delta", [0.5, 0.25, 1.0])
-def test_rs_smoothed_matches_the_worked_example(delta):
-    # all gaps are >= 1 >= 2 delta... for delta <= 0.5; for delta = 1 the worked example gives the same numbers
+def test_rs_smoothed_matches_reference_numbers(delta):
+    # all gaps are >= 1 >= 2 delta... for delta <= 0.5; for delta = 1 the reference numbers are the same
     rank, sort, grad = _rs(delta)
     assert rank.item() == pytest.approx(0.226496, abs=1e-6)
     assert sort.item() == pytest.approx(0.046667, abs=1e-6)
@@ -113,7 +113,7 @@ def test_zero_positives_give_zero_value_and_gradient(fn):
 
 
 def test_weighting_contract_only_ranking_output_carries_gradient():
-    """w_r * ranking + w_s * sorting -> w_r * g, whatever w_s (supplementary S1.1: only the ranking output carries the gradient; docs/losses.md)."""
+    """w_r * ranking + w_s * sorting -> w_r * g, whatever w_s (gradient contract, docs/losses.md)."""
     _, _, g = _rs(0.5)
     for w_rank, w_sort, factor in [(2.0, 0.0, 2.0), (1.0, 5.0, 1.0), (0.2, 0.2, 0.2),
                                    (0.0, 1.0, 0.0)]:

@@ -1,0 +1,83 @@
+"""Positive-pair sums (rsdet.losses._pairs) against dense P x P computations, float64."""
+
+import pytest
+import torch
+
+from rsdet.losses import _pairs
+from rsdet.losses._pairs import PositivePairs, dominance_prefix, relation_sums
+
+
+def _step(diff, delta):
+    return (diff >= 0).double() if delta == 0 else ((diff / (2 * delta)) + 0.5).clamp(0, 1)
+
+
+def dense_sorting_terms(s, y, delta, eps):
+    """The sorting quantities straight from the P x P matrix h_ij = H(s_j - s_i)."""
+    h = _step(s[None, :] - s[:, None], delta)
+    lower = (y[None, :] < y[:, None]).double()          # [y_j < y_i]
+    rank_plus = h.sum(1)
+    target = h * (1 - lower)
+    sort_loss = h @ (1 - y) / rank_plus - target @ (1 - y) / target.sum(1)
+    mis = h * lower
+    d = mis.sum(1)
+    received = mis.t() @ torch.where(d > eps, sort_loss / d, torch.zeros_like(d))
+    return rank_plus, sort_loss, d, received
+
+
+def _case(seed, p, ties):
+    g = torch.Generator().manual_seed(seed)
+    s = torch.randn(p, generator=g, dtype=torch.float64) * 1.5
+    y = torch.rand(p, generator=g, dtype=torch.float64) * 0.95 + 0.05
+    if ties:
+        s = torch.round(s * 2) / 2       # ties, also exactly on window edges s_i +- delta
+        y = torch.round(y * 4) / 4 + 0.05
+    return s, y
+
+
+@pytest.fixture(params=["prefix", "dense"])
+def path(request, monkeypatch):
+    """Run the sorting terms through the chunked prefix sums or the small-P dense matrix."""
+    monkeypatch.setattr(_pairs, "DENSE_MAX", 0 if request.param == "prefix" else 10**9)
+    return request.param
+
+
+@pytest.mark.parametrize("delta", [0.0, 0.25, 0.5, 1.0])
+@pytest.mark.parametrize("p,ties", [(1, False), (2, True), (7, True), (300, False), (613, True)])
+def test_sorting_terms_match_dense(delta, p, ties, path):
+    s, y = _case(p + int(delta * 8), p, ties)
+    got = PositivePairs(s, delta).sorting_terms(y, 1e-10)
+    for a, b in zip(got, dense_sorting_terms(s, y, delta, 1e-10)):
+        assert torch.allclose(a, b, rtol=1e-12, atol=1e-11), (a - b).abs().max()
+
+
+def test_all_tied_logits_and_labels(path):
+    s = torch.zeros(40, dtype=torch.float64)
+    y = torch.tensor([0.5, 0.2, 0.9, 0.5] * 10, dtype=torch.float64)
+    for delta in (0.0, 0.5):
+        got = PositivePairs(s, delta).sorting_terms(y, 1e-10)
+        for a, b in zip(got, dense_sorting_terms(s, y, delta, 1e-10)):
+            assert torch.allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 5, 16, 64, 500])
+def test_dominance_prefix_any_chunk(chunk):
+    g = torch.Generator().manual_seed(chunk)
+    p, q = 97, 400
+    label_rank, score_rank = torch.randperm(p, generator=g), torch.randperm(p, generator=g)
+    w = torch.randn(p, 3, generator=g, dtype=torch.float64)
+    lab = torch.randint(0, p + 1, (q,), generator=g)
+    sco = torch.randint(0, p + 1, (q, 2), generator=g)
+    lab[:3], sco[:3, 0] = torch.tensor([0, p, p]), torch.tensor([p, 0, p])
+    mask = (label_rank[None, None, :] < lab[:, None, None]) & (
+        score_rank[None, None, :] < sco[:, :, None])
+    expected = mask.double() @ w
+    got = dominance_prefix(label_rank, score_rank, w, lab, sco, chunk=chunk)
+    assert torch.allclose(got, expected, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("delta", [0.0, 0.5])
+def test_relation_sums_match_dense(delta):
+    s, _ = _case(3, 500, ties=True)
+    w = torch.rand(500, dtype=torch.float64)
+    expected = _step(s[None, :] - s[:, None], delta) @ w
+    assert torch.allclose(relation_sums(s, delta, w), expected, rtol=1e-12, atol=1e-11)
