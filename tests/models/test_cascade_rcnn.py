@@ -175,6 +175,8 @@ def test_recipes_stage_weights_stds_samplers_and_per_stage_overrides():
     assert [delta.criterion.cfg[s].delta for s in ("stage1", "stage2", "stage3")] == [0.5, 0.25, 0.5]
     with pytest.raises(ConfigError, match="loss.rcnn.delta.*stage1, stage2, stage3"):
         _model(["loss.rcnn.delta=0.25"])
+    with pytest.raises(ConfigError, match="one kind of classifier"):
+        _model(["loss.stage2.cls=ce"])  # softmax on one stage, sigmoid on the others: no common test score
     with pytest.raises(ConfigError, match="box_stds"):
         _model(["detector.cascade.iou_thresholds=[0.5,0.6]"])
 
