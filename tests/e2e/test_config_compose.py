@@ -121,3 +121,20 @@ def test_every_top_level_key_is_read_somewhere():
         assert re.search(rf"\b{key}\b", source), f"conf/train.yaml key {key!r} is read nowhere in rsdet/"
     for key in cfg.eval:
         assert re.search(rf"\b{key}\b", source) or key == "iou_types", f"eval.{key} is read nowhere"
+
+
+@pytest.mark.parametrize("table, detector, losses", [("table_s5", "cascade_rcnn", "ce,rs"),
+                                                     ("table_s2", "faster_rcnn", "alrp,rs")])
+def test_loss_comparison_tables_sweep_the_loss_on_their_detector(table, detector, losses):
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=[f"experiment={table}"], return_hydra_config=True)
+        per_loss = {loss: compose("train", overrides=[f"experiment={table}", f"loss={loss}"])
+                    for loss in losses.split(",")}
+    assert dict(cfg.hydra.sweeper.params) == {"loss": losses} and table in cfg.tags
+    for loss, one in per_loss.items():
+        # the detector's CPU preset and its <detector>_<loss> recipe follow the table's detector
+        assert one.detector.name == detector and one.loss.name == loss and one.detector.backbone.depth == 10
+    if table == "table_s5":
+        assert dict(per_loss["ce"].loss.stage_weights) == {"stage1": 1.0, "stage2": 0.5, "stage3": 0.25}
+        assert per_loss["ce"].detector.cascade.box_stds[2][0] == 0.033
+        assert per_loss["rs"].detector.cascade.box_stds[2][0] == 0.1

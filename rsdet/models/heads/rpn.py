@@ -6,6 +6,12 @@ hands everything to the criterion as one ``StageOutput``, so that every classifi
 sampler and balancing option applies to the RPN unchanged. The module is torchvision's
 ``RegionProposalNetwork`` (its proposal filter: per-level top-k, NMS per level, top-n per image), so
 the head's weights exist once (``rpn.head.*``).
+
+``allowed_border`` (Cascade R-CNN's RPN: 0) ignores anchors that are not inside the image: an
+anchor survives when x1, y1 >= -b and x2, y2 < width/height + b. Those anchors are assigned among
+themselves (a ground truth's low-quality match is its best *inside* anchor); the others get the
+label ``IGNORED`` and never enter the loss, but still produce proposals. A negative value (Faster
+R-CNN's default) keeps every anchor.
 """
 
 from __future__ import annotations
@@ -20,7 +26,17 @@ from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead, con
 
 from rsdet.models.assign.max_iou import MinIoUMatcher, max_iou_assign
 from rsdet.models.samplers import sample_instances
-from rsdet.models.stage import StageOutput, StageSpec
+from rsdet.models.stage import IGNORED, StageOutput, StageSpec
+
+
+def inside_anchors(anchors: Tensor, image_size: tuple[int, int], allowed_border: float) -> Tensor:
+    """Mask of the anchors lying inside an (h, w) image up to ``allowed_border`` pixels; all True when
+    ``allowed_border`` < 0. The right/bottom edges are strict (x2 < w + b)."""
+    if allowed_border < 0:
+        return torch.ones(len(anchors), dtype=torch.bool, device=anchors.device)
+    h, w = image_size
+    b = float(allowed_border)
+    return ((anchors[:, 0] >= -b) & (anchors[:, 1] >= -b) & (anchors[:, 2] < w + b) & (anchors[:, 3] < h + b))
 
 
 class RPN(RegionProposalNetwork):
@@ -43,6 +59,7 @@ class RPN(RegionProposalNetwork):
         )
         self.box_coder = det_utils.BoxCoder(tuple(box_coder_weights))
         self.proposal_matcher = MinIoUMatcher(cfg.fg_iou, cfg.bg_iou, cfg.get("min_pos_iou", cfg.bg_iou))
+        self.allowed_border = float(cfg.get("allowed_border", -1))
         self.spec = spec
         self.sampler = sampler
 
@@ -59,8 +76,14 @@ class RPN(RegionProposalNetwork):
         if targets is None:
             return boxes, None
         classes, gts = [], []
-        for anc, tgt in zip(anchors, targets):
-            cls, gt, _ = max_iou_assign(self.proposal_matcher, anc, tgt["boxes"], None)
+        for anc, tgt, size in zip(anchors, targets, images.image_sizes):
+            if self.allowed_border < 0:
+                cls, gt, _ = max_iou_assign(self.proposal_matcher, anc, tgt["boxes"], None)
+            else:
+                inside = inside_anchors(anc, size, self.allowed_border)
+                cls = torch.full((len(anc),), IGNORED, dtype=torch.long, device=anc.device)
+                gt = torch.zeros_like(anc)
+                cls[inside], gt[inside], _ = max_iou_assign(self.proposal_matcher, anc[inside], tgt["boxes"], None)
             classes.append(cls)
             gts.append(gt)
         out = StageOutput(
