@@ -22,6 +22,8 @@ import sys
 import time
 from pathlib import Path
 
+from _machine import cpu_model
+
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -69,16 +71,6 @@ def _time_recipe(cfg, batches, device, iters: int, warmup: int) -> list[float]:
     return times
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--detectors", default="faster_rcnn,cascade_rcnn,atss,paa")
@@ -111,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
                     + (f"{paper[0]:.2f} / {paper[1]:.2f} = {paper[1] / paper[0]:.2f}x |" if paper else "— |"))
 
     where = (torch.cuda.get_device_name(0) if device.type == "cuda"
-             else f"{os.cpu_count()}-core {platform.machine()} CPU ({_cpu_model()}), {torch.get_num_threads()} threads")
+             else f"{os.cpu_count()}-core {platform.machine()} CPU ({cpu_model()}), {torch.get_num_threads()} threads")
     lines = [
         f"Measured by `python scripts/bench_iteration.py{' ' + ' '.join(args.overrides) if args.overrides else ''}` "
         f"on {time.strftime('%Y-%m-%d')}, {where}; batch {bs}, median of {args.iters} iterations after "

@@ -35,6 +35,7 @@ import torchvision
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from rsdet.losses import alrp_loss, ap_loss, rank_sort_loss  # noqa: E402
+from _machine import cpu_model  # noqa: E402
 
 LOSSES = ("focal", "rs", "ap", "alrp")
 GRIDS = {
@@ -235,14 +236,7 @@ def peak_memory_mb(name: str, n: int, p: int, device: str) -> float:
 
 
 def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} cores"
-    except OSError:
-        pass
-    return f"{os.cpu_count()} cores"
+    return f"{cpu_model()}, {os.cpu_count()} cores"
 
 
 def parse_sizes(text: str):

@@ -22,6 +22,8 @@ import sys
 import time
 from pathlib import Path
 
+from _machine import cpu_model
+
 ROOT = Path(__file__).resolve().parent.parent
 BEGIN, END = "<!-- demo-figures:begin -->", "<!-- demo-figures:end -->"
 
@@ -36,16 +38,6 @@ def _newest_run(before: set[Path]) -> Path:
     if not new:
         raise SystemExit("no new run directory under outputs/runs; did `rsdet train` fail? See its output above.")
     return new[-1]
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown model"
 
 
 def _measure(overrides: list[str], env: dict) -> tuple[str, Path]:
@@ -86,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(row)
         dirs.append(f"`{run.relative_to(ROOT)}`")
 
-    machine = f"{os.cpu_count()}-core {platform.machine()} CPU ({_cpu_model()}), torch threads default"
+    machine = f"{os.cpu_count()}-core {platform.machine()} CPU ({cpu_model()}), torch threads default"
     lines = [
         f"Measured by `python scripts/demo_figures.py{' --detectors' if args.detectors else ''}` on "
         f"{time.strftime('%Y-%m-%d')}, {machine}, one run at a time:",
