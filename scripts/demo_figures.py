@@ -3,7 +3,7 @@
     python scripts/demo_figures.py                  # run the default demo once, print the figures
     python scripts/demo_figures.py --update-readme  # ... and rewrite README's "Demo figures" block
     python scripts/demo_figures.py -- loss=ce       # extra Hydra overrides after `--`
-    python scripts/demo_figures.py --detectors      # the default, detector=atss and detector=paa, one row each
+    python scripts/demo_figures.py --detectors      # the default and detector=atss, paa, cascade_rcnn, one row each
 
 The wall time is the whole command as a user runs it (start-up, dataset generation if the cache is
 cold, training, inference, evaluation). The dataset is generated before the clock starts so that a
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--update-readme", action="store_true", help="rewrite README.md's demo-figures block")
     parser.add_argument("--detectors", action="store_true",
-                        help="measure the default and detector=atss, detector=paa (one row each)")
+                        help="measure the default and detector=atss, paa, cascade_rcnn (one row each)")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for rsdet train")
     args = parser.parse_args(argv)
 
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
 
     runs = [args.overrides]
     if args.detectors:
-        runs += [[*args.overrides, f"detector={d}"] for d in ("atss", "paa")]
+        runs += [[*args.overrides, f"detector={d}"] for d in ("atss", "paa", "cascade_rcnn")]
     rows, dirs = [], []
     for overrides in runs:
         row, run = _measure(overrides, env)
