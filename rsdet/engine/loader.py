@@ -49,7 +49,7 @@ class ResumableBatchSampler(Sampler):
     """
 
     def __init__(self, dataset_len: int, batch_size: int, seed: int, *, drop_last: bool, shuffle: bool = True,
-                 rank: int = 0, world_size: int = 1):
+                 rank: int = 0, world_size: int = 1, epoch_order: Callable[[int], Any] | None = None):
         if dataset_len < 1:
             raise TrainingError("the training split is empty; check dataset.train")
         self.dataset_len = int(dataset_len)
@@ -61,6 +61,7 @@ class ResumableBatchSampler(Sampler):
         self.world_size = int(world_size)
         if not 0 <= self.rank < self.world_size:
             raise TrainingError(f"rank {rank} is outside a world of {world_size} processes")
+        self.epoch_order = epoch_order
         self.epoch = 0
         self.start_batch = 0
 
@@ -79,11 +80,26 @@ class ResumableBatchSampler(Sampler):
     def epoch_batches(self, epoch: int) -> list[list[tuple[int, int]]]:
         """Every batch of ``epoch``, from the first."""
         g = epoch_generator(self.seed, epoch)
-        order = torch.randperm(self.dataset_len, generator=g) if self.shuffle else torch.arange(self.dataset_len)
+        if self.epoch_order is not None:
+            order = self._fixed_length(torch.as_tensor(self.epoch_order(epoch), dtype=torch.long))
+        elif self.shuffle:
+            order = torch.randperm(self.dataset_len, generator=g)
+        else:
+            order = torch.arange(self.dataset_len)
         seeds = torch.randint(0, 2**62, (self.dataset_len,), generator=g)
         pairs = list(zip(order.tolist(), seeds.tolist()))
         n = self.batches_per_epoch
         return [pairs[b * self.batch_size:(b + 1) * self.batch_size] for b in range(n)]
+
+    def _fixed_length(self, order: torch.Tensor) -> torch.Tensor:
+        """An epoch order of another sampler (repeat-factor sampling: its length varies a little from
+        epoch to epoch) cut or cyclically extended to ``dataset_len``, so that every epoch has the same
+        number of batches and a position (epoch, batch) means the same thing on resume."""
+        if order.numel() == 0:
+            raise TrainingError("the epoch order is empty; check the training split and the sampler")
+        if order.numel() >= self.dataset_len:
+            return order[: self.dataset_len]
+        return order.repeat(-(-self.dataset_len // order.numel()))[: self.dataset_len]
 
     def shard(self, batch: list) -> list:
         """This rank's contiguous slice of a global batch (an even split of a short final batch)."""
@@ -149,9 +165,13 @@ class TrainLoader:
 
     def __init__(self, dataset: Dataset, *, batch_size: int, seed: int, collate_fn: Callable,
                  num_workers: int = 0, drop_last: bool = True, rank: int = 0, world_size: int = 1,
-                 pin_memory: bool = False, prefetch_factor: int | None = None):
-        self.sampler = ResumableBatchSampler(len(dataset), batch_size, seed,  # type: ignore[arg-type]
-                                             drop_last=drop_last, rank=rank, world_size=world_size)
+                 pin_memory: bool = False, prefetch_factor: int | None = None, epoch_len: int | None = None,
+                 epoch_order: Callable[[int], Any] | None = None):
+        """``epoch_order(epoch)`` (optional) gives each epoch's dataset indices instead of a permutation
+        (repeat-factor sampling, ``rsdet.data.sampling``), fitted to ``epoch_len`` images per epoch."""
+        self.sampler = ResumableBatchSampler(int(epoch_len or len(dataset)), batch_size, seed,  # type: ignore[arg-type]
+                                             drop_last=drop_last, rank=rank, world_size=world_size,
+                                             epoch_order=epoch_order)
         num_workers = int(num_workers)
         self.loader = DataLoader(
             SeededSamples(dataset), batch_sampler=self.sampler, collate_fn=collate_fn, num_workers=num_workers,

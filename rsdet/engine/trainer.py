@@ -318,6 +318,7 @@ def train(cfg: Any, record, *, console: Console | None = None, resume_from: Path
     every rank calls ``train``, rank 0 alone writes ``record`` and returns the metrics (others ``{}``)."""
     from rsdet.data.build import build_dataset
     from rsdet.data.coco_dataset import collate_fn
+    from rsdet.data.sampling import build_train_sampler
     from rsdet.engine.distributed import SINGLE
     from rsdet.models import build_detector
 
@@ -350,7 +351,9 @@ def train(cfg: Any, record, *, console: Console | None = None, resume_from: Path
             raise ConfigError("distributed.sync_bn=true needs CUDA (torch's SyncBatchNorm has no CPU kernel); on "
                               "the CPU use detector.backbone.norm=frozen_bn or gn, whose statistics are per image")
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    plan = make_plan(cfg.schedule, cfg.loss, len(train_ds))
+    repeat = build_train_sampler(train_ds, cfg.dataset, seed=int(cfg.seed))  # LVIS repeat-factor sampling or None
+    epoch_len = int(round(repeat.expected_length)) if repeat is not None else len(train_ds)
+    plan = make_plan(cfg.schedule, cfg.loss, epoch_len)
     optimizer = build_optimizer(model, cfg.schedule, plan)
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
 
@@ -378,7 +381,8 @@ def train(cfg: Any, record, *, console: Console | None = None, resume_from: Path
 
     net = _wrap_data_parallel(model, cfg, device, dist) if dist.enabled else model
     loader = TrainLoader(train_ds, batch_size=global_batch, seed=int(cfg.seed), collate_fn=collate_fn,
-                         drop_last=len(train_ds) > global_batch, rank=dist.rank, world_size=dist.world_size,
+                         drop_last=epoch_len > global_batch, rank=dist.rank, world_size=dist.world_size,
+                         epoch_len=epoch_len, epoch_order=repeat.indices if repeat is not None else None,
                          **_data_loader_options(cfg, device))
     logged = _LogState()
     if resume_from is not None:

@@ -33,3 +33,14 @@ def test_evaluation_every_epoch_is_recorded_and_reported(tiny_run, capsys):
 def test_mask_evaluation_on_a_box_detector_is_a_clear_error(tiny_run):
     assert train_cli.main([*tiny_run, "eval.iou_types=[bbox,segm]"]) == 1
     assert "mask detector" in _only_run().info["error"]
+
+
+def test_repeat_factor_sampling_trains_on_the_long_tailed_data(tiny_run):
+    """dataset=shapes_lvis turns on repeat-factor sampling (threshold 0.125): an epoch is longer than the
+    split, the run trains, and the LVIS protocol reports APr/APc/APf."""
+    overrides = [o for o in tiny_run if not o.startswith("dataset.generate.num_")]
+    assert train_cli.main(["dataset=shapes_lvis", "dataset.generate.num_train=24", "dataset.generate.num_val=8",
+                           *overrides]) == 0
+    run = _only_run()
+    assert run.info["status"] == "completed"
+    assert {"APr", "APc", "APf"} <= set(run.metrics["bbox"])

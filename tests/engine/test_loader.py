@@ -81,3 +81,32 @@ def test_a_state_for_another_data_order_is_refused():
     loader = TrainLoader(Draws(), batch_size=3, seed=5, collate_fn=collate)
     with pytest.raises(TrainingError, match=r"batch_size 2 -> 3.*schedule.batch_size"):
         loader.load_state_dict({**loader.state_dict(), "batch_size": 2}, source="last.pt")
+
+
+def test_repeat_factor_order_is_fitted_to_a_fixed_epoch_length_and_resumes_exactly():
+    from rsdet.data.sampling import RepeatFactorSampler
+
+    # image 0 is repeated 3.5x on average, the others once: ~12.5 images per epoch -> fixed at 12
+    repeat = RepeatFactorSampler([3.5] + [1.0] * 9, seed=3)
+    sampler = ResumableBatchSampler(12, 4, seed=3, drop_last=True, epoch_order=repeat.indices)
+    assert sampler.batches_per_epoch == 3
+    for epoch in range(4):
+        realised = repeat.indices(epoch).tolist()
+        order = [i for b in sampler.epoch_batches(epoch) for i, _ in b]
+        assert len(order) == 12
+        # the epoch's own repeat-factor list, cut or cyclically extended to 12
+        assert order == (realised * 2)[:12]
+        assert order.count(0) >= 3  # the rare image appears floor(3.5) or more times
+    loader = TrainLoader(Draws(), batch_size=4, seed=3, collate_fn=collate, epoch_len=12,
+                         epoch_order=repeat.indices)
+    it = iter(loader)
+    first = [next(it)[1] for _ in range(5)]
+    state = loader.state_dict()
+    again = TrainLoader(Draws(), batch_size=4, seed=3, collate_fn=collate, epoch_len=12,
+                        epoch_order=repeat.indices)
+    again.load_state_dict(state)
+    rest = [next(iter(again))[1] for _ in range(1)]
+    whole = iter(TrainLoader(Draws(), batch_size=4, seed=3, collate_fn=collate, epoch_len=12,
+                             epoch_order=repeat.indices))
+    uninterrupted = [next(whole)[1] for _ in range(6)]
+    assert first + rest == uninterrupted
