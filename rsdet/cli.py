@@ -14,12 +14,13 @@ commands:
                rsdet train                                 # RS-Faster R-CNN on the embedded shapes data (CPU)
                rsdet train loss=ce sampler=random
                rsdet train -m loss=rs,ce sampler=none,random   # Hydra multirun: 4 jobs
+               rsdet train detector=atss                   # RS-ATSS (also paa, cascade_rcnn)
                rsdet train resume=true                     # continue the latest interrupted run
                rsdet train -m loss=rs,ce resume=true       # resume a sweep: completed jobs are reused
              `rsdet train --help` lists the config groups and options.
   evaluate   COCO/LVIS AP + oLRP of a results file, run directory or checkpoint; score-threshold sweeps
   report     turn a folder of runs into the paper's tables (Markdown, CSV, LaTeX)
-  data       generate / inspect datasets (`rsdet data shapes`)
+  data       generate / inspect the embedded datasets (`rsdet data shapes`, `rsdet data shapes_lvis`)
 
 `rsdet <command> --help` for details.
 """
