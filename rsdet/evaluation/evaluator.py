@@ -80,7 +80,7 @@ def evaluate(gt: str | Path | dict, detections: str | Path | list, iou_type: str
         rsdet.errors.ConfigError: unknown ``iou_type``/``protocol`` or a bad ``max_dets``.
     """
     max_dets = check_options(iou_type, protocol, max_dets)
-    dataset, _ = load_ground_truth(gt, protocol)
+    dataset, _ = load_ground_truth(gt, protocol, check_masks=iou_type == "segm")
     records, source = load_detections(detections)
     dets = validate_detections(records, dataset, source, iou_type)
     # load_ground_truth / validate_detections returned fresh copies: no need to copy again

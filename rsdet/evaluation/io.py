@@ -26,11 +26,12 @@ PROTOCOLS = ("coco", "lvis")
 DEFAULT_MAX_DETS = {"coco": 100, "lvis": 300}
 
 
-def load_ground_truth(gt: str | Path | dict, protocol: str = "coco") -> tuple[dict, str]:
+def load_ground_truth(gt: str | Path | dict, protocol: str = "coco", check_masks: bool = False) -> tuple[dict, str]:
     """Return ``(dataset, source)``: a checked COCO/LVIS annotation dict and a name for messages.
 
     The checks are those of the training loader (:func:`rsdet.data.annotations.check_annotations`)
-    plus what evaluation needs: annotation ``id`` and ``area``, and for LVIS the federated lists.
+    plus what evaluation needs: annotation ``id`` and ``area``, and for LVIS the federated lists;
+    ``check_masks`` (mask AP) also checks every segmentation (polygon/RLE) before pycocotools sees it.
     The returned dict is a shallow copy whose annotation records are copied too, because the
     evaluators write flags (``ignore``, ``_ignore``) and RLE masks into them; the caller's dict is
     left untouched. COCO-protocol evaluation of a file without ``iscrowd`` (LVIS files have none)
@@ -43,7 +44,7 @@ def load_ground_truth(gt: str | Path | dict, protocol: str = "coco") -> tuple[di
         source, data = "Ground truth <dict>", gt
     else:
         raise DataError(f"Ground truth must be a path or a dict, got {type(gt).__name__}.")
-    check_annotations(data, source, protocol=protocol, for_evaluation=True)
+    check_annotations(data, source, protocol=protocol, for_evaluation=True, check_masks=check_masks)
     annotations = []
     for ann in data["annotations"]:
         ann = dict(ann)

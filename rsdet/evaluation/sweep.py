@@ -76,7 +76,7 @@ def threshold_sweep(gt: str | Path | dict, detections: str | Path | list,
         One row per threshold: ``{"threshold": t, "metrics": evaluate(...) dict, "fps": f or None}``.
     """
     max_dets = check_options(iou_type, protocol, max_dets)
-    dataset, _ = load_ground_truth(gt, protocol)
+    dataset, _ = load_ground_truth(gt, protocol, check_masks=iou_type == "segm")
     records, source = load_detections(detections)
     dets = validate_detections(records, dataset, source, iou_type)
     rows = []

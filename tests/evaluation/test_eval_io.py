@@ -100,3 +100,14 @@ def test_numpy_scalars_are_accepted():
     rec = {"image_id": np.int64(1), "category_id": np.int32(7), "bbox": [4, 4, 20, 18],
            "score": np.float32(0.9)}
     assert evaluate(GT, [rec])["AP50"] == pytest.approx(1.0)
+
+
+def test_mask_evaluation_checks_the_ground_truth_segmentations():
+    """Mask AP reads every GT polygon: a 2-point polygon names its annotation instead of reaching
+    pycocotools; box AP of the same file does not need the masks and works."""
+    bad = json.loads(json.dumps(GT))
+    bad["annotations"][0]["segmentation"] = [[4, 4, 24, 4]]
+    segm = {**GOOD, "segmentation": td.box_polygon([4, 4, 20, 18])}
+    with pytest.raises(DataError, match=r"annotations\[0\] \(id 1\)"):
+        evaluate(bad, [segm], iou_type="segm")
+    assert evaluate(bad, [GOOD], iou_type="bbox")["AP"] >= 0
