@@ -54,6 +54,7 @@ def test_wheel_ships_every_config_and_every_package(wheel):
     assert "rsdet/engine/__init__.py" in names
     modules = {p.relative_to(ROOT).as_posix() for p in (ROOT / "rsdet").rglob("*.py")}
     assert modules <= names, sorted(modules - names)  # every module sits in a package that is found
+    assert "rsdet/report/paper_values.json" in names  # the supplementary's numbers (rsdet.report.paper)
     assert not any(n.startswith(("conf/", "tests/")) for n in names)  # nothing at the top level but rsdet
 
 
