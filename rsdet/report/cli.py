@@ -34,7 +34,7 @@ examples:
                                                Table S8 laid out as in the paper (metrics as columns)
   rsdet report multirun/... --rows loss.delta --metric AP        Table S4 (delta_RS sweep)
   rsdet report multirun/... --metric all --filter loss=rs        all AP/oLRP columns, RS runs only
-  rsdet report multirun/... --metric history/ratio/rpn_task,history/ratio/rcnn_task
+  rsdet report multirun/... --metric history/ratio/rpn/task_neg_per_pos,history/ratio/rcnn/task_neg_per_pos
                                                Table S7: mean pos:neg task ratios from history.jsonl
 
 metrics: names from metrics.json, e.g. AP AP50 AP75 APs APm APl oLRP oLRP_Loc oLRP_FP oLRP_FN (box),

@@ -3,7 +3,7 @@
 metrics.json stores fractions: ``{"bbox": {"AP": 0.396, "oLRP": 0.679, ...}, "segm": {...},
 "train_seconds": 290.1}``. A bare name (``AP``, ``oLRP_FP``) is looked up in ``bbox`` first, then among
 the top-level keys (``train_seconds``); ``segm/AP`` picks the mask results; ``history/<key>`` is the
-mean of a history.jsonl column (e.g. ``history/ratio/rpn_task``, supplementary Table S7). Matching
+mean of a history.jsonl column (e.g. ``history/ratio/rpn/task_neg_per_pos``, supplementary Table S7). Matching
 ignores case, ``_`` and ``-`` so ``ap50``, ``AP_50`` and ``olrp_loc`` all work.
 
 AP-, AR- and LRP-type values are shown ×100 with one decimal, as in the paper's tables. Higher is
@@ -103,7 +103,7 @@ def lower_is_better(name: str) -> bool:
 
 
 def display_name(name: str) -> str:
-    """Column header: ``segm/AP`` → ``mask AP``; ``history/ratio/rpn_task`` → ``ratio/rpn_task (mean)``."""
+    """Column header: ``segm/AP`` → ``mask AP``; ``history/ratio/rpn/num_pos`` → ``ratio/rpn/num_pos (mean)``."""
     if name.startswith("segm/"):
         return "mask " + name[5:]
     if name.startswith("bbox/"):
