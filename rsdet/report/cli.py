@@ -33,6 +33,7 @@ examples:
   rsdet report multirun/... --rows loss,sampler.rpn,sampler.rcnn --metric AP,AP50,AP75
                                                Table S8 laid out as in the paper (metrics as columns)
   rsdet report multirun/... --rows loss.delta --metric AP        Table S4 (delta_RS sweep)
+  rsdet report multirun/... --table s4 --paper  Table S4 as printed in the paper, ours beside the published
   rsdet report multirun/... --metric all --filter loss=rs        all AP/oLRP columns, RS runs only
   rsdet report multirun/... --metric history/ratio/rpn/task_neg_per_pos,history/ratio/rcnn/task_neg_per_pos
                                                Table S7: mean pos:neg task ratios from history.jsonl
@@ -82,6 +83,10 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-write", action="store_true", help="only print the table")
     p.add_argument("--raw", action="store_true", help="show fractions as stored instead of x100")
     p.add_argument("--list-axes", action="store_true", help="list varying settings and metric names, then exit")
+    p.add_argument("--table", metavar="SN", help="lay the runs out as supplementary table SN (s1 ... s11): the "
+                   "paper's rows, columns and metrics, our mean ± std per cell (docs/paper.md)")
+    p.add_argument("--paper", action="store_true", help="with --table: the published value and our difference "
+                   "beside each cell")
     return p
 
 
@@ -155,6 +160,19 @@ def _run(args, out, err) -> int:
     out.print(f"Found {len(runs)} run{'s' if len(runs) != 1 else ''} under {_esc(str(root))}: {summary}")
     if args.list_axes:
         _list_axes(runs, out)
+        return 0
+    if args.table:
+        from rsdet.report.paper_table import report_paper_table, table_name
+
+        stem = None if args.no_write else (Path(args.out) if args.out else root / f"table_{table_name(args.table).lower()}")
+        try:
+            paths = report_paper_table(runs, args.table, args.paper, stem, console=out)
+        except OSError as exc:
+            err.print(f"[red]rsdet report:[/red] could not write {_esc(str(stem))}.{{md,csv,tex}} ({_esc(str(exc))}); "
+                      f"choose another place with --out PATH_STEM")
+            return 1
+        if paths:
+            out.print("wrote " + ", ".join(_esc(str(p)) for p in paths.values()))
         return 0
     table = build_table(runs, rows=_keys(args.rows), cols=_keys(args.cols), metric=args.metric,
                         filters=args.filter, raw=args.raw)
