@@ -30,8 +30,10 @@ def _model(overrides=(), num_classes=3):
     return build_detector(_compose(overrides), num_classes)
 
 
-def _features(model, size=64):
-    return model.backbone(torch.zeros(1, 3, size, size))
+def _features(model, size=64, images=1):
+    """Backbone features of ``images`` blank images: one per image the proposals refer to (RoIAlign does
+    not check the batch index, so a missing image would read memory outside the feature maps)."""
+    return model.backbone(torch.zeros(images, 3, size, size))
 
 
 def _fix_head(head, logits, deltas):
@@ -77,7 +79,7 @@ def test_refinement_feeds_the_next_stage_and_drops_the_gt_proposals():
                  torch.tensor([[10.0, 10.0, 30.0, 30.0]])]
     targets = [{"boxes": torch.tensor([[6.0, 4.0, 26.0, 24.0], [0.0, 0.0, 60.0, 60.0]]), "labels": torch.tensor([0, 1])},
                {"boxes": torch.tensor([[10.0, 12.0, 30.0, 32.0]]), "labels": torch.tensor([2])}]
-    outs = model.cascade_train(_features(model), proposals, [(64, 64), (64, 64)], targets)
+    outs = model.cascade_train(_features(model, images=2), proposals, [(64, 64), (64, 64)], targets)
     assert [o.name for o in outs] == ["stage1", "stage2", "stage3"]
     # stage 1: 2 + 2 GT rows and 1 + 1 GT row; stage 2: the refined proposals (GT copies removed) + the GT again
     assert outs[0].ref_boxes.shape[0] == 6 and outs[1].ref_boxes.shape[0] == 6
