@@ -174,6 +174,35 @@ def load_config_yaml(text: str) -> Any:
     return yaml.load(text, Loader=_CONFIG_LOADER)  # noqa: S506 - a SafeLoader subclass
 
 
+def _append_jsonl(path: Path, row: Mapping) -> None:
+    """Append one JSON line and flush, so a kill loses at most this line."""
+    with path.open("a", encoding="utf-8") as fh:
+        fh.write(dumps(row, indent=None) + "\n")
+        fh.flush()
+
+
+def _read_jsonl(path: Path, what: str) -> list[dict]:
+    """The JSON-object lines of ``path`` ([] when absent); malformed lines (e.g. a line cut by a kill)
+    are skipped with a warning naming the file and line."""
+    rows: list[dict] = []
+    if not path.is_file():
+        return rows
+    with path.open(encoding="utf-8", errors="replace") as fh:
+        for lineno, line in enumerate(fh, 1):
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                row = json.loads(line)
+                if not isinstance(row, dict):
+                    raise ValueError("not a JSON object")
+            except ValueError as exc:
+                log.warning("%s:%d: skipping malformed %s line (%s)", path, lineno, what, exc)
+                continue
+            rows.append(row)
+    return rows
+
+
 # --------------------------------------------------------------------------------------------- RunRecord
 class RunRecord:
     """One run directory: written by the training engine, read by ``rsdet report``.
@@ -314,24 +343,7 @@ class RunRecord:
 
     def read_history(self) -> list[dict]:
         """All rows of history.jsonl; malformed lines (e.g. a line cut by a kill) are skipped with a warning."""
-        rows: list[dict] = []
-        path = self.history_path
-        if not path.is_file():
-            return rows
-        with path.open(encoding="utf-8", errors="replace") as fh:
-            for lineno, line in enumerate(fh, 1):
-                line = line.strip()
-                if not line:
-                    continue
-                try:
-                    row = json.loads(line)
-                    if not isinstance(row, dict):
-                        raise ValueError("not a JSON object")
-                except ValueError as exc:
-                    log.warning("%s:%d: skipping malformed history line (%s)", path, lineno, exc)
-                    continue
-                rows.append(row)
-        return rows
+        return _read_jsonl(self.history_path, "history")
 
     # ---- writing
     def write_config(self, cfg: Any) -> Path:
@@ -412,10 +424,7 @@ class RunRecord:
 
     def append_history(self, row: Mapping) -> None:
         """Append one logging step to history.jsonl and flush, so a kill loses at most this line."""
-        line = dumps(row, indent=None)
-        with self.history_path.open("a", encoding="utf-8") as fh:
-            fh.write(line + "\n")
-            fh.flush()
+        _append_jsonl(self.history_path, row)
 
     def drop_history_after(self, iteration: int) -> int:
         """Move the history rows logged after ``iteration`` (and lines a kill cut short) from
@@ -454,22 +463,14 @@ class RunRecord:
 
     def append_eval(self, row: Mapping) -> None:
         """Append one evaluation during training (``eval.every_epochs``) to metrics_history.jsonl."""
-        with self.eval_history_path.open("a", encoding="utf-8") as fh:
-            fh.write(dumps(row, indent=None) + "\n")
-            fh.flush()
+        _append_jsonl(self.eval_history_path, row)
 
     def read_eval_history(self) -> list[dict]:
         """Evaluations during training, one per epoch (the last one written wins, e.g. after a resume
-        that re-ran an epoch's evaluation); unreadable lines are skipped."""
-        if not self.eval_history_path.is_file():
-            return []
+        that re-ran an epoch's evaluation); malformed lines are skipped with a warning."""
         by_epoch: dict = {}
-        for line in self.eval_history_path.read_text(encoding="utf-8", errors="replace").splitlines():
-            try:
-                row = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(row, dict) and isinstance(row.get("epoch"), int) and isinstance(row.get("bbox"), dict):
+        for row in _read_jsonl(self.eval_history_path, "evaluation history"):
+            if isinstance(row.get("epoch"), int) and isinstance(row.get("bbox"), dict):
                 by_epoch[row["epoch"]] = row
         return [by_epoch[e] for e in sorted(by_epoch)]
 

@@ -9,12 +9,20 @@ import json
 import math
 from typing import Any
 
+from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 # JSON text values a broken writer or a hand edit can leave behind
 BAD_VALUES = [None, True, False, "", "12", "abc", [], [1, 2], {}, {"a": 1}, 0, -1, -1e9, 0.5,
               math.nan, math.inf, -math.inf, 1e308, -1e308, 10 ** 30, 10 ** 400, 999999, 2 ** 63]
 KINDS = ("drop_key", "set_value", "empty_list", "duplicate_record", "truncate", "garble", "wrong_top")
+
+
+def fuzz_settings(max_examples: int):
+    """The hypothesis settings every fuzz test uses: reproducible examples, no example database, no
+    deadline (file I/O and pycocotools vary in speed), fixtures reused across examples."""
+    return settings(max_examples=max_examples, deadline=None, derandomize=True, database=None,
+                    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 
 def write(path, text: str) -> None:

@@ -20,7 +20,8 @@ from pathlib import Path
 from rsdet.errors import RsdetError
 from rsdet.records import RunRecord
 from rsdet.report.axes import MISSING, RunAxes
-from rsdet.report.metrics import fmt, is_percent, metric_value
+from rsdet.report.metrics import fmt, metric_value, scale
+from rsdet.report.render import latex_escape
 from rsdet.report.paper import load_paper_tables
 
 #: The experiment preset that produces each table's runs (conf/experiment/).
@@ -87,11 +88,9 @@ def fill_table(runs: list[RunRecord], table: str) -> tuple[dict, list[list[Paper
 def _ours_text(cell: PaperCell) -> str:
     if not cell.values:
         return "—"
-    scale = 100.0 if is_percent(cell.metric) else 1.0
-    mean = scale * statistics.fmean(cell.values)
-    text = fmt(cell.metric, mean, raw=False)
+    text = fmt(cell.metric, scale(cell.metric, statistics.fmean(cell.values), raw=False), raw=False)
     if len(cell.values) > 1:
-        text += f" ± {fmt(cell.metric, scale * statistics.stdev(cell.values), raw=False)}"
+        text += f" ± {fmt(cell.metric, scale(cell.metric, statistics.stdev(cell.values), raw=False), raw=False)}"
     return text
 
 
@@ -99,8 +98,7 @@ def _diff_text(cell: PaperCell) -> str:
     ours = cell.ours()
     if ours is None or not isinstance(cell.paper, (int, float)):
         return "—"
-    scale = 100.0 if is_percent(cell.metric) else 1.0
-    return f"{scale * ours - float(cell.paper):+.1f}"
+    return f"{scale(cell.metric, ours, raw=False) - float(cell.paper):+.1f}"
 
 
 def table_rows(spec: dict, cells: list[list[PaperCell]], paper: bool) -> tuple[list[str], list[list[str]]]:
@@ -129,13 +127,9 @@ def render(header: list[str], rows: list[list[str]], kind: str) -> str:
         csv.writer(buf).writerows([header, *rows])
         return buf.getvalue()
     if kind == "tex":
-        def esc(text: str) -> str:
-            return "".join("\\" + c if c in "&%$#_{}" else c for c in text).replace("±", r"$\pm$").replace(
-                "Δ", r"$\Delta$").replace("δ", r"$\delta$")
-
         lines = [r"\begin{tabular}{l" + "c" * (len(header) - 1) + "}", r"\toprule",
-                 " & ".join(esc(h) for h in header) + r" \\", r"\midrule"]
-        lines += [" & ".join(esc(c) for c in r) + r" \\" for r in rows]
+                 " & ".join(latex_escape(h) for h in header) + r" \\", r"\midrule"]
+        lines += [" & ".join(latex_escape(c) for c in r) + r" \\" for r in rows]
         return "\n".join(lines + [r"\bottomrule", r"\end{tabular}"]) + "\n"
     raise ValueError(kind)
 

@@ -132,7 +132,8 @@ def to_csv(table: ReportTable) -> str:
 # --------------------------------------------------------------------------------------------- LaTeX
 _LATEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
           "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-          "±": r"$\pm$", "—": "--", "·": r"$\cdot$", "×": r"$\times$", "δ": r"$\delta$", "λ": r"$\lambda$"}
+          "±": r"$\pm$", "—": "--", "·": r"$\cdot$", "×": r"$\times$", "δ": r"$\delta$", "λ": r"$\lambda$",
+          "Δ": r"$\Delta$"}
 
 
 def latex_escape(text: str) -> str:

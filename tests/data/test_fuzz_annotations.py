@@ -12,12 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from corruptions import corruption, write  # noqa: E402
+from corruptions import corruption, fuzz_settings, write  # noqa: E402
 
 from rsdet.data.coco_dataset import CocoDetectionDataset  # noqa: E402
 from rsdet.errors import DataError, RsdetError  # noqa: E402
@@ -77,8 +77,7 @@ def test_the_uncorrupted_file_loads_as_expected(folder):
     assert expected_targets(BASE)[1][1] == ([30.5, 20.0, 40.0, 30.0], 1)
 
 
-@settings(max_examples=300, deadline=None, derandomize=True, database=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@fuzz_settings(300)
 @given(data=st.data())
 def test_fuzzed_annotation_file(folder, data):
     kind, text, path = data.draw(corruption(BASE))
@@ -127,8 +126,7 @@ def test_the_uncorrupted_masked_file_loads_as_expected(folder):
     assert ds.stats["masks_from_boxes"] == 0 and ds[2][1]["masks"][0].sum() == 12  # the compressed RLE
 
 
-@settings(max_examples=150, deadline=None, derandomize=True, database=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@fuzz_settings(150)
 @given(data=st.data())
 def test_fuzzed_masks(folder, data):
     kind, text, path = data.draw(corruption(MASKED))

@@ -14,13 +14,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from corruptions import corruption, write  # noqa: E402
+from corruptions import corruption, fuzz_settings, write  # noqa: E402
 
 from rsdet.errors import DataError, RsdetError  # noqa: E402
 from rsdet.evaluation import evaluate  # noqa: E402
@@ -43,8 +43,7 @@ DETS = [
     {"image_id": 2, "category_id": 7, "bbox": [2, 1, 36, 40], "score": 0.8},
     {"image_id": 2, "category_id": 8, "bbox": [50, 5, 6, 6], "score": 0.3},
 ]
-SETTINGS = settings(max_examples=150, deadline=None, derandomize=True, database=None,
-                    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+SETTINGS = fuzz_settings(150)
 
 
 def reference(gt: dict, dets: list) -> dict:

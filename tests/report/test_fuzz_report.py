@@ -10,12 +10,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from report_fakes import make_run
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from corruptions import corruption, write  # noqa: E402
+from corruptions import corruption, fuzz_settings, write  # noqa: E402
 
 from rsdet.records import UNREADABLE, find_runs  # noqa: E402
 from rsdet.report.cli import main  # noqa: E402
@@ -56,8 +56,7 @@ def corrupted_file(draw, run_dir: Path):
     return name, text, where
 
 
-@settings(max_examples=150, deadline=None, derandomize=True, database=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@fuzz_settings(150)
 @given(data=st.data())
 def test_fuzzed_run_record(tmp_path, capsys, data):
     root = Path(tempfile.mkdtemp(dir=tmp_path))  # same path length every time: the files embed it

@@ -195,7 +195,6 @@ class PAA(OneStageDetector):
         self.topk = int(a.topk)
         self.candidate_matcher = MinIoUMatcher(float(a.candidate_iou), float(a.candidate_iou), min_pos_iou=0.0)
         self.score_box_weight = float(a.get("score_box_weight", 1.0))
-        self.level_of_anchor = None
 
     def assign(self, anchors, per_level, target, cls_logits, deltas):
         gt, labels = target["boxes"], target["labels"]
