@@ -53,7 +53,8 @@ class Detector(nn.Module):
     def forward(self, images: list[Tensor], targets: list[dict] | None = None):
         original_sizes = [tuple(img.shape[-2:]) for img in images]
         if self.training:
-            targets = [{"boxes": t["boxes"], "labels": t["labels"]} for t in targets]
+            # instance masks ([n, H, W] uint8) ride along when the dataset loads them; the transform resizes them
+            targets = [{k: t[k] for k in ("boxes", "labels", "masks") if k in t} for t in targets]
         image_list, targets = self.transform(images, targets)
         features = self.backbone(image_list.tensors)
         if self.training:
