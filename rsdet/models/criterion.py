@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rsdet import losses as L
@@ -26,7 +27,12 @@ from rsdet.models.stage import StageOutput, StageSpec
 
 #: Keys of a per-stage override block ``loss.<stage>.<key>`` (conf/loss_stages.yaml).
 STAGE_KEYS = ("cls", "delta", "label", "label_min", "box", "box_weight", "weighting", "delta_loc", "balance",
-              "box_normalizer", "focal_alpha", "focal_gamma", "aux_weight")
+              "box_normalizer", "focal_alpha", "focal_gamma", "aux_weight", "mask", "mask_weight")
+
+#: Mask losses of mask stages: per-positive Dice (RS-YOLACT) or per-pixel BCE in the GT box (YOLACT).
+MASK_LOSSES = ("dice", "bce")
+#: Continuous labels that need mask predictions (supplementary Table S6: Dice, (IoU + Dice) / 2).
+MASK_LABELS = ("dice", "mean", "iou_dice", "iou+dice")
 
 
 @dataclass
@@ -47,6 +53,8 @@ class StageLossConfig:
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
     aux_weight: float = 1.0
+    mask: str = "dice"
+    mask_weight: float = 1.0
 
 
 def stage_loss_config(cfg: Any, spec: StageSpec) -> StageLossConfig:
@@ -72,12 +80,19 @@ def stage_loss_config(cfg: Any, spec: StageSpec) -> StageLossConfig:
     if delta < 0 or (delta == 0 and cls in ("ap", "alrp")):
         need = "> 0 (AP/aLRP have no hard-step branch)" if cls in ("ap", "alrp") else ">= 0"
         raise ConfigError(f"loss.delta={delta} is invalid for loss.cls={cls}: δ must be {need}")
+    label = get("label", "binary")
+    if label in MASK_LABELS and not spec.masks:
+        raise ConfigError(f"loss.label={label} needs predicted masks, and stage '{spec.name}' predicts boxes only; "
+                          "use a mask detector (e.g. detector=yolact) or loss.label=iou|binary")
+    mask = get("mask", "dice")
+    if mask not in MASK_LOSSES:
+        raise ConfigError(f"loss.mask={mask!r} is not one of {', '.join(MASK_LOSSES)}")
     weights = cfg.get("stage_weights") or {}
     stage_weight = weights.get(spec.name)
     return StageLossConfig(
         cls=cls,
         delta=delta,
-        label=get("label", "binary"),
+        label=label,
         label_min=float(get("label_min", 0.0)),
         box=get("box", "giou"),
         box_weight=float(get("box_weight", 1.0)),
@@ -89,6 +104,8 @@ def stage_loss_config(cfg: Any, spec: StageSpec) -> StageLossConfig:
         focal_alpha=float(get("focal_alpha", 0.25)),
         focal_gamma=float(get("focal_gamma", 2.0)),
         aux_weight=float(get("aux_weight", 1.0)),
+        mask=mask,
+        mask_weight=float(get("mask_weight", 1.0)),
     )
 
 
@@ -125,8 +142,13 @@ class Criterion(nn.Module):
             raise ConfigError(f"schedule.ranking_group={group_images} must be a positive number of images or null")
         self.group_images = int(group_images) if group_images else None
         self.balancers = {}
+        self.mask_balancers = {}
         self.cls_losses = {}
         for stage, cfg in self.cfg.items():
+            if self.specs[stage].masks:  # value / magnitude self-balance of the mask term, else its constant weight
+                kind = cfg.balance if cfg.balance in ("value", "magnitude") else "constant"
+                self.mask_balancers[stage] = (L.build_task_balancer(kind) if kind != "constant"
+                                              else L.build_task_balancer("constant", value=cfg.mask_weight))
             if cfg.cls == "alrp":
                 balancer = L.build_task_balancer("alrp", init_weight=float(loss_cfg.get("alrp_init_weight", 50.0)),
                                                  period=int(loss_cfg.get("alrp_period", 500)))
@@ -192,11 +214,16 @@ class Criterion(nn.Module):
         pred_boxes = out.box_coder.decode_single(deltas, ref)
 
         stats = self._ratios(out.name, len(classes), len(pos), out.num_classes)
+        masks = out.masks.positives(keep[pos]) if out.masks is not None else None
         box_per_pos = self._box_loss_per_positive(cfg, pred_boxes, deltas, ref, gt, out)
-        terms, cls_grad_l1 = self._classification(cfg, out, logits, classes, pos, pred_boxes, gt, box_per_pos)
+        terms, cls_grad_l1 = self._classification(cfg, out, logits, classes, pos, pred_boxes, gt, box_per_pos, masks)
+        cls_total = sum(terms.values())
         if "box" not in terms:
             terms["box"] = self._box_term(cfg, out.name, terms, logits, classes, pos, pred_boxes, deltas, ref, gt,
                                           box_per_pos, len(classes), cls_grad_l1)
+        if masks is not None:
+            terms["mask"] = self._mask_term(cfg, out.name, cls_total, logits, classes, pos, pred_boxes, ref, gt,
+                                            masks, cls_grad_l1)
         for name, pred in out.aux.items():
             terms[name] = cfg.aux_weight * self._aux_term(name, pred[keep][pos], pred_boxes, ref, gt)
         w = cfg.stage_weight
@@ -226,7 +253,7 @@ class Criterion(nn.Module):
         labels = torch.where(classes >= 0, classes, torch.full_like(classes, num_classes))
         return L.vectorise_targets(labels, logits.shape[1], values=values)
 
-    def _classification(self, cfg, out, logits, classes, pos, pred_boxes, gt, box_per_pos):
+    def _classification(self, cfg, out, logits, classes, pos, pred_boxes, gt, box_per_pos, masks=None):
         """Classification terms, plus the closed-form L1 norm of a ranking loss's gradient (for the
         magnitude-based self-balance) when there is one."""
         fn = self.cls_losses[out.name]
@@ -236,7 +263,8 @@ class Criterion(nn.Module):
         num_classes = logits.shape[1]
         if cfg.cls == "rs":
             labels = L.continuous_labels(cfg.label, pred_boxes=pred_boxes, gt_boxes=gt, num=pos.numel(),
-                                         min_value=cfg.label_min)
+                                         pred_masks=None if masks is None else masks.pred,
+                                         gt_masks=None if masks is None else masks.gt, min_value=cfg.label_min)
             rank, sort = fn(logits, self._targets(logits, classes, num_classes, labels))
             grad_l1 = L.ranking_gradient_l1(rank) if cfg.balance == "magnitude" and logits.requires_grad else None
             return {"rank": rank, "sort": sort}, grad_l1
@@ -305,6 +333,30 @@ class Criterion(nn.Module):
             else:
                 ctx["cls_outputs"] = logits
         return self.balancers[stage](cls_total, box, **ctx) * box
+
+    def _mask_term(self, cfg, stage, cls_total, logits, classes, pos, pred_boxes, ref, gt, masks,
+                   cls_grad_l1) -> Tensor:
+        """Mask term of a mask stage (docs/detectors.md, "YOLACT"): ``dice`` = score-weighted mean of the
+        per-positive Dice losses, 1 - Σ w_i Dice_i / Σ w_i (RS-YOLACT; the weighting follows
+        ``loss.weighting``); ``bce`` = per-pixel BCE summed over the crop and divided by its area, averaged
+        over positives (YOLACT). Multiplied by the value self-balance L_cls / L_mask (``balance=value``,
+        as the box term) or by ``loss.mask_weight``."""
+        if pos.numel() == 0:
+            return masks.pred.sum() * 0.0
+        if cfg.mask == "dice":
+            per_pos = L.dice_loss(masks.pred, masks.gt)
+        else:
+            pixel = F.binary_cross_entropy(masks.pred.clamp(0.0, 1.0), masks.gt.to(masks.pred.dtype), reduction="none")
+            per_pos = (pixel * masks.crop).flatten(1).sum(1) / masks.area.clamp(min=1.0)
+        value = L.weighted_mean(per_pos, self._weights(cfg, logits, classes, pos, pred_boxes, ref, gt))
+        ctx = {}
+        if cfg.balance == "magnitude":
+            ctx = {"box_outputs": masks.pred}
+            if cls_grad_l1 is not None:
+                ctx["cls_grad_l1"] = cls_grad_l1
+            else:
+                ctx["cls_outputs"] = logits
+        return self.mask_balancers[stage](cls_total, value, **ctx) * value
 
     @staticmethod
     def _aux_term(name: str, pred: Tensor, pred_boxes: Tensor, ref: Tensor, gt: Tensor) -> Tensor:

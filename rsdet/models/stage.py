@@ -8,6 +8,7 @@ alone, so it never needs to know which detector it trains (docs/detectors.md, "T
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from torch import Tensor
 from torchvision.models.detection import _utils as det_utils
@@ -28,6 +29,8 @@ class StageSpec:
     softmax loss there becomes binary cross-entropy. ``iou_threshold`` is the assigner's positive
     IoU threshold (aLRP's localisation error is normalised by it, paper Eq. 7 of aLRP Loss).
     ``dense`` marks one-stage heads, on which only sigmoid-based losses make sense.
+    ``masks`` marks a stage whose ``StageOutput`` carries instance-mask predictions (``masks``): the
+    criterion adds a mask term and the Dice-based continuous labels become available.
     """
 
     name: str
@@ -36,6 +39,21 @@ class StageSpec:
     weight: float = 1.0
     objectness: bool = False
     dense: bool = False
+    masks: bool = False
+
+
+@dataclass
+class PositiveMasks:
+    """Mask predictions of a stage's positive rows, at the stage's mask resolution (h, w).
+
+    ``pred`` (P, h, w) mask probabilities (differentiable; already cropped where the detector crops),
+    ``gt`` (P, h, w) binary float ground truth, ``crop`` (P, h, w) 0/1 region the per-pixel loss
+    covers (the padded GT box for YOLACT), ``area`` (P,) its size in pixels (BCE normalisation)."""
+
+    pred: Tensor
+    gt: Tensor
+    crop: Tensor
+    area: Tensor
 
 
 @dataclass
@@ -48,7 +66,10 @@ class StageOutput:
     positive, ``NEGATIVE`` (-1) or ``IGNORED`` (-2). ``box_deltas`` (M, 4) are the deltas of the
     assigned class, relative to ``ref_boxes`` (anchors or proposals) under ``box_coder``;
     ``gt_boxes`` are the matched ground truths (undefined for negatives). ``aux`` holds optional
-    extra per-row predictions a recipe trains (e.g. ATSS's centerness logit, (M,)).
+    extra per-row predictions a recipe trains (e.g. ATSS's centerness logit, (M,)). ``masks`` (stages
+    declared with ``masks=True``) is a row-aligned mask branch with ``select(rows)`` and
+    ``positives(rows) -> PositiveMasks`` (rows index this output's rows), e.g. YOLACT's prototypes
+    and per-anchor coefficients (``rsdet.models.heads.protonet.PrototypeMasks``).
     """
 
     spec: StageSpec
@@ -60,6 +81,7 @@ class StageOutput:
     box_coder: det_utils.BoxCoder
     image_index: Tensor
     aux: dict[str, Tensor] = field(default_factory=dict)
+    masks: Any = None
 
     @property
     def name(self) -> str:
@@ -78,4 +100,5 @@ class StageOutput:
         return replace(self, cls_logits=self.cls_logits[rows], box_deltas=self.box_deltas[rows],
                        ref_boxes=self.ref_boxes[rows], gt_boxes=self.gt_boxes[rows],
                        gt_classes=self.gt_classes[rows], image_index=self.image_index[rows] - image_offset,
-                       aux={k: v[rows] for k, v in self.aux.items()})
+                       aux={k: v[rows] for k, v in self.aux.items()},
+                       masks=None if self.masks is None else self.masks.select(rows))

@@ -38,8 +38,8 @@ def test_random_with_scarce_positives_fills_with_negatives():
 
 
 def test_unknown_sampler_is_a_config_error():
-    with pytest.raises(ConfigError, match="sampler.rpn='ohem'"):
-        resolve_stage_sampler({"rpn": "ohem"}, {}, "rpn")
+    with pytest.raises(ConfigError, match="sampler.rpn='hard'"):
+        resolve_stage_sampler({"rpn": "hard"}, {}, "rpn")
 
 
 def test_auto_takes_the_recipe_default_and_a_random_sampler_needs_a_budget():
