@@ -23,7 +23,7 @@ def register(name: str) -> Callable[[type], type]:
 
 def _load_all() -> None:
     # Importing the modules registers their detectors.
-    from rsdet.models.detectors import cascade_rcnn, faster_rcnn, one_stage  # noqa: F401
+    from rsdet.models.detectors import cascade_rcnn, faster_rcnn, one_stage, yolact  # noqa: F401
 
 
 def build_detector(cfg: Any, num_classes: int) -> nn.Module:

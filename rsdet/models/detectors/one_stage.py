@@ -27,23 +27,29 @@ from rsdet.models.build import register
 from rsdet.models.criterion import stage_loss_config
 from rsdet.models.detectors.base import Detector
 from rsdet.models.heads.dense import DenseHead, dense_anchor_sizes
-from rsdet.models.samplers import resolve_stage_sampler, sample_instances
+from rsdet.models.samplers import ohem_row_losses, resolve_stage_sampler, sample_instances
 from rsdet.models.stage import NEGATIVE, StageOutput, StageSpec
 
 
 def grid_anchors(shapes: list[tuple[int, int]], strides: list[int], sizes: list[tuple[float, ...]],
-                 device: torch.device) -> list[Tensor]:
-    """Square anchors per level, centred at (x·stride, y·stride), rows ordered y, x, anchor.
+                 device: torch.device, aspect_ratios: tuple[float, ...] = (1.0,),
+                 center_offset: float = 0.0) -> list[Tensor]:
+    """Anchors per level, centred at ((x + offset)·stride, (y + offset)·stride), rows ordered y, x,
+    anchor. A location's anchors are size-major: for each size s every ratio r = h / w gives
+    w = s / √r, h = s·√r (ATSS/PAA: square anchors at offset 0; YOLACT: ratios 0.5, 1, 2 at offset 0.5).
 
     Written here rather than taken from torchvision's AnchorGenerator because that one infers the
     stride from the padded image size, which is not the network stride on P7 when the image is not
     a multiple of 128 (and it rounds anchor sizes to whole pixels)."""
     out = []
+    roots = torch.tensor([float(r) for r in aspect_ratios], dtype=torch.float32, device=device).sqrt()
     for (h, w), stride, level_sizes in zip(shapes, strides, sizes):
-        half = torch.tensor(level_sizes, dtype=torch.float32, device=device) / 2
-        base = torch.stack([-half, -half, half, half], dim=1)  # (A, 4)
-        ys = torch.arange(h, dtype=torch.float32, device=device) * stride
-        xs = torch.arange(w, dtype=torch.float32, device=device) * stride
+        size = torch.tensor(level_sizes, dtype=torch.float32, device=device)
+        half_w = (size[:, None] / roots[None] / 2).reshape(-1)
+        half_h = (size[:, None] * roots[None] / 2).reshape(-1)
+        base = torch.stack([-half_w, -half_h, half_w, half_h], dim=1)  # (A, 4)
+        ys = (torch.arange(h, dtype=torch.float32, device=device) + center_offset) * stride
+        xs = (torch.arange(w, dtype=torch.float32, device=device) + center_offset) * stride
         y, x = torch.meshgrid(ys, xs, indexing="ij")
         shifts = torch.stack([x, y, x, y], dim=-1).reshape(-1, 1, 4)
         out.append((shifts + base[None]).reshape(-1, 4))
@@ -116,7 +122,10 @@ class OneStageDetector(Detector):
             aux={} if aux is None else {self.aux_kind: aux.reshape(-1)},
         )
         if self.sampler["kind"] != "none":
-            out = out.select(sample_instances(out.gt_classes, out.image_index, num_images, **self.sampler))
+            losses = (ohem_row_losses(out.cls_logits, out.gt_classes, softmax=False)
+                      if self.sampler["kind"] == "ohem" else None)
+            out = out.select(sample_instances(out.gt_classes, out.image_index, num_images, **self.sampler,
+                                              losses=losses))
         return [out]
 
     # ------------------------------------------------------------------ test

@@ -1,0 +1,182 @@
+"""YOLACT's mask pieces: the prediction head, the protonet, mask assembly and cropping.
+
+YOLACT (Bolya et al., ICCV 2019, §3) predicts k prototype masks once per image (the protonet on
+P3) and, for every anchor, class scores, box deltas and k mask coefficients (tanh). The mask of an
+anchor is sigmoid(prototypes · coefficients), cropped to a box: the matched ground-truth box in
+training, the predicted box at test (docs/detectors.md, "YOLACT").
+
+Conventions: prototypes are (B, k, h, w) at a quarter of the padded input size (P3 upsampled ×2);
+boxes given to :func:`box_region` are in mask pixels, pixel (i, j) covering [j, j+1) × [i, i+1), and a
+pixel belongs to a box when its centre (j + 0.5, i + 0.5) lies in the box grown by ``padding`` pixels.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rsdet.errors import ConfigError
+from rsdet.models.heads.dense import flatten_levels
+from rsdet.models.stage import PositiveMasks
+
+__all__ = ["YolactHead", "ProtoNet", "assemble_masks", "box_region", "crop_masks", "PrototypeMasks"]
+
+
+def _xavier(module: nn.Module) -> None:
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+class YolactHead(nn.Module):
+    """Shared across pyramid levels: ``num_convs`` 3×3 conv + ReLU, then three 3×3 convs to A·K class
+    logits, A·4 box deltas and A·k mask coefficients (tanh). K = C (sigmoid, RS) or C + 1 (softmax
+    with the background last, the standard YOLACT). Xavier init with zero biases as YOLACT; with
+    ``prior_prob`` the classifier bias starts at -log((1 - p) / p) instead (sigmoid classifiers)."""
+
+    def __init__(self, in_channels: int, num_anchors: int, num_cls_outputs: int, num_protos: int = 32,
+                 num_convs: int = 1, feat_channels: int | None = None, prior_prob: float | None = None):
+        super().__init__()
+        for name, value, low in (("in_channels", in_channels, 1), ("num_anchors", num_anchors, 1),
+                                 ("num_cls_outputs", num_cls_outputs, 1), ("num_protos", num_protos, 1),
+                                 ("num_convs", num_convs, 0)):
+            if int(value) < low:
+                raise ConfigError(f"YOLACT head {name} must be >= {low}, got {value!r}")
+        feat = int(feat_channels or in_channels)
+        layers: list[nn.Module] = []
+        for i in range(num_convs):
+            layers += [nn.Conv2d(in_channels if i == 0 else feat, feat, 3, padding=1), nn.ReLU(inplace=True)]
+        self.tower = nn.Sequential(*layers)
+        out_ch = feat if num_convs else in_channels
+        self.num_anchors = num_anchors
+        self.cls_out = nn.Conv2d(out_ch, num_anchors * num_cls_outputs, 3, padding=1)
+        self.reg_out = nn.Conv2d(out_ch, num_anchors * 4, 3, padding=1)
+        self.coef_out = nn.Conv2d(out_ch, num_anchors * num_protos, 3, padding=1)
+        _xavier(self)
+        if prior_prob is not None:
+            if not 0.0 < float(prior_prob) < 1.0:
+                raise ConfigError(f"detector.head.prior_prob must be in (0, 1) or null, got {prior_prob!r}")
+            nn.init.constant_(self.cls_out.bias, -math.log((1 - prior_prob) / prior_prob))
+
+    def forward(self, features: list[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+        """(B, N, K) logits, (B, N, 4) deltas, (B, N, k) coefficients in (-1, 1); rows level, y, x, anchor."""
+        cls, reg, coef = [], [], []
+        for f in features:
+            t = self.tower(f)
+            cls.append(self.cls_out(t))
+            reg.append(self.reg_out(t))
+            coef.append(self.coef_out(t))
+        a = self.num_anchors
+        return flatten_levels(cls, a), flatten_levels(reg, a), flatten_levels(coef, a).tanh()
+
+
+class ProtoNet(nn.Module):
+    """YOLACT's protonet on P3: ``num_convs`` 3×3 conv + ReLU, ×2 bilinear upsampling, 3×3 conv + ReLU,
+    1×1 conv to k prototypes and a final ReLU (kept, as in YOLACT). Output (B, k, 2H, 2W)."""
+
+    def __init__(self, in_channels: int, channels: int = 256, num_protos: int = 32, num_convs: int = 3):
+        super().__init__()
+        if int(num_protos) < 1 or int(channels) < 1 or int(num_convs) < 0:
+            raise ConfigError(f"detector.proto: channels ({channels}) and num_protos ({num_protos}) must be >= 1, "
+                              f"num_convs ({num_convs}) >= 0")
+        layers: list[nn.Module] = []
+        for i in range(num_convs):
+            layers += [nn.Conv2d(in_channels if i == 0 else channels, channels, 3, padding=1), nn.ReLU(inplace=True)]
+        self.pre = nn.Sequential(*layers)
+        mid = channels if num_convs else in_channels
+        self.post = nn.Sequential(nn.Conv2d(mid, channels, 3, padding=1), nn.ReLU(inplace=True),
+                                  nn.Conv2d(channels, num_protos, 1), nn.ReLU(inplace=True))
+        _xavier(self)
+
+    def forward(self, p3: Tensor) -> Tensor:
+        x = self.pre(p3)
+        x = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+        return self.post(x)
+
+
+def assemble_masks(protos: Tensor, coeffs: Tensor) -> Tensor:
+    """sigmoid(Σ_k protos[k] · coeffs[:, k]): one image's prototypes (k, h, w) and P coefficient
+    vectors (P, k) -> (P, h, w) mask probabilities (YOLACT Eq. 1)."""
+    if protos.dim() != 3 or coeffs.dim() != 2 or coeffs.shape[1] != protos.shape[0]:
+        raise ConfigError(f"assemble_masks: prototypes (k, h, w) and coefficients (P, k) expected, got "
+                          f"{tuple(protos.shape)} and {tuple(coeffs.shape)}")
+    k, h, w = protos.shape
+    return torch.sigmoid(coeffs @ protos.reshape(k, h * w)).reshape(-1, h, w)
+
+
+def box_region(boxes: Tensor, height: int, width: int, padding: float = 0.0) -> Tensor:
+    """(P, height, width) 0/1 indicator of the pixels whose centre lies in each box (x1, y1, x2, y2 in
+    pixels, grown by ``padding`` on every side; swapped corners are sorted first)."""
+    x1 = torch.minimum(boxes[:, 0], boxes[:, 2])[:, None, None] - padding
+    x2 = torch.maximum(boxes[:, 0], boxes[:, 2])[:, None, None] + padding
+    y1 = torch.minimum(boxes[:, 1], boxes[:, 3])[:, None, None] - padding
+    y2 = torch.maximum(boxes[:, 1], boxes[:, 3])[:, None, None] + padding
+    xs = torch.arange(width, dtype=boxes.dtype, device=boxes.device)[None, None, :] + 0.5
+    ys = torch.arange(height, dtype=boxes.dtype, device=boxes.device)[None, :, None] + 0.5
+    return ((xs >= x1) & (xs <= x2) & (ys >= y1) & (ys <= y2)).to(boxes.dtype)
+
+
+def crop_masks(masks: Tensor, boxes: Tensor, padding: float = 0.0) -> Tensor:
+    """``masks`` (P, h, w) set to 0 outside each box (:func:`box_region`)."""
+    return masks * box_region(boxes, masks.shape[-2], masks.shape[-1], padding).to(masks.dtype)
+
+
+def gt_masks_at(masks: Tensor, padded_size: tuple[int, int], out_size: tuple[int, int]) -> Tensor:
+    """One image's GT masks (n, h, w) at the resized image size -> (n, h', w') binary float at the
+    prototype resolution: zero-padded to the padded batch size, bilinearly resized and thresholded
+    at 0.5 (as RS-YOLACT prepares its mask targets)."""
+    n = masks.shape[0]
+    if n == 0:
+        return masks.new_zeros((0, *out_size), dtype=torch.float32)
+    h, w = masks.shape[-2:]
+    full = masks.new_zeros((n, *padded_size), dtype=torch.float32)
+    full[:, :h, :w] = masks.float()
+    small = F.interpolate(full[None], size=out_size, mode="bilinear", align_corners=False)[0]
+    return (small > 0.5).float()
+
+
+@dataclass
+class PrototypeMasks:
+    """Row-aligned mask branch of YOLACT's head stage (``StageOutput.masks``).
+
+    ``protos`` (B, k, h, w); per row: ``coeffs`` (M, k), ``image_index`` (M,) (absolute image of the
+    batch, never shifted by ranking groups), ``gt_index`` (M,) into ``gt_masks`` (G, h, w) (-1: none),
+    ``crop_boxes`` (M, 4) the matched GT box in mask pixels. ``positives(rows)`` assembles the rows'
+    masks, crops them to their GT boxes grown by ``padding`` (1 pixel, YOLACT) and pairs them with
+    their GT masks."""
+
+    protos: Tensor
+    coeffs: Tensor
+    image_index: Tensor
+    gt_masks: Tensor
+    gt_index: Tensor
+    crop_boxes: Tensor
+    padding: float = 1.0
+
+    def select(self, rows: Tensor) -> "PrototypeMasks":
+        return replace(self, coeffs=self.coeffs[rows], image_index=self.image_index[rows],
+                       gt_index=self.gt_index[rows], crop_boxes=self.crop_boxes[rows])
+
+    def positives(self, rows: Tensor) -> PositiveMasks:
+        h, w = self.protos.shape[-2:]
+        images = self.image_index[rows]
+        parts, order = [], []
+        for b in torch.unique(images).tolist():
+            idx = torch.nonzero(images == b).flatten()
+            parts.append(assemble_masks(self.protos[b], self.coeffs[rows[idx]]))
+            order.append(idx)
+        if parts:
+            pred = torch.cat(parts)[torch.argsort(torch.cat(order))]
+        else:
+            pred = self.coeffs[rows].sum(-1)[:, None, None] * self.protos.new_zeros(1, h, w)  # (0, h, w), with a graph
+        gt_index = self.gt_index[rows]
+        if bool((gt_index < 0).any()):
+            raise ConfigError("PrototypeMasks.positives: a positive row has no matched ground-truth mask")
+        crop = box_region(self.crop_boxes[rows], h, w, self.padding).to(pred.dtype)
+        return PositiveMasks(pred=pred * crop, gt=self.gt_masks[gt_index], crop=crop, area=crop.flatten(1).sum(1))
