@@ -10,7 +10,8 @@ from rsdet.models.stage import StageSpec
 from rsdet.train_cli import CONF_DIR
 
 
-SPECS = {"rpn": StageSpec("rpn", 1, objectness=True), "rcnn": StageSpec("rcnn", 6), "head": StageSpec("head", 6, dense=True)}
+SPECS = {"rpn": StageSpec("rpn", 1, objectness=True), "rcnn": StageSpec("rcnn", 6), "head": StageSpec("head", 6, dense=True),
+         "mask_head": StageSpec("head", 6, masks=True)}
 
 
 def stage_loss_config(loss_cfg, stage):
@@ -83,7 +84,7 @@ def test_dataset_group_options_compose(dataset):
     ("table_s4", {"loss.delta": "0.25,0.4,0.5,0.6,0.75,1.0"}),
     ("table_s1", {"loss.weighting": "none,centerness,score,iou,rank", "loss.balance": "value,magnitude"}),
     ("table_s3", {"loss.delta_loc": "0,0.5,1.0,1.5,2.0,null"}),
-    ("table_s6", {"loss.label": "binary,iou"}),
+    ("table_s6", {"loss.label": "binary,iou,dice,iou_dice"}),
 ])
 def test_paper_table_presets_define_their_sweeps(table, sweep):
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
@@ -95,7 +96,15 @@ def test_paper_table_presets_define_their_sweeps(table, sweep):
             value = None if value == "null" else value
             with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
                 one = compose("train", overrides=[f"experiment={table}", f"{key}={value if value is not None else 'null'}"])
-            stage_loss_config(one.loss, "rcnn")
+            stage_loss_config(one.loss, "mask_head" if one.detector.get("masks") else "rcnn")
+
+
+def test_table_s6_sweeps_the_labels_on_yolact():
+    one = _compose(["experiment=table_s6", "loss.label=dice"])
+    assert one.detector.name == "yolact" and one.dataset.with_masks and one.detector.backbone.depth == 10
+    assert stage_loss_config(one.loss, "mask_head").label == "dice"
+    with pytest.raises(Exception, match="predicts boxes only"):
+        stage_loss_config(one.loss, "rcnn")  # Dice labels need a mask stage
 
 
 def test_3x_is_the_1x_recipe_trained_three_times_longer():

@@ -1,0 +1,86 @@
+"""YOLACT's mask pieces: head and protonet shapes, mask assembly, box crops and the row-aligned mask branch."""
+
+import pytest
+import torch
+
+from rsdet.errors import ConfigError
+from rsdet.models.heads.protonet import (PrototypeMasks, ProtoNet, YolactHead, assemble_masks, box_region,
+                                         crop_masks, gt_masks_at)
+
+
+def test_head_outputs_logits_deltas_and_tanh_coefficients_per_anchor():
+    head = YolactHead(16, num_anchors=3, num_cls_outputs=7, num_protos=32, num_convs=1, feat_channels=8)
+    feats = [torch.randn(2, 16, 8, 8), torch.randn(2, 16, 4, 4)]
+    cls, reg, coef = head(feats)
+    n = (64 + 16) * 3
+    assert cls.shape == (2, n, 7) and reg.shape == (2, n, 4) and coef.shape == (2, n, 32)
+    assert coef.abs().max() < 1
+    assert torch.allclose(head.cls_out.bias, torch.zeros(21))  # Xavier init with zero bias (YOLACT)
+    prior = YolactHead(16, 3, 6, prior_prob=0.1)
+    assert torch.allclose(prior.cls_out.bias.sigmoid(), torch.full((18,), 0.1))
+    with pytest.raises(ConfigError, match="prior_prob"):
+        YolactHead(16, 3, 6, prior_prob=1.5)
+
+
+def test_protonet_doubles_p3_and_gives_non_negative_prototypes():
+    protos = ProtoNet(16, channels=8, num_protos=32, num_convs=3)(torch.randn(2, 16, 12, 10))
+    assert protos.shape == (2, 32, 24, 20) and protos.min() >= 0
+
+
+def test_masks_are_the_sigmoid_of_the_prototype_combination():
+    protos = torch.tensor([[[1.0, 0.0], [0.0, 2.0]], [[0.0, 1.0], [1.0, 0.0]]])  # k = 2, 2 x 2
+    coeffs = torch.tensor([[1.0, -1.0], [0.5, 0.0]])
+    masks = assemble_masks(protos, coeffs)
+    expected = torch.sigmoid(torch.tensor([[[1.0, -1.0], [-1.0, 2.0]], [[0.5, 0.0], [0.0, 1.0]]]))
+    assert torch.allclose(masks, expected)
+
+
+def test_box_region_keeps_pixels_whose_centre_is_inside_the_box():
+    box = torch.tensor([[1.2, 0.5, 2.8, 3.0]])
+    region = box_region(box, 5, 5)[0]
+    # centres x = 1.5, 2.5 in [1.2, 2.8]; y = 0.5, 1.5, 2.5 in [0.5, 3.0]
+    expected = torch.zeros(5, 5)
+    expected[0:3, 1:3] = 1
+    assert torch.equal(region, expected)
+    grown = box_region(box, 5, 5, padding=1.0)[0]  # x in [0.2, 3.8], y in [-0.5, 4.0]
+    expected = torch.zeros(5, 5)
+    expected[0:4, 0:4] = 1
+    assert torch.equal(grown, expected)
+    masks = torch.full((1, 5, 5), 0.7)
+    assert torch.allclose(crop_masks(masks, box), 0.7 * box_region(box, 5, 5))
+
+
+def test_gt_masks_are_padded_resized_and_thresholded():
+    mask = torch.zeros(1, 6, 8, dtype=torch.uint8)
+    mask[0, 0:4, 0:4] = 1
+    small = gt_masks_at(mask, (8, 8), (4, 4))  # the image is 6 x 8, padded to 8 x 8, masks at 4 x 4
+    expected = torch.zeros(1, 4, 4)
+    expected[0, 0:2, 0:2] = 1
+    assert torch.equal(small, expected)
+    assert gt_masks_at(mask[:0], (8, 8), (4, 4)).shape == (0, 4, 4)
+
+
+def test_prototype_masks_pair_each_positive_with_its_image_and_gt_mask():
+    torch.manual_seed(0)
+    protos = torch.rand(2, 3, 4, 4)
+    coeffs = torch.randn(5, 3, requires_grad=True)
+    gt_masks = (torch.rand(3, 4, 4) > 0.5).float()
+    boxes = torch.tensor([[0.0, 0, 2, 2], [1, 1, 4, 4], [0, 0, 4, 4], [2, 2, 3, 3], [0, 0, 1, 4]])
+    branch = PrototypeMasks(protos, coeffs, image_index=torch.tensor([0, 1, 0, 1, 1]), gt_masks=gt_masks,
+                            gt_index=torch.tensor([0, 2, -1, 1, 2]), crop_boxes=boxes, padding=0.0)
+    rows = torch.tensor([3, 0, 1])  # images 1, 0, 1: the output keeps the order of rows
+    out = branch.positives(rows)
+    for i, r in enumerate(rows.tolist()):
+        b = int(branch.image_index[r])
+        expected = torch.sigmoid(torch.einsum("khw,k->hw", protos[b], coeffs[r].detach()))
+        region = box_region(boxes[r:r + 1], 4, 4)[0]
+        assert torch.allclose(out.pred[i], expected * region, atol=1e-6)
+        assert torch.equal(out.gt[i], gt_masks[branch.gt_index[r]]) and torch.equal(out.crop[i], region)
+        assert out.area[i] == region.sum()
+    out.pred.sum().backward()
+    assert coeffs.grad[[0, 1, 3]].abs().sum() > 0 and coeffs.grad[[2, 4]].abs().sum() == 0
+    sub = branch.select(torch.tensor([1, 3]))
+    assert torch.equal(sub.positives(torch.tensor([1])).gt, gt_masks[1:2])
+    with pytest.raises(ConfigError, match="no matched"):
+        branch.positives(torch.tensor([2]))
+    assert branch.positives(torch.tensor([], dtype=torch.long)).pred.shape == (0, 4, 4)
