@@ -138,3 +138,93 @@ def test_ranking_groups_average_independent_per_group_losses():
     assert stats["rcnn/num_pos"] == 4 and stats["rcnn/num_neg"] == 7
     whole, _ = plain(_stage(), 4)
     assert not torch.allclose(whole["rcnn_rank"], grouped["rcnn_rank"])
+
+
+# ---------------------------------------------------------------- mask stages (YOLACT)
+def _mask_stage(seed=0):
+    """Two images, 8 rows, positives 1, 2, 6 (rows 1 and 6 on image 1), 2 prototypes on an 8 x 8 grid."""
+    from rsdet.models.heads.protonet import PrototypeMasks
+
+    g = torch.Generator().manual_seed(seed)
+    m = 8
+    ref = torch.rand(m, 2, generator=g) * 20
+    ref = torch.cat([ref, ref + 8 + torch.rand(m, 2, generator=g) * 6], 1)
+    gt = (ref + torch.randn(m, 4, generator=g)).clamp(0, 31)
+    classes = torch.tensor([-1, 0, 2, -1, -2, -1, 1, -1])
+    image = torch.tensor([0, 1, 0, 0, 1, 1, 1, 0])
+    logits = torch.randn(m, 3, generator=g, requires_grad=True)
+    deltas = (torch.randn(m, 4, generator=g) * 0.1).requires_grad_()
+    coeffs = torch.randn(m, 2, generator=g, requires_grad=True)
+    protos = torch.rand(2, 2, 8, 8, generator=g)
+    gt_masks = (torch.rand(3, 8, 8, generator=g) > 0.4).float()
+    branch = PrototypeMasks(protos, coeffs, image, gt_masks, gt_index=torch.tensor([-1, 0, 1, -1, -1, -1, 2, -1]),
+                            crop_boxes=gt / 4, padding=1.0)
+    spec = StageSpec("head", 3, masks=True)
+    out = StageOutput(spec, logits, deltas, ref, gt, classes, BoxCoder((10.0, 10.0, 5.0, 5.0)), image, masks=branch)
+    return out, spec
+
+
+def _direct_masks(out):
+    from rsdet.models.heads.protonet import box_region
+
+    pos = torch.tensor([1, 2, 6])
+    b = out.masks
+    pred = torch.stack([torch.sigmoid(torch.einsum("khw,k->hw", b.protos[b.image_index[r]], b.coeffs[r]))
+                        for r in pos.tolist()])
+    crop = box_region(out.gt_boxes[pos] / 4, 8, 8, padding=1.0)
+    return pos, pred * crop, b.gt_masks[b.gt_index[pos]], crop
+
+
+def test_dice_mask_term_is_the_score_weighted_mean_over_positives():
+    cfg = dict(RS, balance="constant", mask_weight=2.0, head={})
+    out, spec = _mask_stage()
+    terms, _ = Criterion(OmegaConf.create(cfg), [spec])(out, 2)
+    assert set(terms) == {"head_rank", "head_sort", "head_box", "head_mask"}
+    pos, pred, gt, _ = _direct_masks(out)
+    w = out.cls_logits.detach()[pos].sigmoid().max(1).values  # score weights: max over classes
+    dice = 2 * (pred * gt).flatten(1).sum(1) / ((pred ** 2).flatten(1).sum(1) + (gt ** 2).flatten(1).sum(1) + 1e-5)
+    expected = 1 - (w * dice).sum() / w.sum()  # RS-YOLACT's L_mask
+    assert torch.allclose(terms["head_mask"], 2.0 * expected, atol=1e-6)
+
+
+def test_mask_term_value_self_balance_and_its_gradient_reaches_the_coefficients():
+    out, spec = _mask_stage()
+    terms, _ = Criterion(OmegaConf.create(dict(RS, head={})), [spec])(out, 2)
+    assert torch.allclose(terms["head_mask"], terms["head_rank"] + terms["head_sort"], atol=1e-6)
+    terms["head_mask"].backward()
+    grad = out.masks.coeffs.grad
+    assert grad[[1, 2, 6]].abs().sum() > 0 and grad[[0, 3, 4, 5, 7]].abs().sum() == 0
+
+
+def test_dice_label_ranks_positives_by_the_dice_of_their_detached_masks():
+    out, spec = _mask_stage()
+    terms, _ = Criterion(OmegaConf.create(dict(RS, label="dice", head={})), [spec])(out, 2)
+    pos, pred, gt, _ = _direct_masks(out)
+    keep = out.gt_classes >= -1
+    target = torch.zeros(8, 3)
+    target[pos, out.gt_classes[pos]] = L.dice_coefficient(pred.detach(), gt)
+    rank, sort = L.rank_sort_loss(out.cls_logits.detach()[keep], target[keep], delta=0.5)
+    assert torch.allclose(terms["head_rank"], rank) and torch.allclose(terms["head_sort"], sort)
+    mean, _ = Criterion(OmegaConf.create(dict(RS, label="iou_dice", head={})), [spec])(out, 2)
+    assert not torch.allclose(mean["head_sort"], terms["head_sort"])
+
+
+def test_bce_mask_term_is_the_box_normalised_pixel_bce_averaged_over_positives():
+    import torch.nn.functional as F
+
+    ce = dict(RS, name="ce", cls="ce", weighting="none", balance="constant", mask="bce", mask_weight=6.125, head={})
+    out, _ = _mask_stage()
+    spec = StageSpec("head", 3, masks=True)
+    out.cls_logits = torch.randn(8, 4, requires_grad=True)  # softmax: C + 1 logits
+    terms, _ = Criterion(OmegaConf.create(ce), [spec])(out, 2)
+    assert set(terms) == {"head_cls", "head_box", "head_mask"}
+    _, pred, gt, crop = _direct_masks(out)
+    per_pos = (F.binary_cross_entropy(pred, gt, reduction="none") * crop).flatten(1).sum(1) / crop.flatten(1).sum(1)
+    assert torch.allclose(terms["head_mask"], 6.125 * per_pos.mean(), atol=1e-6)
+
+
+def test_mask_labels_and_losses_are_checked_up_front():
+    with pytest.raises(ConfigError, match="predicts boxes only"):
+        stage_loss_config(OmegaConf.create(dict(RS, label="dice")), SPECS["rcnn"])
+    with pytest.raises(ConfigError, match="loss.mask='l2'"):
+        stage_loss_config(OmegaConf.create(dict(RS, mask="l2")), StageSpec("head", 3, masks=True))
