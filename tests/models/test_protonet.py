@@ -84,3 +84,12 @@ def test_prototype_masks_pair_each_positive_with_its_image_and_gt_mask():
     with pytest.raises(ConfigError, match="no matched"):
         branch.positives(torch.tensor([2]))
     assert branch.positives(torch.tensor([], dtype=torch.long)).pred.shape == (0, 4, 4)
+
+
+def test_head_tower_can_use_group_norm():
+    head = YolactHead(16, 9, 6, num_protos=8, num_convs=2, feat_channels=16, norm="gn")
+    assert sum(isinstance(m, torch.nn.GroupNorm) for m in head.tower) == 2
+    cls, reg, coef = head([torch.randn(1, 16, 4, 4)])
+    assert cls.shape == (1, 144, 6) and coef.shape == (1, 144, 8)
+    with pytest.raises(ConfigError, match="detector.head.norm"):
+        YolactHead(16, 3, 6, norm="bn")

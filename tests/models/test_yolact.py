@@ -56,7 +56,7 @@ def test_training_step_gives_the_recipe_terms_and_gradients_everywhere(loss):
         assert part.weight.grad is not None and part.weight.grad.abs().sum() > 0
     if loss == "ce":  # OHEM keeps every positive and 3 negatives per positive (plenty of negatives here)
         assert stats["head/num_neg"] == 3 * stats["head/num_pos"] > 0
-        assert model.head.cls_out.out_channels == 3 * 7  # softmax: C + 1 outputs per anchor
+        assert model.head.cls_out.out_channels == model.head.num_anchors * 7  # softmax: C + 1 outputs per anchor
     else:
         assert stats["head/num_neg"] > 100 * stats["head/num_pos"]  # every anchor, no OHEM
 
@@ -101,3 +101,9 @@ def test_masks_are_mapped_from_the_resized_to_the_original_frame(monkeypatch):
     assert torch.allclose(det["boxes"], torch.tensor([[0.0, 0, 64, 48]]))
     assert torch.allclose(det["masks"][0, 0, :, :31], torch.tensor(0.8))
     assert det["masks"][0, 0, :, 33:].abs().max() == 0
+
+
+def test_scales_per_octave_multiply_the_anchors_per_location():
+    model = _model(extra=["detector.head.scales_per_octave=3"])
+    assert model.head.num_anchors == 9
+    assert model.anchor_sizes[0] == pytest.approx((12.0, 12 * 2 ** (1 / 3), 12 * 2 ** (2 / 3)))

@@ -49,7 +49,11 @@ class YOLACT(Detector):
         self.softmax = L.classifier_of(self.criterion.cfg["head"].cls) == "softmax"
         head, proto = det.head, det.proto
         self.strides = [int(s) for s in head.strides]
-        self.anchor_sizes = [(float(s),) for s in head.anchor_sizes]
+        scales = int(head.get("scales_per_octave", 1) or 1)
+        if scales < 1:
+            raise ConfigError(f"detector.head.scales_per_octave must be >= 1, got {scales}")
+        # one size per level (YOLACT), or `scales` sizes s·2^(k/scales) per level (the CPU preset)
+        self.anchor_sizes = [tuple(float(s) * 2 ** (k / scales) for k in range(scales)) for s in head.anchor_sizes]
         self.aspect_ratios = tuple(float(r) for r in head.aspect_ratios)
         if len(self.anchor_sizes) != len(self.strides):
             raise ConfigError(f"detector.head.anchor_sizes has {len(self.anchor_sizes)} values for "
@@ -60,10 +64,11 @@ class YOLACT(Detector):
                               f"detector.head.strides with returned_stages + 2 levels (got {self.strides})")
         channels = self.backbone.out_channels
         self.num_protos = int(head.num_protos)
-        self.head = YolactHead(channels, len(self.aspect_ratios), num_classes + (1 if self.softmax else 0),
+        self.head = YolactHead(channels, scales * len(self.aspect_ratios), num_classes + (1 if self.softmax else 0),
                                num_protos=self.num_protos, num_convs=int(head.num_convs),
                                feat_channels=head.get("feat_channels"),
-                               prior_prob=None if self.softmax else head.get("prior_prob"))
+                               prior_prob=None if self.softmax else head.get("prior_prob"),
+                               norm=str(head.get("norm", "none") or "none"))
         self.protonet = ProtoNet(channels, int(proto.channels), self.num_protos, int(proto.num_convs))
         a = det.assigner
         self.matcher = MinIoUMatcher(float(a.fg_iou), float(a.bg_iou), min_pos_iou=float(a.min_pos_iou))

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rsdet.errors import ConfigError
-from rsdet.models.heads.dense import flatten_levels
+from rsdet.models.heads.dense import flatten_levels, group_norm_groups
 from rsdet.models.stage import PositiveMasks
 
 __all__ = ["YolactHead", "ProtoNet", "assemble_masks", "box_region", "crop_masks", "PrototypeMasks"]
@@ -35,23 +35,30 @@ def _xavier(module: nn.Module) -> None:
 
 
 class YolactHead(nn.Module):
-    """Shared across pyramid levels: ``num_convs`` 3×3 conv + ReLU, then three 3×3 convs to A·K class
-    logits, A·4 box deltas and A·k mask coefficients (tanh). K = C (sigmoid, RS) or C + 1 (softmax
-    with the background last, the standard YOLACT). Xavier init with zero biases as YOLACT; with
-    ``prior_prob`` the classifier bias starts at -log((1 - p) / p) instead (sigmoid classifiers)."""
+    """Shared across pyramid levels: ``num_convs`` 3×3 conv (+ GroupNorm with ``norm="gn"``) + ReLU,
+    then three 3×3 convs to A·K class logits, A·4 box deltas and A·k mask coefficients (tanh).
+    K = C (sigmoid, RS) or C + 1 (softmax with the background last, the standard YOLACT). Xavier init
+    with zero biases as YOLACT; with ``prior_prob`` the classifier bias starts at -log((1 - p) / p)
+    instead (sigmoid classifiers)."""
 
     def __init__(self, in_channels: int, num_anchors: int, num_cls_outputs: int, num_protos: int = 32,
-                 num_convs: int = 1, feat_channels: int | None = None, prior_prob: float | None = None):
+                 num_convs: int = 1, feat_channels: int | None = None, prior_prob: float | None = None,
+                 norm: str = "none"):
         super().__init__()
         for name, value, low in (("in_channels", in_channels, 1), ("num_anchors", num_anchors, 1),
                                  ("num_cls_outputs", num_cls_outputs, 1), ("num_protos", num_protos, 1),
                                  ("num_convs", num_convs, 0)):
             if int(value) < low:
                 raise ConfigError(f"YOLACT head {name} must be >= {low}, got {value!r}")
+        if norm not in ("none", "gn"):
+            raise ConfigError(f"detector.head.norm={norm!r} is not one of none, gn")
         feat = int(feat_channels or in_channels)
         layers: list[nn.Module] = []
         for i in range(num_convs):
-            layers += [nn.Conv2d(in_channels if i == 0 else feat, feat, 3, padding=1), nn.ReLU(inplace=True)]
+            layers.append(nn.Conv2d(in_channels if i == 0 else feat, feat, 3, padding=1, bias=norm == "none"))
+            if norm == "gn":
+                layers.append(nn.GroupNorm(group_norm_groups(feat), feat))
+            layers.append(nn.ReLU(inplace=True))
         self.tower = nn.Sequential(*layers)
         out_ch = feat if num_convs else in_channels
         self.num_anchors = num_anchors
