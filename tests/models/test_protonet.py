@@ -93,3 +93,5 @@ def test_head_tower_can_use_group_norm():
     assert cls.shape == (1, 144, 6) and coef.shape == (1, 144, 8)
     with pytest.raises(ConfigError, match="detector.head.norm"):
         YolactHead(16, 3, 6, norm="bn")
+    split = YolactHead(16, 3, 6, num_protos=8, num_convs=1, feat_channels=16, norm="gn", cls_convs=1)
+    assert len(split.cls_tower) == 3 and split([torch.randn(1, 16, 4, 4)])[0].shape == (1, 48, 6)

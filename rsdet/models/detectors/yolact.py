@@ -68,7 +68,7 @@ class YOLACT(Detector):
                                num_protos=self.num_protos, num_convs=int(head.num_convs),
                                feat_channels=head.get("feat_channels"),
                                prior_prob=None if self.softmax else head.get("prior_prob"),
-                               norm=str(head.get("norm", "none") or "none"))
+                               norm=str(head.get("norm", "none") or "none"), cls_convs=int(head.get("cls_convs", 0) or 0))
         self.protonet = ProtoNet(channels, int(proto.channels), self.num_protos, int(proto.num_convs))
         a = det.assigner
         self.matcher = MinIoUMatcher(float(a.fg_iou), float(a.bg_iou), min_pos_iou=float(a.min_pos_iou))

@@ -34,16 +34,27 @@ def _xavier(module: nn.Module) -> None:
                 nn.init.zeros_(m.bias)
 
 
+def _convs(in_channels: int, channels: int, num: int, norm: str) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i in range(num):
+        layers.append(nn.Conv2d(in_channels if i == 0 else channels, channels, 3, padding=1, bias=norm == "none"))
+        if norm == "gn":
+            layers.append(nn.GroupNorm(group_norm_groups(channels), channels))
+        layers.append(nn.ReLU(inplace=True))
+    return nn.Sequential(*layers)
+
+
 class YolactHead(nn.Module):
     """Shared across pyramid levels: ``num_convs`` 3×3 conv (+ GroupNorm with ``norm="gn"``) + ReLU,
-    then three 3×3 convs to A·K class logits, A·4 box deltas and A·k mask coefficients (tanh).
+    then three 3×3 convs to A·K class logits, A·4 box deltas and A·k mask coefficients (tanh);
+    ``cls_convs`` more conv (+ norm) + ReLU blocks on the class branch only (0 in YOLACT).
     K = C (sigmoid, RS) or C + 1 (softmax with the background last, the standard YOLACT). Xavier init
     with zero biases as YOLACT; with ``prior_prob`` the classifier bias starts at -log((1 - p) / p)
     instead (sigmoid classifiers)."""
 
     def __init__(self, in_channels: int, num_anchors: int, num_cls_outputs: int, num_protos: int = 32,
                  num_convs: int = 1, feat_channels: int | None = None, prior_prob: float | None = None,
-                 norm: str = "none"):
+                 norm: str = "none", cls_convs: int = 0):
         super().__init__()
         for name, value, low in (("in_channels", in_channels, 1), ("num_anchors", num_anchors, 1),
                                  ("num_cls_outputs", num_cls_outputs, 1), ("num_protos", num_protos, 1),
@@ -53,16 +64,12 @@ class YolactHead(nn.Module):
         if norm not in ("none", "gn"):
             raise ConfigError(f"detector.head.norm={norm!r} is not one of none, gn")
         feat = int(feat_channels or in_channels)
-        layers: list[nn.Module] = []
-        for i in range(num_convs):
-            layers.append(nn.Conv2d(in_channels if i == 0 else feat, feat, 3, padding=1, bias=norm == "none"))
-            if norm == "gn":
-                layers.append(nn.GroupNorm(group_norm_groups(feat), feat))
-            layers.append(nn.ReLU(inplace=True))
-        self.tower = nn.Sequential(*layers)
+        self.tower = _convs(in_channels, feat, num_convs, norm)
         out_ch = feat if num_convs else in_channels
+        self.cls_tower = _convs(out_ch, feat, int(cls_convs), norm)  # extra class-branch convs (0 in YOLACT)
+        cls_ch = feat if cls_convs else out_ch
         self.num_anchors = num_anchors
-        self.cls_out = nn.Conv2d(out_ch, num_anchors * num_cls_outputs, 3, padding=1)
+        self.cls_out = nn.Conv2d(cls_ch, num_anchors * num_cls_outputs, 3, padding=1)
         self.reg_out = nn.Conv2d(out_ch, num_anchors * 4, 3, padding=1)
         self.coef_out = nn.Conv2d(out_ch, num_anchors * num_protos, 3, padding=1)
         _xavier(self)
@@ -76,7 +83,7 @@ class YolactHead(nn.Module):
         cls, reg, coef = [], [], []
         for f in features:
             t = self.tower(f)
-            cls.append(self.cls_out(t))
+            cls.append(self.cls_out(self.cls_tower(t)))
             reg.append(self.reg_out(t))
             coef.append(self.coef_out(t))
         a = self.num_anchors
