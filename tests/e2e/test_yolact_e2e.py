@@ -9,7 +9,7 @@ import pytest
 from rsdet import train_cli
 from rsdet.records import find_runs
 
-SMALL = ["detector.backbone.fpn_channels=32", "detector.proto.channels=16"]
+SMALL = ["detector.backbone.fpn_channels=64", "detector.proto.channels=16"]
 
 
 def _only_run():

@@ -10,7 +10,7 @@ from rsdet.models import build_detector
 from rsdet.models.detectors.one_stage import grid_anchors
 from rsdet.train_cli import CONF_DIR
 
-SMALL = ["detector.backbone.fpn_channels=32", "detector.proto.channels=16", "dataset.min_size=96",
+SMALL = ["detector.backbone.fpn_channels=64", "detector.proto.channels=16", "dataset.min_size=96",
          "dataset.max_size=128"]
 
 
