@@ -65,6 +65,7 @@ class PaperCell:
     values: list[float] = field(default_factory=list)
     paper: float | str | None = None
     metric: str = "AP"
+    runs: list[RunRecord] = field(default_factory=list)  # the runs behind ``values``, in the same order
 
     def ours(self) -> float | None:
         return statistics.fmean(self.values) if self.values else None
@@ -163,10 +164,21 @@ def fill_table(runs: list[RunRecord], table: str) -> tuple[dict, list[list[Paper
                         value = metric_value(ax.run, metric)
                     if value is not None:
                         cell.values.append(value)
+                        cell.runs.append(ax.run)
                         used.add(ax.run.dir)
             out.append(cell)
         cells.append(out)
     return spec, cells, len(used)
+
+
+def used_runs(cells: list[list[PaperCell]]) -> list[RunRecord]:
+    """The runs behind a filled table, each once, in the order they first fill a cell."""
+    seen: dict = {}
+    for row in cells:
+        for cell in row:
+            for run in cell.runs:
+                seen.setdefault(run.dir, run)
+    return list(seen.values())
 
 
 def is_ratio(metric: str) -> bool:
@@ -253,6 +265,7 @@ def report_paper_table(runs: list[RunRecord], table: str, paper: bool, out_stem:
     (console or Console()).print(rich_table)
     written = {}
     if out_stem is not None:
+        Path(out_stem).parent.mkdir(parents=True, exist_ok=True)
         for kind in ("md", "csv", "tex"):
             path = Path(f"{out_stem}.{kind}")
             path.write_text(render(header, rows, kind), encoding="utf-8")
