@@ -112,7 +112,8 @@ def detection_metrics(runs: list[RunRecord]) -> list[str]:
 
 def is_percent(name: str) -> bool:
     """AP/AR/LRP-type values are fractions shown ×100."""
-    base = name.split("/", 1)[1] if name.split("/", 1)[0] in IOU_TYPES else name
+    base = re.sub(r"^epoch\d+/", "", name)  # evaluations during training: epoch1/AP, epoch1/segm/AP
+    base = base.split("/", 1)[1] if base.split("/", 1)[0] in IOU_TYPES else base
     return not name.startswith(("history/", "history_epoch1/", "desired_ratio/")) and "/" not in base and bool(_PERCENT.match(base))
 
 
