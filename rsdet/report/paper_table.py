@@ -231,8 +231,11 @@ def table_rows(spec: dict, cells: list[list[PaperCell]], paper: bool) -> tuple[l
 
 def render(header: list[str], rows: list[list[str]], kind: str) -> str:
     if kind == "md":
-        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows]) + "\n"
+        def esc(cells):  # a row label such as "COCO | None | None" stays one cell
+            return " | ".join(str(c).replace("|", "\\|") for c in cells)
+
+        lines = ["| " + esc(header) + " |", "|" + "---|" * len(header)]
+        return "\n".join(lines + ["| " + esc(r) + " |" for r in rows]) + "\n"
     if kind == "csv":
         buf = io.StringIO()
         csv.writer(buf).writerows([header, *rows])
