@@ -32,6 +32,8 @@ DEFAULT_BUDGET = 75.0
 #: Tables in the document's order
 TABLES = ("S8", "S7", "S11", "S10", "S4", "S1", "S3", "S6", "S9")
 COMMON = ["logger=none"]
+#: Tables made from another table's runs: S7 and S9 read the S8 trainings, S10 the S11 sweeps
+ALIASES = {"s7": "s8", "s9": "s8", "s10": "s11"}
 
 
 @dataclass
@@ -118,8 +120,12 @@ def plan(budget_min: float = DEFAULT_BUDGET, only: set[str] | None = None, seeds
          yolact: bool | None = None, root: Path | None = None) -> tuple[list[Item], list[Item]]:
     """(kept, dropped): the candidates of the ``only`` tables in priority order, kept while their
     estimated minutes (done items count 0) fit ``budget_min``; a sweep is dropped with its training."""
-    items = [it for it in candidate_items(seeds, yolact) if not only or it.table in only
-             or (it.sweep and "s10" in only)]
+    items = candidate_items(seeds, yolact)
+    if only:
+        only = {ALIASES.get(t.lower(), t.lower()) for t in only}
+        swept = {it.name for it in items if it.sweep and it.table in only}
+        # a selected sweep brings the training it evaluates
+        items = [it for it in items if it.table in only or (not it.sweep and it.name in swept)]
     kept, dropped, total = [], [], 0.0
     trained = set()
     for it in items:
@@ -199,7 +205,7 @@ def write_document(root: Path, out: Path, command_text: str, plan_text: str | No
     """docs/paper-mini.md (and its figures in a folder named after it) from the runs under ``root``."""
     from rsdet.report.findings import finding
     from rsdet.report.paper import load_paper_tables
-    from rsdet.report.paper_table import fill_table, render, table_rows
+    from rsdet.report.paper_table import fill_table, label_columns, render, table_rows
     from rsdet.report.plots import figures_markdown, write_plots
 
     runs = find_runs(root) if Path(root).is_dir() else []
@@ -217,14 +223,15 @@ def write_document(root: Path, out: Path, command_text: str, plan_text: str | No
         body.append(f"\n## Table {name}: {spec['title']}\n")
         verdict = finding(runs, name)
         if verdict is not None:
-            body.append(verdict.sentence() + "\n")
+            body.append(verdict.sentence() + "\n\n")
             summary.append(f"| {name} | {verdict.claim} | {verdict.verdict()} |")
         if used == 0:
             body.append(f"_No run for this table in this paper-mini ({_why_missing(name)})._\n")
             continue
         header, rows = table_rows(spec, cells, paper=True)
         if name in ("S10", "S9"):  # keep the rows we can fill; the rest are other backbones/detectors
-            rows = [r for r in rows if any(c != "—" for c in r[1::3])]
+            k = label_columns(spec)
+            rows = [r for r in rows if any(c != "—" for c in r[k::3])]
         body.append(render(header, rows, "md"))
         figs = write_plots(runs, name, fig_dir, stem=name.lower(), curves=name == "S8")
         plots = [f for f in figs if "/curves/" not in f.path.as_posix()]

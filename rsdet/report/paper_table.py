@@ -213,20 +213,31 @@ def _diff_text(cell: PaperCell) -> str:
 
 
 def table_rows(spec: dict, cells: list[list[PaperCell]], paper: bool) -> tuple[list[str], list[list[str]]]:
-    """Header and rows as text: one column per paper column, or three (ours, paper, Δ) with ``paper``."""
-    header = [" / ".join(spec.get("row_header") or ["row"])]
+    """Header and rows as text: the row header's column(s) as printed (Table S8: Loss, RPN, R-CNN), then
+    one column per paper column, or three (ours, paper, Δ) with ``paper``."""
+    header = list(spec.get("row_header") or ["row"])
+    split = len(header) > 1 and all(len(r.get("cells") or []) == len(header) for r in spec["rows"])
+    if not split:
+        header = [" / ".join(header)]
     for col in spec["cols"]:
         label = column_key(col)  # "Mask R-CNN / AP_box": a label under a spanning header is not unique
         header += [label] if not paper else [f"{label} (ours)", f"{label} (paper)", f"{label} (Δ)"]
     rows = []
     for row, row_cells in zip(spec["rows"], cells):
-        line = [row["label"]]
+        line = list(row["cells"]) if split else [row["label"]]
         for cell in row_cells:
             line.append(_ours_text(cell))
             if paper:
                 line += ["—" if cell.paper is None else str(cell.paper), _diff_text(cell)]
         rows.append(line)
     return header, rows
+
+
+def label_columns(spec: dict) -> int:
+    """How many leading columns of :func:`table_rows` hold the row label (1, or the row header's parts)."""
+    header = spec.get("row_header") or ["row"]
+    split = len(header) > 1 and all(len(r.get("cells") or []) == len(header) for r in spec["rows"])
+    return len(header) if split else 1
 
 
 def render(header: list[str], rows: list[list[str]], kind: str) -> str:

@@ -205,9 +205,10 @@ def plot_samplers(data: dict, path: Path) -> Path:
     for k, loss in enumerate(losses):
         b = data[loss]
         xs = [i + (k - (len(losses) - 1) / 2) * width for i in range(len(SAMPLER_SETTINGS))]
-        ax.bar(xs, [v if v is not None else 0 for v in b["ap"]], width,
-               yerr=[s or 0 for s in b["std"]], capsize=3, color=_COLORS.get(loss), alpha=0.85,
-               label=f"{_LOSS_LABELS.get(loss, loss)}: ours")
+        have = [i for i, v in enumerate(b["ap"]) if v is not None]  # a setting without runs gets no bar
+        ax.bar([xs[i] for i in have], [b["ap"][i] for i in have], width,
+               yerr=[b["std"][i] or 0 for i in have], capsize=3 if any(b["std"][i] for i in have) else 0,
+               color=_COLORS.get(loss), alpha=0.85, label=f"{_LOSS_LABELS.get(loss, loss)}: ours")
         px = [x for x, p in zip(xs, b["paper"]) if p is not None]
         ax.scatter(px, [p for p in b["paper"] if p is not None], marker="D", color="black", zorder=3, s=18,
                    label="paper (COCO, Table S8)" if k == 0 else None)

@@ -27,6 +27,8 @@ def test_plan_fits_the_budget_in_priority_order_and_keeps_sweeps_with_their_trai
     trained = {it.name for it in small if not it.sweep}
     assert all(it.name in trained for it in small if it.sweep)  # never a sweep without its training
     assert all(it.table in ("s8", "s11") for it in small + dropped)
+    sweeps_only, _ = mini.plan(1000, only={"s10"}, seeds=1, yolact=False)  # S10 = the S11 sweeps + their runs
+    assert [(it.table, bool(it.sweep)) for it in sweeps_only] == [("s8", False)] * 2 + [("s11", True)] * 2
     with_yolact, _ = mini.plan(1000, only={"s6"}, yolact=True)
     assert [it.detector for it in with_yolact] == ["yolact"] * 4
     assert "detector=yolact" in with_yolact[0].describe()
@@ -90,7 +92,7 @@ def test_document_has_every_table_the_papers_numbers_verdicts_and_figures(genera
     assert "| S8 | RS Loss is robust to removing the samplers while cross-entropy degrades (Table S8) | holds |" in text
     assert "| S11 |" in text and "| S4 | δ_RS has a mild optimum around 0.5 (Table S4) | holds |" in text
     assert "| S3 |" in text and "not tested (runs missing)" in text
-    assert "| RS Loss (Ours) \\| None \\| None | 48.2 ± 0.4 | 39.6 | +8.6 |" in text  # the label stays one cell
+    assert "| RS Loss (Ours) | None | None | 48.2 ± 0.4 | 39.6 | +8.6 |" in text  # Loss | RPN | R-CNN as printed
     assert "Runs that failed:** x (exit 1)" in text and "PLAN" in text
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
     assert "paper-mini/s8_samplers.png" in links and "paper-mini/s11_thresholds.png" in links

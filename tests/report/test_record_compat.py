@@ -5,7 +5,7 @@ import json
 
 from rsdet.records import find_runs
 from rsdet.report.cli import main as report_main
-from rsdet.report.paper_table import fill_table, table_rows
+from rsdet.report.paper_table import fill_table, label_columns, table_rows
 from rsdet.report.plots import training_curves
 from rsdet.report.run_data import first_epoch_rows, sweep_rows
 
@@ -41,7 +41,7 @@ def test_old_records_fill_their_cells_and_missing_fields_show_as_missing(tmp_pat
     spec, cells, used = fill_table(runs, "s8")
     assert used == 3  # none dropped, the legacy one matched through config.yaml's loss.name
     header, rows = table_rows(spec, cells, paper=True)
-    by = {r[0]: dict(zip(header, r)) for r in rows}
+    by = {" | ".join(r[:label_columns(spec)]): dict(zip(header, r)) for r in rows}
     assert by["RS Loss (Ours) | None | None"]["AP (ours)"] == "40.0"
     assert by["RS Loss (Ours) | Random | Random"]["AP (ours)"] == "38.0"
     assert by["Cross-entropy | Random | Random"]["AP_75 (ours)"] == "—"  # not recorded then
