@@ -34,12 +34,16 @@ examples:
                                                Table S8 laid out as in the paper (metrics as columns)
   rsdet report multirun/... --rows loss.delta --metric AP        Table S4 (delta_RS sweep)
   rsdet report multirun/... --table s4 --paper  Table S4 as printed in the paper, ours beside the published
+  rsdet report multirun/... --table s8 --paper --plot --out docs/s8
+                                               + docs/s8_samplers.png, curves/s8_<run>.png, linked from docs/s8.md
+  rsdet report outputs --table s11 --paper     Table S11 from `rsdet evaluate RUN --score-thresholds ...` sweeps
   rsdet report multirun/... --metric all --filter loss=rs        all AP/oLRP columns, RS runs only
-  rsdet report multirun/... --metric history/ratio/rpn/task_neg_per_pos,history/ratio/rcnn/task_neg_per_pos
-                                               Table S7: mean pos:neg task ratios from history.jsonl
+  rsdet report multirun/... --metric history_epoch1/ratio/rpn/task_neg_per_pos
+                                               Table S7's measure: the first epoch's mean pos:neg task ratio
 
 metrics: names from metrics.json, e.g. AP AP50 AP75 APs APm APl oLRP oLRP_Loc oLRP_FP oLRP_FN (box),
-  segm/AP (mask), train_seconds (top level), history/<column> (mean over history.jsonl), all.
+  segm/AP (mask), train_seconds (top level), history/<column> (mean over history.jsonl),
+  history_epoch1/<column> (its first epoch), fps (score-threshold sweep at the run's test threshold), all.
   AP/oLRP-type values are shown x100 with one decimal (--raw: fractions). Runs sharing a cell (e.g.
   seeds) show mean +- std (n=..). Failed/running runs show their status and a numbered reason.
 """

@@ -129,6 +129,8 @@ def display_name(name: str) -> str:
         return name[5:]
     if name.startswith("history/"):
         return name[8:] + " (mean)"
+    if name.startswith("history_epoch1/"):
+        return name[len("history_epoch1/"):] + " (epoch 1 mean)"
     return name
 
 

@@ -51,9 +51,9 @@ def best(grid: dict[float, list[float]]) -> tuple[float, float] | None:
     return max(means, key=lambda p: (p[1], -p[0])) if means else None
 
 
-def block(res: dict[str, dict[float, list[float]]], lrs, command: str, iterations: str = "the CPU preset's") -> str:
+def block(res: dict[str, dict[float, list[float]]], lrs, command: str, setting: str = "900 iterations") -> str:
     lines = [BEGIN, "", f"Generated {_dt.date.today().isoformat()} by `{command}`: Faster R-CNN CPU preset "
-             f"({iterations} iterations), box AP (%) on the validation split, mean over seeds; only "
+             f"({setting}), box AP (%) on the validation split, mean over seeds; only "
              "`schedule.lr` changes, every loss gets the same grid.", "",
              "| loss | " + " | ".join(f"lr {lr:g}" for lr in lrs) + " | chosen lr | AP |",
              "|---|" + "---|" * (len(lrs) + 2)]
