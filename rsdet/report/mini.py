@@ -211,6 +211,8 @@ def write_document(root: Path, out: Path, command_text: str, plan_text: str | No
     runs = find_runs(root) if Path(root).is_dir() else []
     out = Path(out)
     fig_dir = out.with_suffix("")  # docs/paper-mini/
+    for stale in [*fig_dir.glob("*.png"), *fig_dir.glob("curves/*.png")]:  # the folder is generated too
+        stale.unlink()
     tables = load_paper_tables()
     from rsdet.report.findings import DROP_AP, SAME_AP
 
@@ -233,7 +235,8 @@ def write_document(root: Path, out: Path, command_text: str, plan_text: str | No
             k = label_columns(spec)
             rows = [r for r in rows if any(c != "—" for c in r[k::3])]
         body.append(render(header, rows, "md"))
-        figs = write_plots(runs, name, fig_dir, stem=name.lower(), curves=name == "S8")
+        figs = [] if name == "S10" else write_plots(runs, name, fig_dir, stem=name.lower(), curves=name == "S8")
+        # (S10's fps curve is S11's figure)
         plots = [f for f in figs if "/curves/" not in f.path.as_posix()]
         curves = [f for f in figs if "/curves/" in f.path.as_posix()]
         if plots:
@@ -288,9 +291,11 @@ def update_readme(readme: Path, doc: Path, table: str = "S8") -> bool:
     def fix(ln: str) -> str:  # figure paths are relative to docs/; the README sits one level up
         return ln.replace("](", f"]({rel.as_posix()}/", 1) if ln.startswith("![") else ln
 
+    finding_lines = [ln for ln in keep if ln.startswith("**Finding")]
+    table_lines = [ln for ln in keep if ln.startswith("|")]
+    figure_lines = [fix(ln) for ln in keep if ln.startswith("![")]
     block = "\n".join([README_BEGIN, f"_Table {table} and its figure from `{rel.as_posix()}/{doc.name}` (generated "
-                        "by `make paper-mini`):_",
-                       "", *[fix(ln) for ln in keep], README_END])
+                        "by `make paper-mini`):_", "", *finding_lines, "", *table_lines, "", *figure_lines, README_END])
     head, rest = text.split(README_BEGIN, 1)
     _, tail = rest.split(README_END, 1)
     readme.write_text(head + block + tail, encoding="utf-8")

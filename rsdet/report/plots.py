@@ -281,7 +281,7 @@ def write_plots(runs: list[RunRecord], table: str | None, out_dir: Path, stem: s
         data = threshold_curves(runs)
         if data:
             figs.append(Figure(plot_thresholds(data, out_dir / f"{prefix}thresholds.png"),
-                               "AP and fps vs test score threshold per loss (Table S11); dashed: the paper's "
+                               "AP and fps vs test score threshold per loss (Tables S10/S11); dashed: the paper's "
                                "LVIS box AP"))
     if curves:
         if name:
