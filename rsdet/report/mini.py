@@ -21,8 +21,8 @@ from rsdet.errors import RsdetError
 from rsdet.records import RunRecord, find_runs
 
 #: Minutes per training at the CPU preset on 2 cores (measured: Faster R-CNN 900 iterations, ATSS 1300),
-#: including the final evaluation; YOLACT is a guess until measured.
-TRAIN_MINUTES = {"faster_rcnn": 2.6, "atss": 2.9, "yolact": 3.0}
+#: including the final evaluation; YOLACT (1300 iterations with a mask branch) is a guess until measured.
+TRAIN_MINUTES = {"faster_rcnn": 2.6, "atss": 2.9, "yolact": 3.5}
 #: Process start, config composition and data loading per `rsdet train` / `rsdet evaluate` call
 OVERHEAD_MINUTES = 0.15
 #: One score-threshold sweep: inference at each threshold plus the fps measurement (7 thresholds)

@@ -259,6 +259,28 @@ def render(header: list[str], rows: list[list[str]], kind: str) -> str:
     raise ValueError(kind)
 
 
+def column_parts(header: list[str], rows: list[list[str]], k: int, step: int, width: int) -> list[list[int]]:
+    """Value columns split into parts that fit ``width`` beside the ``k`` label columns (a wide table such as
+    S11 with the paper's values is unreadable squeezed into one terminal table); a cell's ours/paper/Δ
+    (``step`` 3) stay together. The files always hold the whole table."""
+    def need(i: int) -> int:
+        words = max((len(w) for w in header[i].split()), default=1)
+        return max([words, *(len(r[i]) for r in rows)]) + 4
+
+    base = sum(need(i) for i in range(k)) + 1
+    parts: list[list[int]] = [[]]
+    used = base
+    for j in range(k, len(header), step):
+        group = list(range(j, min(j + step, len(header))))
+        w = sum(need(i) for i in group)
+        if parts[-1] and used + w > width:
+            parts.append([])
+            used = base
+        parts[-1] += group
+        used += w
+    return parts
+
+
 def report_paper_table(runs: list[RunRecord], table: str, paper: bool, out_stem: Path | None,
                        console=None) -> dict[str, Path]:
     """Print the table (rich) and write Markdown/CSV/LaTeX copies to ``out_stem`` (unless None)."""
@@ -271,12 +293,17 @@ def report_paper_table(runs: list[RunRecord], table: str, paper: bool, out_stem:
         raise RsdetError(f"no completed run under the given folder matches a cell of Table {name} "
                          f"({spec.get('title', '')}); produce them with {how_to_make(name)}")
     header, rows = table_rows(spec, cells, paper)
-    rich_table = Table(title=f"Table {name}: {spec.get('title', '')}")
-    for h in header:
-        rich_table.add_column(h, justify="left" if h == header[0] else "right")
-    for r in rows:
-        rich_table.add_row(*r)
-    (console or Console()).print(rich_table)
+    console = console or Console()
+    k = label_columns(spec)
+    parts = column_parts(header, rows, k, 3 if paper else 1, console.width)
+    for n, part in enumerate(parts, 1):
+        more = f" (columns, part {n}/{len(parts)})" if len(parts) > 1 else ""
+        rich_table = Table(title=f"Table {name}: {spec.get('title', '')}{more}")
+        for i in [*range(k), *part]:
+            rich_table.add_column(header[i], justify="left" if i < k else "right")
+        for r in rows:
+            rich_table.add_row(*(r[i] for i in [*range(k), *part]))
+        console.print(rich_table)
     written = {}
     if out_stem is not None:
         Path(out_stem).parent.mkdir(parents=True, exist_ok=True)

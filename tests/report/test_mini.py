@@ -29,6 +29,9 @@ def test_plan_fits_the_budget_in_priority_order_and_keeps_sweeps_with_their_trai
     assert all(it.table in ("s8", "s11") for it in small + dropped)
     sweeps_only, _ = mini.plan(1000, only={"s10"}, seeds=1, yolact=False)  # S10 = the S11 sweeps + their runs
     assert [(it.table, bool(it.sweep)) for it in sweeps_only] == [("s8", False)] * 2 + [("s11", True)] * 2
+    full, dropped = mini.plan(75, yolact=True)  # S6's first seed comes before S1/S3's second; what is left over
+    assert mini.estimate(full) <= 75 and [it.name for it in dropped] == ["s6/iou_seed1"]  # fills greedily
+    assert [it.name for it in full].index("s6/iou_seed0") < [it.name for it in full].index("s1/none_seed1")
     with_yolact, _ = mini.plan(1000, only={"s6"}, yolact=True)
     assert [it.detector for it in with_yolact] == ["yolact"] * 4
     assert "detector=yolact" in with_yolact[0].describe()
