@@ -40,7 +40,11 @@ def _lookup(mapping: Mapping, key: str):
 def _number(value) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    return float(value) if math.isfinite(value) else None
+    try:
+        value = float(value)
+    except OverflowError:  # an integer beyond float range (a garbled file): not a metric
+        return None
+    return value if math.isfinite(value) else None
 
 
 def _history_mean(rows: list[dict], column: str) -> float | None:

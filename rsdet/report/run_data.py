@@ -30,7 +30,10 @@ SWEEP_SEGM_FILE = "threshold_sweep_segm.json"  # a mask sweep written on its own
 def _number(value) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:
+        return None
     return value if math.isfinite(value) else None
 
 
@@ -84,7 +87,7 @@ def sweep_rows(run: RunRecord) -> list[dict]:
         if not path.is_file():
             continue
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(path.read_text(encoding="utf-8", errors="replace"))
             rows = data["rows"] if isinstance(data, dict) else None
             if not isinstance(rows, list):
                 raise ValueError("no 'rows' list")

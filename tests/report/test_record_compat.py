@@ -71,3 +71,16 @@ def test_old_records_appear_in_the_generic_report_and_with_plots(tmp_path, capsy
     assert "curves/rep_rs_none.png" in md  # the old history still gives training curves
     assert report_main([str(tmp_path), "--table", "s11", "--no-write"]) == 2
     assert "--score-thresholds" in capsys.readouterr().err
+
+
+def test_a_garbled_byte_or_a_huge_number_does_not_lose_the_record(tmp_path, capsys):
+    # found by the run-record fuzz test: an invalid UTF-8 byte inside a key, an integer beyond float range
+    _old_run(tmp_path / "bytes", "rs", "none", 0.40)
+    (tmp_path / "bytes" / "metrics.json").write_bytes(b'{"bbox": {"AP": 0.3, "\xffAP75": 0.35}}')
+    _old_run(tmp_path / "huge", "ce", "none", 0.30)
+    (tmp_path / "huge" / "metrics.json").write_text('{"bbox": {"AP": 0.2}, "iterations": 1' + "0" * 400 + "}")
+    runs = {r.label: r for r in find_runs(tmp_path)}
+    assert runs["bytes"].status == "completed" and runs["bytes"].metrics["bbox"]["AP"] == 0.3
+    assert report_main([str(tmp_path), "--metric", "AP", "--no-write"]) == 0  # the huge value is no metric
+    out = capsys.readouterr().out
+    assert "30.0" in out and "20.0" in out
