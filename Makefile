@@ -44,7 +44,7 @@ paper-mini: $(STAMP)
 paper-mini-plan: $(STAMP)
 	$(PY) scripts/paper_mini.py --dry-run $(PAPER_MINI_ARGS)
 
-# The same lr grid for every baseline loss on the Faster R-CNN CPU preset (~33 min); docs/baselines.md
+# The same lr grid for every baseline loss on the Faster R-CNN CPU preset (~37 min); docs/baselines.md
 tune-baselines: $(STAMP)
 	WANDB_MODE=offline WANDB_SILENT=true $(PY) scripts/tune_baselines.py $(TUNE_ARGS)
 

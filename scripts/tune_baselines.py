@@ -42,10 +42,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         return 0
     failures = mini.execute(items, args.root, extra=args.train_overrides.split())
-    res = tuning.results(items, args.root)
+    curves: dict = {}
+    res = tuning.results(items, args.root, curves)
     shown = " ".join(["python scripts/tune_baselines.py", *(argv if argv is not None else sys.argv[1:])])
     setting = f"overridden: `{args.train_overrides}`" if args.train_overrides else "900 iterations"
-    tuning.write_block(args.doc, tuning.block(res, lrs, shown, setting))
+    tuning.write_block(args.doc, tuning.block(res, lrs, shown, setting, curves))
     for loss, grid in res.items():
         choice = tuning.best(grid)
         print(f"{loss}: " + ("no finished run" if choice is None else f"best lr {choice[0]:g} ({choice[1]:.1f} AP)"))

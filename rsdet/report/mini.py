@@ -46,11 +46,12 @@ class Item:
     detector: str = "faster_rcnn"
     sweep: str | None = None        # thresholds for `rsdet evaluate`; the item then evaluates `name`
     priority: int = 0               # lower first; items past the budget are dropped from the end
+    extra_minutes: float = 0.0      # e.g. evaluations during training
 
     @property
     def minutes(self) -> float:
         base = SWEEP_MINUTES if self.sweep else TRAIN_MINUTES.get(self.detector, 3.0)
-        return base + OVERHEAD_MINUTES
+        return base + OVERHEAD_MINUTES + self.extra_minutes
 
     def run_dir(self, root: Path) -> Path:
         return Path(root) / self.name

@@ -116,21 +116,38 @@ def test_update_readme_fills_the_marked_block(generated):
 
 def test_baseline_grid_picks_the_best_lr_and_rewrites_only_its_block(tmp_path):
     items = tuning.grid_items(("ce", "focal"), (0.0005, 0.001), seeds=1)
-    assert [it.describe() for it in items][:2] == ["rsdet train loss=ce schedule.lr=0.0005 seed=0",
-                                                  "rsdet train loss=ce schedule.lr=0.001 seed=0"]
+    assert [it.describe() for it in items][:2] == ["rsdet train loss=ce schedule.lr=0.0005 seed=0 eval.every_epochs=1",
+                                                  "rsdet train loss=ce schedule.lr=0.001 seed=0 eval.every_epochs=1"]
+    assert items[0].minutes == pytest.approx(mini.TRAIN_MINUTES["faster_rcnn"] + mini.OVERHEAD_MINUTES
+                                             + tuning.EPOCH_EVAL_MINUTES)
     for it, ap in zip(items, (0.20, 0.25, 0.30, None)):
         if ap is not None:
             fab_run(it.run_dir(tmp_path), loss=it.overrides[0].split("=")[1], metrics=box(ap))
-    res = tuning.results(items, tmp_path)
+    curves = {}
+    res = tuning.results(items, tmp_path, curves)
     assert res["ce"] == {0.0005: [20.0], 0.001: [25.0]} and res["focal"][0.001] == []
     assert tuning.best(res["ce"]) == (0.001, 25.0) and tuning.best(res["focal"]) == (0.0005, 30.0)
     doc = tmp_path / "baselines.md"
     doc.write_text("# Baselines\n\nhand-written notes\n")
-    tuning.write_block(doc, tuning.block(res, (0.0005, 0.001), "cmd"))
+    tuning.write_block(doc, tuning.block(res, (0.0005, 0.001), "cmd", curves=curves))
     first = doc.read_text()
-    assert "hand-written notes" in first and "| ce | 20.0 | 25.0 | 0.001 | 25.0 |" in first
-    assert "| focal | 30.0 | — | 0.0005 | 30.0 |" in first
+    assert "hand-written notes" in first and "| ce | 20.0 | 25.0 | 0.001 | 25.0 | 25.0 | — |" in first
+    assert "| focal | 30.0 | — | 0.0005 | 30.0 | 30.0 | — |" in first
     tuning.write_block(doc, tuning.block({"ce": {0.0005: [21.0]}}, (0.0005,), "cmd2"))
     second = doc.read_text()
-    assert second.count(tuning.BEGIN) == 1 and "| ce | 21.0 | 0.0005 | 21.0 |" in second
+    assert second.count(tuning.BEGIN) == 1 and "| ce | 21.0 | 0.0005 | 21.0 | — | — |" in second
     assert "hand-written notes" in second and "focal" not in second
+
+
+def test_ap_curve_and_where_it_stops_rising(tmp_path):
+    rec = fab_run(tmp_path / "r", loss="ce", metrics=box(0.26))
+    rec.update(iteration=900)
+    for epoch, ap in ((1, 0.10), (2, 0.20), (3, 0.252), (4, 0.255)):
+        rec.append_eval({"epoch": epoch, "iteration": 200 * epoch, "bbox": {"AP": ap}})
+    curve = tuning.ap_curve(rec)
+    assert [it for it, _ in curve] == [200, 400, 600, 800, 900]
+    assert [round(ap, 1) for _, ap in curve] == [10.0, 20.0, 25.2, 25.5, 26.0]
+    assert tuning.stops_rising(curve) == 600  # 25.2 and everything after it is within 1 AP of the best, 26.0
+    assert tuning.stops_rising([(200, 10.0), (400, 29.5), (600, 25.0), (900, 30.0)]) == 900  # the dip counts
+    assert tuning.stops_rising([(200, 10.0), (400, 20.0), (900, 30.0)]) == 900  # still rising at the end
+    assert tuning.stops_rising([(900, 30.0)]) is None
