@@ -1,6 +1,8 @@
 """Every `--table` layout S1-S11 on fabricated run records: rows, columns, labels, our value, the
 paper's value and the difference; and the message naming the command when a table has no runs."""
 
+import json
+
 import pytest
 
 from rsdet.errors import RsdetError
@@ -193,3 +195,17 @@ def _quiet():
     from rich.console import Console
 
     return Console(file=io.StringIO(), width=200)
+
+
+def test_s11_mask_columns_from_a_separate_mask_sweep_file(tmp_path):
+    # a mask detector's `rsdet evaluate --score-thresholds` writes the mask rows to threshold_sweep_segm.json
+    run = fab_run(tmp_path / "m", detector="mask_rcnn", loss="rs", metrics=box(0.4),
+                  sweep=sweep([0.40, 0.40], [2.0, 9.0], thresholds=(1e-4, 0.6)))
+    rows = [{"threshold": t, "metrics": {"AP": ap, "APr": ap - 0.1, "APbox": 0.4}, "fps": f}
+            for t, ap, f in ((1e-4, 0.30, 2.0), (0.6, 0.29, 9.0))]
+    (run.dir / "threshold_sweep_segm.json").write_text(
+        json.dumps({"device": "cpu", "iou_type": "segm", "rows": rows}))
+    header, table, _ = _table([run], "s11")
+    assert table["10^-4"]["RS-Mask R-CNN / AP_mask (ours)"] == "30.0"
+    assert table["0.60"]["RS-Mask R-CNN / AP_r (ours)"] == "19.0"
+    assert table["0.60"]["RS-Mask R-CNN / AP_box (ours)"] == "40.0" and table["0.60"]["RS-Mask R-CNN / fps (ours)"] == "9"
