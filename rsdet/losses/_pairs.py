@@ -117,6 +117,44 @@ def dominance_prefix(label_rank: torch.Tensor, score_rank: torch.Tensor, weights
     return out
 
 
+try:  # numpy's vectorised (SIMD) sort is ~10x faster than torch.sort on the CPU
+    import numpy as _np
+except ImportError:  # pragma: no cover - numpy ships with every torch wheel we support
+    _np = None
+
+# Below this many elements torch.sort's fixed cost is lower than the packing below.
+_PACKED_SORT_MIN = 64
+
+
+def stable_argsort(values: torch.Tensor) -> torch.Tensor:
+    """Ascending stable argsort of a 1-D float tensor (ties keep index order), as int64.
+
+    Same result as ``torch.sort(values, stable=True).indices``.  On the CPU, when every value is
+    a finite float32 number (float32/16/bfloat16 tensors, or float64 tensors holding float32
+    values -- the ranking losses' positive logits and labels), each value is packed with its
+    index into one int64 key (order-preserving integer image of the float32 bits in the high
+    half, the index in the low half) and the keys are sorted by numpy without indices:
+    ~15 us instead of ~200 us for 5000 values on one core of the development box.  -0.0 is
+    mapped to +0.0 first so that the two zeros tie, as they do for ``torch.sort``.
+    """
+    n = values.numel()
+    if (_np is None or values.device.type != "cpu" or n < _PACKED_SORT_MIN or n >= 2**31
+            or values.dtype not in (torch.float64, torch.float32, torch.float16, torch.bfloat16)):
+        return torch.sort(values, stable=True).indices
+    single = values.to(torch.float32) + 0.0                 # + 0.0 turns -0.0 into +0.0
+    if values.dtype == torch.float64:
+        if not bool(torch.equal(single.to(torch.float64), values)):    # not float32 values
+            return torch.sort(values, stable=True).indices
+    elif not bool(torch.isfinite(single).all()):
+        return torch.sort(values, stable=True).indices
+    bits = single.view(torch.int32)
+    # Negative floats: flip the magnitude bits so that signed integer order = float order.
+    key = torch.bitwise_xor(bits, torch.bitwise_and(bits >> 31, 0x7FFFFFFF)).to(torch.int64)
+    packed = (key << 32).add_(torch.arange(n, dtype=torch.int64))
+    packed = torch.from_numpy(_np.sort(packed.numpy()))
+    return packed.bitwise_and_(0xFFFFFFFF)
+
+
 def inverse_permutation(perm: torch.Tensor) -> torch.Tensor:
     """inv[perm[k]] = k (``index_copy_``: much cheaper on CPU than ``inv[perm] = arange``)."""
     return torch.empty_like(perm).index_copy_(0, perm, torch.arange(perm.numel(),
@@ -155,13 +193,16 @@ class PositivePairs:
 
     def __init__(self, s: torch.Tensor, delta: float) -> None:
         self.s, self.delta, self.p = s, float(delta), s.numel()
-        sorted_s, self.order = torch.sort(s, stable=True)
-        self.sorted_s = sorted_s
+        self.order = stable_argsort(s)
+        self.sorted_s = sorted_s = s.index_select(0, self.order)
         self.rank = inverse_permutation(self.order)
         if self.delta > 0:
-            bounds = torch.searchsorted(sorted_s, torch.stack([s - self.delta, s + self.delta]),
+            # Queries in ascending order (sorted_s -/+ delta) make the binary searches cheap;
+            # the results are then read back in the caller's order.
+            bounds = torch.searchsorted(sorted_s, torch.stack([sorted_s - self.delta,
+                                                               sorted_s + self.delta]),
                                         right=True)
-            self.lo, self.hi = bounds[0], bounds[1]
+            self.lo, self.hi = bounds.index_select(1, self.rank)
         else:
             self.lo, self.upper = tie_bounds(sorted_s, self.rank)    # #{s_j < s_i}, #{<=}
             self.hi = self.lo
@@ -210,7 +251,8 @@ class PositivePairs:
         p, s, delta = self.p, self.s, self.delta
         if p <= DENSE_MAX:
             return self._dense_sorting_terms(y, eps)
-        sorted_y, order_y = torch.sort(y, stable=True)
+        order_y = stable_argsort(y)
+        sorted_y = y.index_select(0, order_y)
         label_rank = inverse_permutation(order_y)
         lab_lt, lab_le = tie_bounds(sorted_y, label_rank)          # #{y_j < y_i}, #{y_j <= y_i}
         one_minus_y = 1.0 - y
