@@ -97,8 +97,10 @@ def bucketize(x: torch.Tensor, edges: torch.Tensor, right: bool) -> torch.Tensor
     num_edges = edges.numel()
     # The table costs O(cells) to build (in several fresh int64 buffers, i.e. page faults), the
     # scan O(entries in occupied cells): at most N/4 cells (measured best between N/8 and N/6).
+    # ... but at least 8 per edge while that stays <= N: with few entries per edge (N = 1e5,
+    # 2P = 1e4) a coarser grid sends most entries to the scan (measured 1.8 -> 1.2 ms).
     num_cells = int(min(max(64, _CELLS_PER_EDGE * num_edges), _MAX_CELLS,
-                        max(1024, x.numel() // 4)))
+                        max(1024, x.numel() // 4, min(x.numel(), 8 * num_edges))))
     e_min, e_max = float(edges[0]), float(edges[-1])
     width = (e_max - e_min) / (num_cells - 4)
     if not width > 1e-6 * max(1.0, abs(e_min), abs(e_max)):

@@ -122,8 +122,8 @@ try:  # numpy's vectorised (SIMD) sort is ~10x faster than torch.sort on the CPU
 except ImportError:  # pragma: no cover - numpy ships with every torch wheel we support
     _np = None
 
-# Below this many elements torch.sort's fixed cost is lower than the packing below.
-_PACKED_SORT_MIN = 64
+# Below this many elements torch.sort is as fast (it switches algorithm around 2-4k elements).
+_PACKED_SORT_MIN = 2048
 
 
 def stable_argsort(values: torch.Tensor) -> torch.Tensor:
