@@ -38,7 +38,7 @@ def self_relation(delta: float) -> float:
 
 
 # Up to this many positives the sorting terms use the dense P x P matrix (fewer operations).
-DENSE_MAX = 768
+DENSE_MAX = 448
 
 
 def chunk_size(p: int) -> int:

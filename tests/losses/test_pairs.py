@@ -81,3 +81,41 @@ def test_relation_sums_match_dense(delta):
     w = torch.rand(500, dtype=torch.float64)
     expected = _step(s[None, :] - s[:, None], delta) @ w
     assert torch.allclose(relation_sums(s, delta, w), expected, rtol=1e-12, atol=1e-11)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("n", [5, 3000])
+def test_stable_argsort_matches_torch_sort(dtype, n):
+    """Packed-key numpy sort (n >= 2048, CPU) and the torch.sort fallback agree with a stable
+    torch.sort: ties keep index order, -0.0 ties with +0.0, infinities sort to the ends."""
+    g = torch.Generator().manual_seed(n)
+    v = torch.round(torch.randn(n, generator=g) * 4) / 4          # many ties
+    v[: n // 5] = 0.0
+    v[1:: 7] = -0.0
+    v[3], v[4] = float("inf"), -float("inf")
+    v = v.to(dtype)
+    assert torch.equal(_pairs.stable_argsort(v), torch.sort(v, stable=True).indices)
+
+
+def test_stable_argsort_fallbacks():
+    """Values the packed key cannot hold (NaN, float64 beyond float32) use torch.sort."""
+    g = torch.Generator().manual_seed(0)
+    fine = torch.randn(3000, generator=g, dtype=torch.float64)     # not float32 values
+    fine[::3] = fine[1::3]                                         # ties
+    with_nan = torch.randn(3000, generator=g)
+    with_nan[::100] = float("nan")
+    for v in (fine, with_nan, with_nan.double()):
+        assert torch.equal(_pairs.stable_argsort(v), torch.sort(v, stable=True).indices)
+
+
+@pytest.mark.parametrize("delta", [0.0, 0.5])
+def test_sorting_terms_above_packed_sort_threshold(delta, path):
+    """P > 2048: positives and labels sorted through the packed keys (float32 values, ties)."""
+    g = torch.Generator().manual_seed(5)
+    s = (torch.round(torch.randn(2100, generator=g) * 8) / 8).double()
+    y = (torch.round(torch.rand(2100, generator=g) * 16) / 16 + 0.01).float().double()
+    if path == "dense":
+        s, y = s[:700], y[:700]
+    got = PositivePairs(s, delta).sorting_terms(y, 1e-10)
+    for a, b in zip(got, dense_sorting_terms(s, y, delta, 1e-10)):
+        assert torch.allclose(a, b, rtol=1e-12, atol=1e-10), (a - b).abs().max()
