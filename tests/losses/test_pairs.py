@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from rsdet.losses import _pairs
-from rsdet.losses._pairs import PositivePairs, dominance_prefix, relation_sums
+from rsdet.losses._pairs import Dominance, PositivePairs, dominance_prefix, relation_sums
 
 
 def _step(diff, delta):
@@ -73,6 +73,25 @@ def test_dominance_prefix_any_chunk(chunk):
     expected = mask.double() @ w
     got = dominance_prefix(label_rank, score_rank, w, lab, sco, chunk=chunk)
     assert torch.allclose(got, expected, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 16, 500])
+def test_dominance_spread_is_the_transpose(chunk):
+    """spread(u)[j] = sum_{q,t} M[q, t, j] u[q, t] for the mask M that sums() applies."""
+    g = torch.Generator().manual_seed(chunk + 1)
+    p, q = 89, 300
+    label_rank, score_rank = torch.randperm(p, generator=g), torch.randperm(p, generator=g)
+    lab = torch.randint(0, p + 1, (q,), generator=g)
+    sco = torch.randint(0, p + 1, (q, 2), generator=g)
+    lab[:3], sco[:3, 1] = torch.tensor([0, p, p]), torch.tensor([p, 0, p])
+    mask = ((label_rank[None, None, :] < lab[:, None, None])
+            & (score_rank[None, None, :] < sco[:, :, None])).double()      # (Q, T, P)
+    u = torch.randn(q, 2, 3, generator=g, dtype=torch.float64)
+    expected = torch.einsum("qtj,qtm->jm", mask, u)
+    dom = Dominance(label_rank, score_rank, lab, sco, chunk=chunk, query_block=2000)
+    assert torch.allclose(dom.spread(u), expected, rtol=0, atol=1e-11)
+    w = torch.randn(p, 3, generator=g, dtype=torch.float64)
+    assert torch.allclose(dom.sums(w), torch.einsum("qtj,jm->qtm", mask, w), rtol=0, atol=1e-11)
 
 
 @pytest.mark.parametrize("delta", [0.0, 0.5])
