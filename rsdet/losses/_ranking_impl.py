@@ -1,6 +1,6 @@
 """Forward computations and autograd Functions behind :mod:`rsdet.losses.ranking`.
 
-Rank & Sort, AP and aLRP Loss: exact values and identity-update gradients, O(N log P + P^2).
+Rank & Sort, AP and aLRP Loss: exact values and identity-update gradients, O(N log P + P^(4/3)).
 
 All three follow the official implementations (docs/losses.md): one flat list per call,
 positives/negatives/ignored chosen by the target value, the smoothed step
