@@ -127,20 +127,22 @@ def bucketize(x: torch.Tensor, edges: torch.Tensor, right: bool) -> torch.Tensor
     need = (bins < 0).nonzero().squeeze(1)
     if need.numel() == 0:
         return bins
-    base = -1 - bins.index_select(0, need).long()
-    run = count.index_select(0, cells.index_select(0, need))
-    xs = x.index_select(0, need).to(edges.dtype)
-    longest = int(run.max())
+    xs = x.index_select(0, need)
+    longest = int(count.max())
     if longest <= _MAX_SCAN:
-        # Short runs (the common case): compare with each edge of the run, vectorised.
+        # Short runs (the common case): compare with each edge of the run, vectorised, in x's
+        # own precision: for x of that dtype, e < x <=> down(e) < x and e <= x <=> up(e) <= x
+        # (no value of the dtype lies strictly between down(e) and up(e)).  Past the end of a
+        # run the edges are > every x of the cell, and the NaN padding compares False, so the
+        # steps beyond an entry's own run add nothing.
+        base = bins.index_select(0, need).bitwise_not_()             # -1 - b: run start
+        padded = torch.cat([up if right else down, xs.new_full((longest,), float("nan"))])
+        compare = torch.le if right else torch.lt
         exact = base.clone()
-        last = num_edges - 1
         for k in range(longest):
-            e = edges.index_select(0, (base + k).clamp_(max=last))
-            hit = (e <= xs) if right else (e < xs)
-            exact += hit & (run > k)
-    else:
-        exact = torch.searchsorted(edges, xs, right=right)
+            exact += compare(padded.index_select(0, base + k if k else base), xs)
+    else:   # long runs (tied logits stack many edges in one cell): binary searches
+        exact = torch.searchsorted(edges, xs.to(edges.dtype), right=right)
     bins.index_copy_(0, need, exact.to(index_dtype))
     return bins
 
