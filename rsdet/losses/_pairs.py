@@ -128,8 +128,9 @@ class Dominance:
         table3.cumsum_(0)
         table3.cumsum_(1)
         out = table.index_select(0, self.query_cell).view(q, t, m)
-        by_label = weights.new_zeros(nc * k, m).index_copy_(0, self.label_rank, weights).view(nc, k, m)
-        by_score = weights.new_zeros(nc * k, m).index_copy_(0, self.score_rank, weights).view(nc, k, m)
+        by_label = weights.new_zeros(nc * k, m).index_copy_(0, self.label_rank, weights)
+        by_score = weights.new_zeros(nc * k, m).index_copy_(0, self.score_rank, weights)
+        by_label, by_score = by_label.view(nc, k, m), by_score.view(nc, k, m)
         for lo, hi, la, flat_b, keep_l, keep_s in self.blocks:
             part = torch.bmm(keep_l.to(dt), by_label.index_select(0, la))
             part += torch.bmm(keep_s.to(dt).unsqueeze(1),
@@ -162,7 +163,8 @@ class Dominance:
         by_score = u.new_zeros(nc, k * m)        # slot (chunk, offset) of a score position
         for lo, hi, la, flat_b, keep_l, keep_s in self.blocks:
             ub = u[lo:hi]
-            by_label.index_add_(0, la, torch.bmm(keep_l.transpose(1, 2).to(dt), ub).view(hi - lo, -1))
+            by_label.index_add_(0, la, torch.bmm(keep_l.transpose(1, 2).to(dt), ub)
+                                .view(hi - lo, -1))
             by_score.index_add_(0, flat_b, (keep_s.unsqueeze(2).to(dt)
                                             * ub.reshape(-1, 1, m)).view((hi - lo) * t, -1))
         out += by_label.view(nc * k, m).index_select(0, self.label_rank)
@@ -350,7 +352,8 @@ class PositivePairs:
             # Columns: sum c [rank_j < B], sum c ([rank_j < B] - [rank_j < A]), the same for c*s.
             cs = coef * s
             zero = torch.zeros_like(coef)
-            u = torch.stack([torch.stack([zero, -coef, -cs], 1), torch.stack([coef, coef, cs], 1)], 1)
+            u = torch.stack([torch.stack([zero, -coef, -cs], 1),
+                             torch.stack([coef, coef, cs], 1)], 1)
             below_b, win_c, win_cs = dom.spread(u).unbind(1)
             received = (total - below_b) + ((s + delta) * win_c - win_cs) / (2 * delta)
         return rank_plus, sort_loss, mis_mass, received
