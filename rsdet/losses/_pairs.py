@@ -57,7 +57,7 @@ class Dominance:
     T score limits R_qt.  With M[q, t, j] = [label_rank_j < L_q] [score_rank_j < R_qt]:
 
     * :meth:`sums` gives F[q, t] = sum_j M[q, t, j] w_j (weights per point), and
-    * :meth:`spread` gives the transpose, G[j, t] = sum_q M[q, t, j] u_qt (weights per query).
+    * :meth:`spread` gives the transpose, G[j] = sum_{q,t} M[q, t, j] u_qt (weights per query).
 
     Chunk decomposition with chunk length K: with a = L // K and b = R // K the region
     {label < L, score < R} is the disjoint union of the chunk-aligned block {label < aK,
@@ -319,7 +319,7 @@ class PositivePairs:
         order_y = stable_argsort(y)
         sorted_y = y.index_select(0, order_y)
         label_rank = inverse_permutation(order_y)
-        lab_lt, lab_le = tie_bounds(sorted_y, label_rank)          # #{y_j < y_i}, #{y_j <= y_i}
+        lab_lt = tie_bounds(sorted_y, label_rank)[0]                # #{y_j < y_i}
         one_minus_y = 1.0 - y
         cols = torch.stack([torch.ones_like(s), s, one_minus_y, one_minus_y * s], 1)
 
@@ -349,7 +349,7 @@ class PositivePairs:
         if delta == 0:
             received = total - dom.spread(coef.view(p, 1, 1))[:, 0]
         else:
-            # Columns: sum c [rank_j < B], sum c ([rank_j < B] - [rank_j < A]), the same for c*s.
+            # Columns: sum c [rank_j < B]; sum c ([rank_j < B] - [rank_j < A]); the same, c*s.
             cs = coef * s
             zero = torch.zeros_like(coef)
             u = torch.stack([torch.stack([zero, -coef, -cs], 1),
