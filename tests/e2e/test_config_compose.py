@@ -147,3 +147,11 @@ def test_any_stage_weight_can_be_set_from_the_command_line():
     assert stage_loss_config(cfg.loss, "rpn").stage_weight == 0.5
     assert stage_loss_config(cfg.loss, "rcnn").stage_weight == 1.0
     assert stage_loss_config(_compose(["loss=rs"]).loss, "rpn").stage_weight == 0.2
+
+
+def test_tuned_baseline_settings_apply_to_their_schedule_only():
+    # conf/tuned/cpu_demo_faster_rcnn_ce.yaml: the CE baseline's CPU tuning (docs/baselines.md)
+    assert _compose(["loss=ce"]).loss.rpn.box_weight == 5.0
+    assert _compose(["loss=ce", "schedule=1x"]).loss.rpn.box_weight == 1.0
+    assert _compose(["loss=ce", "loss.rpn.box_weight=2"]).loss.rpn.box_weight == 2
+    assert _compose(["loss=rs"]).loss.rpn.box_weight is None
