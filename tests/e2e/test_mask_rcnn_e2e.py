@@ -39,7 +39,7 @@ def test_mask_rcnn_recipe_trains_and_writes_box_and_mask_results(tiny_run, loss)
 
 
 def test_mask_sweep_per_epoch_mask_ap_and_segm_report_metric(tiny_run, capsys):
-    from rsdet.engine.inference import evaluate_run
+    from rsdet.evaluation.cli import main as eval_main
     from rsdet.report.cli import main as report_main
 
     overrides = [o for o in tiny_run if not o.startswith("schedule.max_iters")]
@@ -47,12 +47,16 @@ def test_mask_sweep_per_epoch_mask_ap_and_segm_report_metric(tiny_run, capsys):
     run = _only_run()
     assert "AP" in run.metrics["epoch1"] and "segm/AP" in run.metrics["epoch1"]
     assert "segm" in run.read_eval_history()[0]
-    result = evaluate_run(run.dir, score_thresholds=[0.0, 0.4], fps_images=2)
-    assert [r["threshold"] for r in result["rows_segm"]] == [0.0, 0.4]
-    assert {"AP", "APbox", "oLRP"} <= set(result["rows_segm"][0]["metrics"])
+    capsys.readouterr()
+    assert eval_main([str(run.dir), "--score-thresholds", "0,0.4"]) == 0
+    assert "Score-threshold sweep, mask AP" in capsys.readouterr().out
+    sweep = json.loads((run.dir / "threshold_sweep_segm.json").read_text())
+    assert sweep["iou_type"] == "segm" and [r["threshold"] for r in sweep["rows"]] == [0.0, 0.4]
+    assert {"AP", "APbox", "oLRP"} <= set(sweep["rows"][0]["metrics"])
+    box_sweep = json.loads((run.dir / "threshold_sweep.json").read_text())
+    assert sweep["rows"][0]["metrics"]["APbox"] == box_sweep["rows"][0]["metrics"]["AP"]
     table = (run.dir / "threshold_sweep_segm.md").read_text()
     assert "AP_box" in table and "oLRP" in table and "fps" in table
-    capsys.readouterr()
     assert report_main(["outputs", "--rows", "loss", "--metric", "segm/AP,AP", "--no-write"]) == 0
     assert "mask AP" in capsys.readouterr().out  # the report names segm/AP so
 
