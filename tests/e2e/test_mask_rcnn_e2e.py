@@ -5,8 +5,6 @@ the segm report metric and per-epoch mask evaluation work from the run record.""
 import json
 from pathlib import Path
 
-import pytest
-
 from rsdet import train_cli
 from rsdet.evaluation.evaluator import LRP_KEYS
 from rsdet.records import find_runs
@@ -18,11 +16,7 @@ def _only_run():
     return runs[0]
 
 
-@pytest.mark.parametrize("loss", ["rs", "ce"])
-def test_mask_rcnn_recipe_trains_and_writes_box_and_mask_results(tiny_run, loss):
-    assert train_cli.main(["detector=mask_rcnn", f"loss={loss}", "eval.score_thresh=0.0", *tiny_run]) == 0
-    run = _only_run()
-    assert run.info["status"] == "completed" and run.info["iteration"] == 4
+def _check_record(run, loss):
     history = run.read_history()
     parts = ("rank", "sort", "box") if loss == "rs" else ("cls", "box")
     terms = {k for k in history[0] if k.startswith("loss/")}
@@ -38,15 +32,26 @@ def test_mask_rcnn_recipe_trains_and_writes_box_and_mask_results(tiny_run, loss)
     assert "segmentation" not in boxes[0]
 
 
-def test_mask_sweep_per_epoch_mask_ap_and_segm_report_metric(tiny_run, capsys):
+def test_standard_mask_rcnn_trains_and_writes_box_and_mask_results(tiny_run):
+    assert train_cli.main(["detector=mask_rcnn", "loss=ce", "eval.score_thresh=0.0", *tiny_run]) == 0
+    run = _only_run()
+    assert run.info["status"] == "completed" and run.info["iteration"] == 4
+    _check_record(run, "ce")
+
+
+def test_rs_mask_rcnn_record_per_epoch_mask_ap_s11_sweep_and_segm_report_metric(tiny_run, capsys):
     from rsdet.evaluation.cli import main as eval_main
     from rsdet.report.cli import main as report_main
 
+    # 12 training images, batch 2: the 7 iterations cross one epoch boundary (evaluated there too)
     overrides = [o for o in tiny_run if not o.startswith("schedule.max_iters")]
-    assert train_cli.main(["detector=mask_rcnn", *overrides, "schedule.max_iters=7", "eval.every_epochs=1"]) == 0
+    assert train_cli.main(["detector=mask_rcnn", "eval.score_thresh=0.0", *overrides, "schedule.max_iters=7",
+                           "eval.every_epochs=1"]) == 0
     run = _only_run()
+    assert run.info["status"] == "completed" and run.info["iteration"] == 7
+    _check_record(run, "rs")
     assert "AP" in run.metrics["epoch1"] and "segm/AP" in run.metrics["epoch1"]
-    assert "segm" in run.read_eval_history()[0]
+    assert "segm" in run.read_eval_history()[0] and (run.dir / "predictions_segm_epoch1.json").is_file()
     capsys.readouterr()
     assert eval_main([str(run.dir), "--score-thresholds", "0,0.4"]) == 0
     assert "Score-threshold sweep, mask AP" in capsys.readouterr().out
