@@ -532,7 +532,8 @@ def train(cfg: Any, record, *, console: Console | None = None, resume_from: Path
         return {}
     if every_epochs:  # Table S2: AP after epoch E beside the final AP (metric "epoch<E>/AP" in rsdet report)
         for row in record.read_eval_history():
-            metrics[f"epoch{row['epoch']}"] = {**row["bbox"], **{f"segm/{k}": v for k, v in (row.get("segm") or {}).items()}}
+            segm = {f"segm/{k}": v for k, v in (row.get("segm") or {}).items()}
+            metrics[f"epoch{row['epoch']}"] = {**row["bbox"], **segm}
     record.write_metrics(metrics)
     logger.summary(metrics)
     logger.finish("completed")

@@ -367,7 +367,8 @@ class Criterion(nn.Module):
         if cfg.mask == "dice":
             per_roi = L.dice_loss(m.logits.sigmoid(), m.targets)
         else:
-            per_roi = nn.functional.binary_cross_entropy_with_logits(m.logits, m.targets, reduction="none").flatten(1).mean(1)
+            bce = nn.functional.binary_cross_entropy_with_logits(m.logits, m.targets, reduction="none")
+            per_roi = bce.flatten(1).mean(1)
         if pos_weights is None or cfg.box_normalizer == "sampled":
             mask = per_roi.mean()
         else:
