@@ -26,7 +26,11 @@ from rsdet.models.stage import StageOutput, StageSpec
 
 #: Keys of a per-stage override block ``loss.<stage>.<key>`` (conf/loss_stages.yaml).
 STAGE_KEYS = ("cls", "delta", "label", "label_min", "box", "box_weight", "weighting", "delta_loc", "balance",
-              "box_normalizer", "focal_alpha", "focal_gamma", "aux_weight")
+              "box_normalizer", "focal_alpha", "focal_gamma", "aux_weight", "mask", "mask_weight")
+#: mask losses of a mask stage (``loss.mask``); null picks dice for sigmoid (ranking) losses, bce for softmax CE
+MASK_LOSSES = ("dice", "bce")
+#: continuous labels computed from masks (rsdet.losses.continuous_labels; iou_dice is the mean's alias)
+MASK_LABEL_KINDS = ("dice", "mean", "iou_dice", "iou+dice")
 
 
 @dataclass
@@ -47,6 +51,8 @@ class StageLossConfig:
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
     aux_weight: float = 1.0
+    mask: str = "dice"
+    mask_weight: float = 1.0
 
 
 def stage_loss_config(cfg: Any, spec: StageSpec) -> StageLossConfig:
@@ -74,10 +80,20 @@ def stage_loss_config(cfg: Any, spec: StageSpec) -> StageLossConfig:
         raise ConfigError(f"loss.delta={delta} is invalid for loss.cls={cls}: δ must be {need}")
     weights = cfg.get("stage_weights") or {}
     stage_weight = weights.get(spec.name)
+    label = get("label", "binary")
+    if label in MASK_LABEL_KINDS and not spec.masks:
+        if "label" in stage_cfg:
+            raise ConfigError(
+                f"loss.{spec.name}.label={label} is a mask label (Dice of the predicted mask), but stage "
+                f"'{spec.name}' predicts no masks; use binary or iou there")
+        label = "iou"  # a mask detector's box-only stages (the RPN) keep IoU labels (docs/detectors.md)
+    mask = get("mask") or ("bce" if L.classifier_of(cls) == "softmax" else "dice")
+    if mask not in MASK_LOSSES:
+        raise ConfigError(f"loss.mask={mask!r} is not one of {MASK_LOSSES}")
     return StageLossConfig(
         cls=cls,
         delta=delta,
-        label=get("label", "binary"),
+        label=label,
         label_min=float(get("label_min", 0.0)),
         box=get("box", "giou"),
         box_weight=float(get("box_weight", 1.0)),
@@ -89,11 +105,24 @@ def stage_loss_config(cfg: Any, spec: StageSpec) -> StageLossConfig:
         focal_alpha=float(get("focal_alpha", 0.25)),
         focal_gamma=float(get("focal_gamma", 2.0)),
         aux_weight=float(get("aux_weight", 1.0)),
+        mask=mask,
+        mask_weight=float(get("mask_weight", 1.0)),
     )
 
 
 def _sigmoid_losses() -> list[str]:
     return [name for name in L.CLS_LOSSES if L.classifier_of(name) == "sigmoid" and name != "bce"]
+
+
+def check_mask_labels(cfg: Any, stages: Sequence[StageSpec], detector: str | None) -> None:
+    """``loss.label=dice|iou_dice`` needs a detector that predicts masks: on a box detector it is a
+    configuration error (a mask detector's box-only stages fall back to IoU labels instead)."""
+    label = cfg.get("label")
+    if label in MASK_LABEL_KINDS and not any(s.masks for s in stages):
+        raise ConfigError(
+            f"loss.label={label} ranks positives by the Dice of their predicted masks, but "
+            f"detector={detector or '?'} predicts boxes only; use loss.label=binary or iou, or a mask detector "
+            "(detector=mask_rcnn)")
 
 
 def check_stage_overrides(cfg: Any, stages: Sequence[StageSpec], detector: str) -> None:
@@ -117,16 +146,23 @@ class Criterion(nn.Module):
     Holds the only training state the losses have (the task balancers, e.g. aLRP's epoch-based
     self-balance); it travels with the model's ``state_dict`` (``criterion._extra_state``)."""
 
-    def __init__(self, loss_cfg: Any, stages: Sequence[StageSpec], group_images: int | None = None):
+    def __init__(self, loss_cfg: Any, stages: Sequence[StageSpec], group_images: int | None = None,
+                 detector: str | None = None):
         super().__init__()
         self.specs = {spec.name: spec for spec in stages}
+        check_mask_labels(loss_cfg, stages, detector)
         self.cfg = {spec.name: stage_loss_config(loss_cfg, spec) for spec in stages}
         if group_images is not None and int(group_images) < 1:
             raise ConfigError(f"schedule.ranking_group={group_images} must be a positive number of images or null")
         self.group_images = int(group_images) if group_images else None
         self.balancers = {}
+        self.mask_balancers = {}
         self.cls_losses = {}
         for stage, cfg in self.cfg.items():
+            if self.specs[stage].masks:
+                kind = cfg.balance if cfg.balance in ("value", "magnitude") and cfg.cls != "alrp" else "constant"
+                self.mask_balancers[stage] = (L.build_task_balancer(kind, value=cfg.mask_weight) if kind == "constant"
+                                              else L.build_task_balancer(kind))
             if cfg.cls == "alrp":
                 balancer = L.build_task_balancer("alrp", init_weight=float(loss_cfg.get("alrp_init_weight", 50.0)),
                                                  period=int(loss_cfg.get("alrp_period", 500)))
@@ -197,6 +233,10 @@ class Criterion(nn.Module):
         if "box" not in terms:
             terms["box"] = self._box_term(cfg, out.name, terms, logits, classes, pos, pred_boxes, deltas, ref, gt,
                                           box_per_pos, len(classes), cls_grad_l1)
+        if out.masks is not None:
+            cls_total = sum(v for k, v in terms.items() if k != "box")
+            weights = self._weights(cfg, logits, classes, pos, pred_boxes, ref, gt) if pos.numel() else None
+            terms["mask"] = self._mask_term(cfg, out, keep, pos, weights, cls_total, logits)
         for name, pred in out.aux.items():
             terms[name] = cfg.aux_weight * self._aux_term(name, pred[keep][pos], pred_boxes, ref, gt)
         w = cfg.stage_weight
@@ -236,7 +276,7 @@ class Criterion(nn.Module):
         num_classes = logits.shape[1]
         if cfg.cls == "rs":
             labels = L.continuous_labels(cfg.label, pred_boxes=pred_boxes, gt_boxes=gt, num=pos.numel(),
-                                         min_value=cfg.label_min)
+                                         min_value=cfg.label_min, **self._label_masks(out, pos))
             rank, sort = fn(logits, self._targets(logits, classes, num_classes, labels))
             grad_l1 = L.ranking_gradient_l1(rank) if cfg.balance == "magnitude" and logits.requires_grad else None
             return {"rank": rank, "sort": sort}, grad_l1
@@ -260,6 +300,15 @@ class Criterion(nn.Module):
             weight = self.balancers[out.name](result.cls_loss, loc)
             return {"cls": result.cls_loss, "box": weight * loc}, None
         raise ConfigError(f"unknown loss.cls={cfg.cls!r}")
+
+    @staticmethod
+    def _label_masks(out: StageOutput, pos: Tensor) -> dict:
+        """The detached predicted / target masks of the positives, for Dice labels (mask stages)."""
+        m = out.masks
+        if m is None or m.label_probs is None:
+            return {}
+        keep = torch.nonzero(out.gt_classes >= -1).flatten()
+        return {"pred_masks": m.label_probs[keep][pos], "gt_masks": m.label_targets[keep][pos]}
 
     def _box_loss_per_positive(self, cfg, pred_boxes, deltas, ref, gt, out) -> Tensor:
         if cfg.box == "giou":
@@ -305,6 +354,31 @@ class Criterion(nn.Module):
             else:
                 ctx["cls_outputs"] = logits
         return self.balancers[stage](cls_total, box, **ctx) * box
+
+    def _mask_term(self, cfg, out: StageOutput, keep: Tensor, pos: Tensor, pos_weights: Tensor | None,
+                   cls_total: Tensor, logits: Tensor) -> Tensor:
+        """The mask loss of a mask stage (docs/detectors.md, "Mask R-CNN"): per mask RoI Dice
+        1 - 2Σpt / (Σp² + Σt² + 1e-5) of the sigmoid at the assigned class, or the mean per-pixel
+        BCE; averaged with the weights of the stage's box loss (the RoI's score weight for RS) taken
+        at ``weight_rows``; then balanced against the classification value like the box term."""
+        m = out.masks
+        if m.rows.numel() == 0:
+            return m.logits.sum() * 0.0
+        if cfg.mask == "dice":
+            per_roi = L.dice_loss(m.logits.sigmoid(), m.targets)
+        else:
+            bce = nn.functional.binary_cross_entropy_with_logits(m.logits, m.targets, reduction="none")
+            per_roi = bce.flatten(1).mean(1)
+        if pos_weights is None or cfg.box_normalizer == "sampled":
+            mask = per_roi.mean()
+        else:
+            # position of each stage row among the kept positives: the weights are indexed like them
+            where = torch.full((len(out.gt_classes),), -1, dtype=torch.long, device=pos.device)
+            where[keep[pos]] = torch.arange(pos.numel(), device=pos.device)
+            mask = L.weighted_mean(per_roi, pos_weights[where[m.weight_rows]].to(per_roi.dtype))
+        ctx = {"box_outputs": m.logits, "cls_outputs": logits} if isinstance(
+            self.mask_balancers[out.name], L.MagnitudeSelfBalance) else {}
+        return self.mask_balancers[out.name](cls_total, mask, **ctx) * mask
 
     @staticmethod
     def _aux_term(name: str, pred: Tensor, pred_boxes: Tensor, ref: Tensor, gt: Tensor) -> Tensor:

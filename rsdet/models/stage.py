@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+import torch
 from torch import Tensor
 from torchvision.models.detection import _utils as det_utils
 
@@ -28,6 +29,8 @@ class StageSpec:
     softmax loss there becomes binary cross-entropy. ``iou_threshold`` is the assigner's positive
     IoU threshold (aLRP's localisation error is normalised by it, paper Eq. 7 of aLRP Loss).
     ``dense`` marks one-stage heads, on which only sigmoid-based losses make sense.
+    ``masks`` marks a stage whose positives also train a mask predictor (Mask R-CNN's ``rcnn``): its
+    ``StageOutput`` carries a ``MaskPrediction`` and mask labels (``loss.label=dice|iou_dice``) apply.
     """
 
     name: str
@@ -36,6 +39,40 @@ class StageSpec:
     weight: float = 1.0
     objectness: bool = False
     dense: bool = False
+    masks: bool = False
+
+
+@dataclass
+class MaskPrediction:
+    """The mask branch's part of a stage's training step (docs/detectors.md, "Mask R-CNN").
+
+    ``logits`` (Q, S, S) are the mask logits at the assigned class of the Q rows ``rows`` (indices
+    into the stage's rows, ascending) that train the mask predictor; ``targets`` (Q, S, S) their
+    binary ground-truth masks in the RoI frame. ``weight_rows`` (Q,) say whose instance weight each
+    mask loss gets: ``rows`` itself, or, reproducing the official code's ordering, the same rows in
+    the order the cap drew them. ``label_probs`` / ``label_targets`` (M, S, S), per stage row, hold
+    the detached predicted probabilities and targets of every positive when the stage's continuous
+    label needs a mask Dice (zeros elsewhere), else None.
+    """
+
+    logits: Tensor
+    targets: Tensor
+    rows: Tensor
+    weight_rows: Tensor
+    label_probs: Tensor | None = None
+    label_targets: Tensor | None = None
+
+    def select(self, rows: Tensor, num_rows: int) -> "MaskPrediction | None":
+        """Restricted to the stage rows ``rows`` (of ``num_rows``), renumbered; mask rows whose own row
+        or weight row falls outside are dropped."""
+        new_index = torch.full((num_rows,), -1, dtype=torch.long, device=rows.device)
+        new_index[rows] = torch.arange(len(rows), device=rows.device)
+        keep = (new_index[self.rows] >= 0) & (new_index[self.weight_rows] >= 0)
+        return MaskPrediction(
+            logits=self.logits[keep], targets=self.targets[keep], rows=new_index[self.rows[keep]],
+            weight_rows=new_index[self.weight_rows[keep]],
+            label_probs=None if self.label_probs is None else self.label_probs[rows],
+            label_targets=None if self.label_targets is None else self.label_targets[rows])
 
 
 @dataclass
@@ -48,7 +85,8 @@ class StageOutput:
     positive, ``NEGATIVE`` (-1) or ``IGNORED`` (-2). ``box_deltas`` (M, 4) are the deltas of the
     assigned class, relative to ``ref_boxes`` (anchors or proposals) under ``box_coder``;
     ``gt_boxes`` are the matched ground truths (undefined for negatives). ``aux`` holds optional
-    extra per-row predictions a recipe trains (e.g. ATSS's centerness logit, (M,)).
+    extra per-row predictions a recipe trains (e.g. ATSS's centerness logit, (M,)); ``masks`` the
+    mask branch's predictions and targets on a mask stage.
     """
 
     spec: StageSpec
@@ -60,6 +98,7 @@ class StageOutput:
     box_coder: det_utils.BoxCoder
     image_index: Tensor
     aux: dict[str, Tensor] = field(default_factory=dict)
+    masks: MaskPrediction | None = None
 
     @property
     def name(self) -> str:
@@ -78,4 +117,5 @@ class StageOutput:
         return replace(self, cls_logits=self.cls_logits[rows], box_deltas=self.box_deltas[rows],
                        ref_boxes=self.ref_boxes[rows], gt_boxes=self.gt_boxes[rows],
                        gt_classes=self.gt_classes[rows], image_index=self.image_index[rows] - image_offset,
-                       aux={k: v[rows] for k, v in self.aux.items()})
+                       aux={k: v[rows] for k, v in self.aux.items()},
+                       masks=None if self.masks is None else self.masks.select(rows, len(self.gt_classes)))
