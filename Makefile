@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.rsdet-installed
 
-.PHONY: install demo test bench bench-eval clean
+.PHONY: install demo test bench bench-eval paper-mini paper-mini-plan tune-baselines clean
 
 # Bootstrap: a plain venv; torch/torchvision come from pip as ordinary requirements.
 $(STAMP): pyproject.toml
@@ -34,6 +34,19 @@ bench: $(STAMP)
 
 bench-eval: $(STAMP)
 	$(PY) scripts/bench_eval.py
+
+# CPU-sized Tables S8/S7, S11/S10, S4, S1/S3 (+S6 with YOLACT), ~62 min on 2 free cores, then
+# docs/paper-mini.md; resumable (completed runs are skipped). PAPER_MINI_ARGS="--only s8,s11 --budget-min 30".
+PAPER_MINI_ARGS ?=
+paper-mini: $(STAMP)
+	WANDB_MODE=offline WANDB_SILENT=true $(PY) scripts/paper_mini.py --update-readme $(PAPER_MINI_ARGS)
+
+paper-mini-plan: $(STAMP)
+	$(PY) scripts/paper_mini.py --dry-run $(PAPER_MINI_ARGS)
+
+# The same lr grid for every baseline loss on the Faster R-CNN CPU preset (~37 min); docs/baselines.md
+tune-baselines: $(STAMP)
+	WANDB_MODE=offline WANDB_SILENT=true $(PY) scripts/tune_baselines.py $(TUNE_ARGS)
 
 clean:
 	rm -rf outputs/* .pytest_cache build dist *.egg-info

@@ -268,7 +268,8 @@ class RunRecord:
         value = None
         if path.is_file():
             try:
-                value = parse(path.read_text(encoding="utf-8"))
+                # an invalid byte garbles one character (as in history.jsonl), not the whole record
+                value = parse(path.read_text(encoding="utf-8", errors="replace"))
                 if not isinstance(value, dict):
                     raise ValueError(f"expected {expected}, found {type(value).__name__}")
             except Exception as exc:  # json/yaml errors, ValueError, OSError, UnicodeDecodeError, ...

@@ -153,6 +153,10 @@ def _print_metrics(metrics: dict, run_dir: Path) -> None:
     console = Console()
     console.print(metrics_table(bbox, [k for k in SUMMARY_KEYS if k in bbox], title=f"box metrics — {run_dir}",
                                 horizontal=True))
+    segm = metrics.get("segm") or {}
+    if segm:
+        console.print(metrics_table(segm, [k for k in SUMMARY_KEYS if k in segm], title=f"mask metrics — {run_dir}",
+                                    horizontal=True))
     console.print(f"train {metrics.get('train_seconds', 0):.0f}s, eval {metrics.get('eval_seconds', 0):.0f}s, "
                   f"{metrics.get('iterations', 0)} iterations")
 

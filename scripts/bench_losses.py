@@ -4,7 +4,8 @@
 Times forward + backward in one process on the same tensors, medians over interleaved repeats
 (each repeat runs every loss once, so machine noise hits all of them alike).  On CUDA each call
 is timed with a pair of ``torch.cuda.Event``s (device time between the events; the host waits
-once per repeat), on the CPU with ``time.perf_counter``.  The naive loop is
+once per repeat), on the CPU with ``time.perf_counter`` (or, ``--timer thread``, the calling
+thread's CPU time: robust when other processes share the cores).  The naive loop is
 the official algorithm (a Python loop over positives, vectorised over negatives, float32); where
 running it fully is too slow it is timed on the first K positives and extrapolated linearly
 (marked ``~``).  Peak extra memory of one forward + backward is measured in a fresh subprocess:
@@ -17,6 +18,7 @@ Examples:
     python scripts/bench_losses.py --grid quick         # two small cases, few repeats (= --quick)
     python scripts/bench_losses.py --sizes 1e6:1000 --repeats 15
     python scripts/bench_losses.py --no-loop --no-memory --threads 1   # ratios only, fast
+    python scripts/bench_losses.py --no-loop --no-memory --threads 1 --timer thread   # shared box
 """
 
 from __future__ import annotations
@@ -134,11 +136,14 @@ def loop_loss(name, logits, targets, binary, loc, max_pos=None, delta=None):
 
 
 # ---------------------------------------------------------------------------------------------
-def median_times(fns: dict, repeats: int, sync, device: str = "cpu") -> dict:
+def median_times(fns: dict, repeats: int, sync, device: str = "cpu",
+                 clock=time.perf_counter) -> dict:
     """Median seconds per call of each function, repeats interleaved across the functions.
 
     CUDA: device time between two events recorded around each call (the host synchronises once
     per repeat, after all calls, so launch overhead that the GPU hides is not counted twice).
+    CPU: ``clock`` around each call (``time.perf_counter``, or ``time.thread_time`` for
+    ``--timer thread``).
     """
     times = {k: [] for k in fns}
     for f in fns.values():
@@ -158,10 +163,10 @@ def median_times(fns: dict, repeats: int, sync, device: str = "cpu") -> dict:
                 times[k].append(start.elapsed_time(end) / 1e3)
             continue
         for k, f in fns.items():
-            start = time.perf_counter()
+            start = clock()
             f()
             sync()
-            times[k].append(time.perf_counter() - start)
+            times[k].append(clock() - start)
     return {k: statistics.median(v) for k, v in times.items()}
 
 
@@ -270,10 +275,18 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=None,
                     help="torch CPU threads (default: torch's default). On a shared box, "
                          "--threads 1 avoids OpenMP stalls when another process holds a core")
+    ap.add_argument("--timer", choices=("wall", "thread"), default="wall",
+                    help="CPU only: wall = time.perf_counter (default); thread = CPU time of the "
+                         "calling thread (time.thread_time), which on a shared, oversubscribed "
+                         "machine leaves out the time other processes hold the core; needs "
+                         "--threads 1 (all work then runs on the calling thread)")
     ap.add_argument("--json", help="also write the results to this file")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.timer == "thread" and (args.device != "cpu" or torch.get_num_threads() != 1):
+        ap.error("--timer thread measures the calling thread only: use it with --threads 1 on "
+                 "the CPU")
 
     if args.quick:
         args.grid = "quick"
@@ -284,7 +297,9 @@ def main(argv=None) -> int:
     ranking = [x for x in args.losses.split(",") if x]
     sync = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
     where = torch.cuda.get_device_name() if args.device == "cuda" else _cpu_name()
-    timer = "torch.cuda.Event" if args.device == "cuda" else "perf_counter"
+    clock = time.thread_time if args.timer == "thread" else time.perf_counter
+    timer = ("torch.cuda.Event" if args.device == "cuda"
+             else "thread_time" if args.timer == "thread" else "perf_counter")
     print(f"device={args.device} ({where}) threads={torch.get_num_threads()} "
           f"torch={torch.__version__} repeats={repeats} timer={timer} "
           f"(medians, ms, forward+backward)")
@@ -295,7 +310,7 @@ def main(argv=None) -> int:
     for n, p in sizes:
         inputs = make_inputs(n, p, args.device)
         fns = {k: (lambda k=k: run_loss(k, *inputs)) for k in ["focal", *ranking]}
-        med = median_times(fns, repeats, sync, args.device)
+        med = median_times(fns, repeats, sync, args.device, clock)
         row = {"N": n, "P": p, **{f"{k}_ms": med[k] * 1e3 for k in med}}
         for k in ranking:
             row[f"{k}/focal"] = med[k] / med["focal"]

@@ -3,7 +3,7 @@
     python scripts/demo_figures.py                  # run the default demo once, print the figures
     python scripts/demo_figures.py --update-readme  # ... and rewrite README's "Demo figures" block
     python scripts/demo_figures.py -- loss=ce       # extra Hydra overrides after `--`
-    python scripts/demo_figures.py --detectors      # the default and detector=atss, paa, cascade_rcnn, one row each
+    python scripts/demo_figures.py --detectors      # the default, detector=atss, paa, cascade_rcnn, mask_rcnn, yolact
 
 The wall time is the whole command as a user runs it (start-up, dataset generation if the cache is
 cold, training, inference, evaluation). The dataset is generated before the clock starts so that a
@@ -40,6 +40,12 @@ def _newest_run(before: set[Path]) -> Path:
     return new[-1]
 
 
+def _mask_ap(metrics: dict) -> str:
+    """Mask AP (percent) of a mask detector's run, – for box detectors."""
+    segm = metrics.get("segm")
+    return f"{100 * segm['AP']:.1f}" if segm else "–"
+
+
 def _measure(overrides: list[str], env: dict) -> tuple[str, Path]:
     """Run ``rsdet train <overrides>`` once; the table row and the run directory."""
     before = {p.parent for p in (ROOT / "outputs" / "runs").glob("*/*/run.json")}
@@ -52,7 +58,8 @@ def _measure(overrides: list[str], env: dict) -> tuple[str, Path]:
     cmd = "rsdet train" + (" " + " ".join(overrides) if overrides else "")
     row = (f"| `{cmd}` | {wall / 60:.1f} min | {metrics['train_seconds']:.0f} s | {metrics.get('eval_seconds', 0):.0f} s "
            f"| {metrics['iterations']} | {100 * bbox['AP']:.1f} | {100 * bbox['AP50']:.1f} | {100 * bbox['AP75']:.1f} "
-           f"| {100 * bbox['APs']:.1f} | {100 * bbox['APm']:.1f} | {100 * bbox['APl']:.1f} | {100 * bbox['oLRP']:.1f} |")
+           f"| {100 * bbox['APs']:.1f} | {100 * bbox['APm']:.1f} | {100 * bbox['APl']:.1f} | {100 * bbox['oLRP']:.1f} "
+           f"| {_mask_ap(metrics)} |")
     return row, run
 
 
@@ -60,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--update-readme", action="store_true", help="rewrite README.md's demo-figures block")
     parser.add_argument("--detectors", action="store_true",
-                        help="measure the default and detector=atss, paa, cascade_rcnn (one row each)")
+                        help="measure the default and detector=atss, paa, cascade_rcnn, mask_rcnn, yolact "
+                             "(one row each)")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for rsdet train")
     args = parser.parse_args(argv)
 
@@ -71,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
 
     runs = [args.overrides]
     if args.detectors:
-        runs += [[*args.overrides, f"detector={d}"] for d in ("atss", "paa", "cascade_rcnn")]
+        runs += [[*args.overrides, f"detector={d}"] for d in ("atss", "paa", "cascade_rcnn", "mask_rcnn", "yolact")]
     rows, dirs = [], []
     for overrides in runs:
         row, run = _measure(overrides, env)
@@ -83,8 +91,9 @@ def main(argv: list[str] | None = None) -> int:
         f"Measured by `python scripts/demo_figures.py{' --detectors' if args.detectors else ''}` on "
         f"{time.strftime('%Y-%m-%d')}, {machine}, one run at a time:",
         "",
-        "| command | wall time (train + eval) | train | eval | iterations | AP | AP50 | AP75 | APs | APm | APl | oLRP |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| command | wall time (train + eval) | train | eval | iterations | AP | AP50 | AP75 | APs | APm | APl | oLRP "
+        "| mask AP |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         *rows,
         "",
         f"(dataset generation before the timed runs: {gen_s:.0f} s, cached afterwards; run records: "

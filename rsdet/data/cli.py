@@ -31,7 +31,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rsdet data", description="Generate or inspect datasets.")
     sub = parser.add_subparsers(dest="command", required=True)
     helps = {"shapes": "generate (once) the embedded shapes dataset and print its statistics",
-             "shapes_lvis": "generate (once) the long-tailed, LVIS-format shapes dataset (54 shape × colour "
+             "shapes_lvis": "generate (once) the long-tailed, LVIS-format shapes dataset (72 shape × colour "
                             "classes) and print its statistics"}  # fmt: skip
     for name, yaml in GENERATED.items():
         shapes = sub.add_parser(name, help=helps[name])

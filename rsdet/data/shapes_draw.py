@@ -44,9 +44,13 @@ PALETTE: tuple[tuple[int, int, int], ...] = (
     (245, 135, 25),  # orange
     (245, 245, 245),  # white
     (20, 20, 20),  # black
+    (125, 55, 185),  # purple
+    (135, 85, 35),  # brown
+    (250, 150, 190),  # pink
 )
 
-COLOUR_NAMES: tuple[str, ...] = ("red", "green", "blue", "yellow", "magenta", "cyan", "orange", "white", "black")
+COLOUR_NAMES: tuple[str, ...] = ("red", "green", "blue", "yellow", "magenta", "cyan", "orange", "white", "black",
+                                  "purple", "brown", "pink")
 
 # COCO size ranges are defined on the object *area* in pixels: small < 32², large > 96².
 SMALL_MAX, LARGE_MIN = 32.0, 96.0

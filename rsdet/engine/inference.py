@@ -32,16 +32,66 @@ def pick_device(spec: str = "auto") -> torch.device:
     return torch.device(spec)
 
 
+#: a detection's mask probability at or above this is inside the object (docs/evaluation.md, "Mask AP")
+MASK_THRESHOLD = 0.5
+
+
+def encode_masks(masks: torch.Tensor, threshold: float = MASK_THRESHOLD) -> list[dict]:
+    """COCO RLE (``{"size": [h, w], "counts": str}``) of (n, 1, H, W) or (n, H, W) mask probabilities,
+    binarised at ``probability >= threshold``."""
+    import numpy as np
+    from pycocotools import mask as mask_utils
+
+    if masks.dim() == 4:
+        masks = masks[:, 0]
+    binary = (masks.float() >= threshold).to(torch.uint8).cpu().numpy()
+    rles = []
+    for m in binary:
+        rle = mask_utils.encode(np.asfortranarray(m))
+        rle["counts"] = rle["counts"].decode("ascii")
+        rles.append({"size": [int(v) for v in rle["size"]], "counts": rle["counts"]})
+    return rles
+
+
 def _to_coco(det: dict, image_id: int, category_ids: list[int]) -> list[dict]:
+    """COCO result records of one image's detections; with ``masks`` (n, 1, H, W) probabilities in the
+    image frame, each record also carries its ``segmentation`` RLE."""
     boxes = det["boxes"].float().cpu()
     xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1).tolist()
     scores = det["scores"].float().cpu().tolist()
     labels = det["labels"].cpu().tolist()
-    return [
+    records = [
         {"image_id": int(image_id), "category_id": int(category_ids[c]), "bbox": [round(v, 2) for v in b],
          "score": round(float(s), 5)}
         for b, s, c in zip(xywh, scores, labels)
     ]
+    if "masks" in det:
+        for rec, rle in zip(records, encode_masks(det["masks"])):
+            rec["segmentation"] = rle
+    return records
+
+
+def split_iou_types(dets: list[dict], types, detector: str = "?") -> dict[str, list[dict]]:
+    """The results of each evaluated IoU type: the box results (records without masks) and, with segm,
+    the mask results (``image_id``, ``category_id``, ``segmentation``, ``score``) of the same detections."""
+    out = {"bbox": [{k: v for k, v in d.items() if k != "segmentation"} for d in dets]}
+    if "segm" in types:
+        if any("segmentation" not in d for d in dets):
+            raise RsdetError(f"eval.iou_types={list(types)}: detector={detector} returned detections without "
+                             "masks, so mask AP cannot be evaluated; use eval.iou_types=[bbox]")
+        out["segm"] = [{"image_id": d["image_id"], "category_id": d["category_id"], "segmentation": d["segmentation"],
+                        "score": d["score"]} for d in dets]
+    return out
+
+
+def predictions_path_for(bbox_path: Path, iou_type: str) -> Path:
+    """``predictions_bbox[...].json`` -> ``predictions_<iou_type>[...].json`` beside it."""
+    bbox_path = Path(bbox_path)
+    if iou_type == "bbox":
+        return bbox_path
+    if "bbox" in bbox_path.name:
+        return bbox_path.with_name(bbox_path.name.replace("bbox", iou_type, 1))
+    return bbox_path.with_name(f"{bbox_path.stem}_{iou_type}{bbox_path.suffix}")
 
 
 @torch.no_grad()
@@ -146,19 +196,33 @@ def load_trained(path: Path, device: torch.device):
     return cfg, model.to(device).eval(), val, run_dir
 
 
-def check_iou_types(cfg: Any) -> None:
-    """``eval.iou_types``: bbox is evaluated for every detector; segm needs a mask head, which no
-    detector of this version has, so asking for it is an error rather than a silently missing block."""
-    types = list((cfg.get("eval") or {}).get("iou_types") or ["bbox"])
+def iou_types_of(cfg: Any) -> list[str]:
+    """``eval.iou_types`` as a list (bbox when unset)."""
+    return list((cfg.get("eval") or {}).get("iou_types") or ["bbox"])
+
+
+def check_iou_types(cfg: Any) -> list[str]:
+    """``eval.iou_types``: bbox is evaluated for every detector and always included; segm (mask AP) is
+    allowed exactly when the configured detector predicts masks (``Detector.predicts_masks``).
+    Returns the checked list."""
+    from rsdet.models.build import detector_predicts_masks
+
+    types = iou_types_of(cfg)
     unknown = sorted(set(types) - {"bbox", "segm"})
     if unknown:
-        raise RsdetError(f"eval.iou_types={types}: {unknown} is not an evaluation type; use [bbox] (or segm with a "
-                         "mask detector)")
-    if "segm" in types:
+        raise RsdetError(f"eval.iou_types={types}: {unknown} is not an evaluation type; use bbox and, with a mask "
+                         "detector, segm (e.g. eval.iou_types=[bbox,segm])")
+    if "segm" in types and not detector_predicts_masks(cfg.detector.name):
         raise RsdetError(f"eval.iou_types={types}: mask AP needs a mask detector, and detector="
-                         f"{cfg.detector.name} predicts boxes only; use eval.iou_types=[bbox]")
+                         f"{cfg.detector.name} predicts boxes only; use eval.iou_types=[bbox] or a mask detector "
+                         "(detector=mask_rcnn or detector=yolact)")
     if "bbox" not in types:
-        raise RsdetError(f"eval.iou_types={types}: box AP is the only evaluation this detector has; include bbox")
+        raise RsdetError(f"eval.iou_types={types}: box AP is evaluated for every detector; include bbox "
+                         "(e.g. eval.iou_types=[bbox,segm])")
+    if "segm" in types and not cfg.dataset.get("with_masks"):
+        raise RsdetError(f"eval.iou_types={types}: mask AP needs the data set's instance masks, but "
+                         "dataset.with_masks=false; set dataset.with_masks=true or eval.iou_types=[bbox]")
+    return types
 
 
 def evaluate_model(cfg: Any, model, dataset, device: torch.device, predictions_path: Path,
@@ -175,7 +239,7 @@ def evaluate_model(cfg: Any, model, dataset, device: torch.device, predictions_p
     from rsdet.data.build import dataset_eval_info
     from rsdet.evaluation import evaluate
 
-    check_iou_types(cfg)
+    types = check_iou_types(cfg)
     info = dataset_eval_info(cfg.dataset, cfg.eval.split)
     thr = eval_score_thresh(cfg)
     start = time.perf_counter()
@@ -192,10 +256,14 @@ def evaluate_model(cfg: Any, model, dataset, device: torch.device, predictions_p
     else:
         dets = run_inference(model, dataset, device, thr, max_images, progress=progress)
     infer_s = time.perf_counter() - start
-    atomic_write_text(predictions_path, dumps(dets, indent=None))
+    per_type = split_iou_types(dets, types, cfg.detector.name)
     gt = ground_truth_for(info["ann_file"], dataset, max_images)
-    metrics = evaluate(gt, dets, iou_type="bbox", protocol=info["protocol"], max_dets=cfg.dataset.get("max_dets"))
-    return {"bbox": metrics, "eval_seconds": time.perf_counter() - start, "inference_seconds": infer_s,
+    result: dict[str, Any] = {}
+    for iou_type in types:
+        atomic_write_text(predictions_path_for(predictions_path, iou_type), dumps(per_type[iou_type], indent=None))
+        result[iou_type] = evaluate(gt, per_type[iou_type], iou_type=iou_type, protocol=info["protocol"],
+                                    max_dets=cfg.dataset.get("max_dets"))
+    return {**result, "eval_seconds": time.perf_counter() - start, "inference_seconds": infer_s,
             "num_detections": len(dets), "score_thresh": thr}
 
 
@@ -218,13 +286,33 @@ def evaluate_run(path, score_thresholds=None, out_dir=None, device: str = "auto"
         result = evaluate_model(cfg, model, val, dev, out / "predictions_bbox.json", max_images)
         atomic_write_text(out / "metrics_eval.json", dumps(result))
         return result
+    types = check_iou_types(cfg)
     info = dataset_eval_info(cfg.dataset, cfg.eval.split)
     gt = ground_truth_for(info["ann_file"], val, max_images)
     thresholds = sorted(float(t) for t in score_thresholds)
-    dets = run_inference(model, val, dev, thresholds[0], max_images)
+    per_type = split_iou_types(run_inference(model, val, dev, thresholds[0], max_images), types, cfg.detector.name)
     fps = {t: measure_fps(model, val, dev, t, num_images=fps_images) for t in thresholds}
-    rows = threshold_sweep(gt, dets, thresholds, iou_type="bbox", protocol=info["protocol"], fps=fps,
-                           max_dets=cfg.dataset.get("max_dets"))
-    write_table(rows, out, "threshold_sweep")
-    (out / "threshold_sweep.json").write_text(dumps({"device": str(dev), "rows": rows}))
-    return {"device": str(dev), "rows": rows}
+    result: dict[str, Any] = {"device": str(dev)}
+    for iou_type in types:  # bbox first (check_iou_types insists on it)
+        rows = threshold_sweep(gt, per_type[iou_type], thresholds, iou_type=iou_type,
+                               protocol=info["protocol"], fps=fps, max_dets=cfg.dataset.get("max_dets"))
+        columns = None
+        if iou_type == "bbox":
+            result["rows"] = rows
+            stem = "threshold_sweep"
+        else:
+            # Table S11: mask AP (with APr/APc/APf on LVIS), the box AP of the same detections, oLRP, fps
+            for row, box_row in zip(rows, result["rows"]):
+                row["metrics"]["APbox"] = box_row["metrics"]["AP"]
+            columns = mask_sweep_columns(info["protocol"])
+            result[f"rows_{iou_type}"] = rows
+            stem = f"threshold_sweep_{iou_type}"
+        write_table(rows, out, stem, columns=columns)
+        (out / f"{stem}.json").write_text(dumps({"device": str(dev), "iou_type": iou_type, "rows": rows}))
+    return result
+
+
+def mask_sweep_columns(protocol: str) -> list[str]:
+    """Columns of a mask-AP threshold sweep, laid out like supplementary Table S11."""
+    head = ["AP", "APr", "APc", "APf"] if protocol == "lvis" else ["AP", "AP50", "AP75"]
+    return head + ["APbox", "oLRP", "fps"]

@@ -306,9 +306,15 @@ def _evaluate_epoch(cfg, model, val_ds, device, record, logger, iteration: int, 
     model.train()
     if not dist.is_main:
         return
-    record.append_eval({"epoch": epoch, "iteration": iteration, "bbox": result["bbox"]})
-    logger.log({f"eval/{k}": v for k, v in result["bbox"].items() if isinstance(v, (int, float))}, step=iteration)
-    log.info("epoch %d (iteration %d): AP %.1f", epoch, iteration, 100 * result["bbox"].get("AP", float("nan")))
+    row = {"epoch": epoch, "iteration": iteration, "bbox": result["bbox"]}
+    if "segm" in result:
+        row["segm"] = result["segm"]
+    record.append_eval(row)
+    scalars = {f"eval/{k}": v for k, v in result["bbox"].items() if isinstance(v, (int, float))}
+    scalars.update({f"eval/segm/{k}": v for k, v in result.get("segm", {}).items() if isinstance(v, (int, float))})
+    logger.log(scalars, step=iteration)
+    log.info("epoch %d (iteration %d): AP %.1f%s", epoch, iteration, 100 * result["bbox"].get("AP", float("nan")),
+             f", mask AP {100 * result['segm'].get('AP', float('nan')):.1f}" if "segm" in result else "")
 
 
 def train(cfg: Any, record, *, console: Console | None = None, resume_from: Path | None = None, dist=None) -> dict:
@@ -526,7 +532,8 @@ def train(cfg: Any, record, *, console: Console | None = None, resume_from: Path
         return {}
     if every_epochs:  # Table S2: AP after epoch E beside the final AP (metric "epoch<E>/AP" in rsdet report)
         for row in record.read_eval_history():
-            metrics[f"epoch{row['epoch']}"] = row["bbox"]
+            segm = {f"segm/{k}": v for k, v in (row.get("segm") or {}).items()}
+            metrics[f"epoch{row['epoch']}"] = {**row["bbox"], **segm}
     record.write_metrics(metrics)
     logger.summary(metrics)
     logger.finish("completed")

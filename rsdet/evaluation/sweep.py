@@ -32,6 +32,7 @@ _LABELS = {
     "APr": ("AP_r", r"$\mathrm{AP}_{r}$"),
     "APc": ("AP_c", r"$\mathrm{AP}_{c}$"),
     "APf": ("AP_f", r"$\mathrm{AP}_{f}$"),
+    "APbox": ("AP_box", r"$\mathrm{AP}_{box}$"),
     "oLRP": ("oLRP", r"$\mathrm{oLRP}$"),
     "oLRP_Loc": ("oLRP_Loc", r"$\mathrm{oLRP}_{\mathrm{Loc}}$"),
     "oLRP_FP": ("oLRP_FP", r"$\mathrm{oLRP}_{\mathrm{FP}}$"),

@@ -1,6 +1,6 @@
 """rsdet loss library — pure torch/torchvision, no detector imports.
 
-Ranking losses (exact, O(N log P + P^2), identity-update gradients):
+Ranking losses (exact, O(N log P + P^(4/3)), identity-update gradients):
     rank_sort_loss, ap_loss, alrp_loss, alrp_loc_loss, alrp_loc_errors, positive_ranks,
     ranking_gradient_l1
 Score-based classification: sigmoid_focal_loss, binary_cross_entropy, softmax_cross_entropy

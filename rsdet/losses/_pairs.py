@@ -18,17 +18,19 @@ Eq. S4 and the positive gradient, Eq. S16) also restrict j by label (y_j < y_i f
 mis-sorted mass, y_j >= y_i for the target sorting error; y_i > y_j in the sorting pmf a
 positive receives).  That is a two-dimensional
 prefix sum over (label rank, score rank): F(L, R) = sum of w_j over the positives with label
-rank < L and score rank < R.  :func:`dominance_prefix` answers a batch of such queries exactly
-with a chunk decomposition: a (P/K)^2 table of chunk-aligned prefix sums plus, per query, the
-K positives of the one partial label chunk and the K of the one partial score chunk.  With
-K ~ P^(1/3) that is O(P^(4/3)) work in a fixed number of vectorised operations (no Python loop
-over positives, no data-dependent shapes): ~6 ms instead of ~70-95 ms for P = 5000 on one
-core of the development box; up to 768 positives one dense P x P matrix is cheaper.  See
-docs/losses.md ("Positive pairs").
+rank < L and score rank < R.  :class:`Dominance` answers a batch of such queries exactly with a
+chunk decomposition: a (P/K)^2 table of chunk-aligned prefix sums plus, per query, the K
+positives of the one partial label chunk and the K of the one partial score chunk (boolean
+masks).  With K ~ P^(1/3) that is O(P^(4/3)) work in a fixed number of vectorised operations
+(no Python loop over positives, no data-dependent shapes).  The pmf mass a positive receives is
+the transpose of the mis-sorted sums (same label limits, same windows), so it reuses their masks
+(:meth:`Dominance.spread`).  Up to :data:`DENSE_MAX` positives one dense P x P matrix is
+cheaper.  See docs/losses.md ("Positive pairs").
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 
@@ -37,13 +39,138 @@ def self_relation(delta: float) -> float:
     return 0.5 if delta > 0 else 1.0
 
 
-# Up to this many positives the sorting terms use the dense P x P matrix (fewer operations).
-DENSE_MAX = 768
+# Up to this many positives the sorting terms use the dense P x P matrix (fewer operations;
+# above ~450 its P x P buffers fall out of cache: 0.2 ms at P = 400, 1.7 ms at 500, 4.1 ms at
+# 768 against 0.6-0.85 ms for the chunked sums, one core of the 2-core development box).
+DENSE_MAX = 448
 
 
 def chunk_size(p: int) -> int:
-    """Chunk length K of :func:`dominance_prefix`: balances the (P/K)^2 table against 2K per query."""
+    """Chunk length K of :class:`Dominance`: balances the (P/K)^2 table against 2K per query."""
     return max(4, min(64, round(0.95 * p ** (1.0 / 3.0))))
+
+
+class Dominance:
+    """2-D dominance sums over the positives, both ways, with one set of chunk masks.
+
+    Points j carry a label rank and a score rank (each a permutation of 0..P-1: ties already
+    broken; callers express tie groups through the limits).  Query q has a label limit L_q and
+    T score limits R_qt.  With M[q, t, j] = [label_rank_j < L_q] [score_rank_j < R_qt]:
+
+    * :meth:`sums` gives F[q, t] = sum_j M[q, t, j] w_j (weights per point), and
+    * :meth:`spread` gives the transpose, G[j] = sum_{q,t} M[q, t, j] u_qt (weights per query).
+
+    Chunk decomposition with chunk length K: with a = L // K and b = R // K the region
+    {label < L, score < R} is the disjoint union of the chunk-aligned block {label < aK,
+    score < bK}, the partial label chunk {aK <= label < L, score < R} and the partial score
+    chunk {label < aK, bK <= score < R} (at most K points each).  The aligned blocks are a
+    (P/K + 1)^2 table of 2-D prefix sums (for :meth:`spread`, suffix sums of the query weights
+    scattered into the table); the partial chunks are boolean masks (queries x T x K), built
+    once here and used by both directions.  With K ~ P^(1/3) everything is O(P^(4/3)) work in
+    a fixed number of vectorised operations per block of queries (docs/losses.md).
+
+    Args:
+        label_rank, score_rank: (P,) int64 permutations.
+        lab_lim: (Q,) int64 in [0, P].  score_lim: (Q, T) int64 in [0, P].
+        chunk: K (default :func:`chunk_size`); any K >= 1 gives the same result.
+        query_block: about this many queries x T x K x 4 entries are handled at once (bounds
+            the temporaries, which the allocator then recycles instead of faulting in afresh).
+    """
+
+    def __init__(self, label_rank: torch.Tensor, score_rank: torch.Tensor,
+                 lab_lim: torch.Tensor, score_lim: torch.Tensor,
+                 chunk: int | None = None, query_block: int = 1 << 17) -> None:
+        p = label_rank.numel()
+        q, t = score_lim.shape
+        k = chunk or chunk_size(p)
+        nc = p // k + 1                  # chunks, so that a, b <= p // k are valid rows/columns
+        dev = label_rank.device
+        self.p, self.q, self.t, self.k, self.nc = p, q, t, k, nc
+        self.label_rank, self.score_rank = label_rank, score_rank
+        # Table cell of every point (one row and one column in: cell [a, b] sums label chunks
+        # < a and score chunks < b) and of every query.
+        cl = torch.div(label_rank, k, rounding_mode="floor")
+        cs = torch.div(score_rank, k, rounding_mode="floor")
+        self.point_cell = cl * (nc + 1) + cs + (nc + 2)
+        a = torch.div(lab_lim, k, rounding_mode="floor")                  # (Q,)
+        b = torch.div(score_lim, k, rounding_mode="floor")                # (Q, T)
+        self.query_cell = (a[:, None] * (nc + 1) + b).view(-1)
+        # Points laid out by label rank and by score rank, padded to nc * K.  A padding slot
+        # has score / label "p", so no mask ever selects it.
+        score_of_label = torch.full((nc * k,), p, dtype=torch.int64, device=dev)
+        score_of_label.index_copy_(0, label_rank, score_rank)
+        label_of_score = torch.full((nc * k,), p, dtype=torch.int64, device=dev)
+        label_of_score.index_copy_(0, score_rank, label_rank)
+        score_of_label, label_of_score = score_of_label.view(nc, k), label_of_score.view(nc, k)
+        offs = torch.arange(k, device=dev)
+        self.blocks = []
+        step = max(1, query_block // (t * k * 4))
+        for lo in range(0, q, step):
+            hi = min(q, lo + step)
+            la, lb, lim_l, lim_s = a[lo:hi], b[lo:hi], lab_lim[lo:hi], score_lim[lo:hi]
+            # Partial label chunk: label ranks aK .. L-1 whose score rank is < R.
+            keep_l = (offs < (lim_l - la * k)[:, None]).unsqueeze(1) & (
+                score_of_label.index_select(0, la).unsqueeze(1) < lim_s.unsqueeze(2))
+            # Partial score chunk: score ranks bK .. R-1 whose label rank is < aK.
+            flat_b = lb.reshape(-1)
+            keep_s = (offs < (lim_s.reshape(-1) - flat_b * k)[:, None]) & (
+                label_of_score.index_select(0, flat_b)
+                < (la * k)[:, None].expand(hi - lo, t).reshape(-1, 1))
+            self.blocks.append((lo, hi, la, flat_b, keep_l, keep_s))
+
+    def sums(self, weights: torch.Tensor) -> torch.Tensor:
+        """(Q, T, m) F[q, t] = sum_j [label_j < L_q] [score_j < R_qt] weights[j]; weights (P, m)."""
+        p, q, t, k, nc = self.p, self.q, self.t, self.k, self.nc
+        m, dt = weights.shape[1], weights.dtype
+        # Per-chunk sums one row and one column in, then a 2-D prefix sum in place (one
+        # buffer: on a VM every fresh large buffer costs page faults that dwarf the arithmetic).
+        table = weights.new_zeros((nc + 1) * (nc + 1), m).index_add_(0, self.point_cell, weights)
+        table3 = table.view(nc + 1, nc + 1, m)
+        table3.cumsum_(0)
+        table3.cumsum_(1)
+        out = table.index_select(0, self.query_cell).view(q, t, m)
+        by_label = weights.new_zeros(nc * k, m).index_copy_(0, self.label_rank, weights)
+        by_score = weights.new_zeros(nc * k, m).index_copy_(0, self.score_rank, weights)
+        by_label, by_score = by_label.view(nc, k, m), by_score.view(nc, k, m)
+        for lo, hi, la, flat_b, keep_l, keep_s in self.blocks:
+            part = torch.bmm(keep_l.to(dt), by_label.index_select(0, la))
+            part += torch.bmm(keep_s.to(dt).unsqueeze(1),
+                              by_score.index_select(0, flat_b)).view(hi - lo, t, m)
+            out[lo:hi] += part
+        return out
+
+    def spread(self, u: torch.Tensor) -> torch.Tensor:
+        """(P, m) G[j] = sum_{q, t} [label_j < L_q] [score_j < R_qt] u[q, t]; u (Q, T, m).
+
+        The transpose of :meth:`sums` (summed over t; give the limits separate columns of u
+        to keep them apart).  The aligned-block part scatters u into the table and takes 2-D
+        suffix sums (a point in label chunk c and score chunk d lies in the aligned block of
+        every query with a > c and b > d); the partial chunks add the masked query weights to
+        the slots of the points they select.
+        """
+        p, q, t, k, nc = self.p, self.q, self.t, self.k, self.nc
+        m, dt = u.shape[2], u.dtype
+        # Suffix sums as prefix sums in reversed cell coordinates: cell index c -> last - c.
+        last = (nc + 1) * (nc + 1) - 1
+        table = u.new_zeros((nc + 1) * (nc + 1), m).index_add_(0, last - self.query_cell,
+                                                              u.reshape(q * t, m))
+        table3 = table.view(nc + 1, nc + 1, m)
+        table3.cumsum_(0)
+        table3.cumsum_(1)
+        # A point in chunks (c, d) reads the suffix sum from cell (c + 1, d + 1), i.e. from its
+        # own table cell (point_cell is already one row and one column in).
+        out = table.index_select(0, last - self.point_cell)
+        by_label = u.new_zeros(nc, k * m)        # slot (chunk, offset) of a label position
+        by_score = u.new_zeros(nc, k * m)        # slot (chunk, offset) of a score position
+        for lo, hi, la, flat_b, keep_l, keep_s in self.blocks:
+            ub = u[lo:hi]
+            by_label.index_add_(0, la, torch.bmm(keep_l.transpose(1, 2).to(dt), ub)
+                                .view(hi - lo, -1))
+            by_score.index_add_(0, flat_b, (keep_s.unsqueeze(2).to(dt)
+                                            * ub.reshape(-1, 1, m)).view((hi - lo) * t, -1))
+        out += by_label.view(nc * k, m).index_select(0, self.label_rank)
+        out += by_score.view(nc * k, m).index_select(0, self.score_rank)
+        return out
 
 
 def dominance_prefix(label_rank: torch.Tensor, score_rank: torch.Tensor, weights: torch.Tensor,
@@ -51,70 +178,42 @@ def dominance_prefix(label_rank: torch.Tensor, score_rank: torch.Tensor, weights
                      chunk: int | None = None, query_block: int = 1 << 17) -> torch.Tensor:
     """F[q, t] = sum_j weights[j] [label_rank_j < lab_lim_q] [score_rank_j < score_lim_qt], exactly.
 
-    Args:
-        label_rank, score_rank: (P,) int64, each a permutation of 0..P-1 (ties already broken;
-            callers express tie groups through the limits).
-        weights: (P, m) float64.
-        lab_lim: (Q,) int64 in [0, P].  score_lim: (Q, T) int64 in [0, P] (T score limits
-            share one label limit, which shares the label-side work).
-        chunk: chunk length K (default :func:`chunk_size`); any K >= 1 gives the same result.
-        query_block: queries x T x K x m entries handled at once (bounds the temporaries).
-
-    Returns:
-        (Q, T, m) float64.
-
-    With a = L // K and b = R // K the query region {label < L, score < R} is the disjoint union
-    of the chunk-aligned block {label < aK, score < bK} (one table look-up), the partial label
-    chunk {aK <= label < L, score < R} and the partial score chunk {label < aK, bK <= score < R}
-    (at most K positives each, selected by a mask and summed with a batched matrix product).
+    (Q, T, m) float64 for weights (P, m); see :class:`Dominance`.
     """
-    p, m = weights.shape
-    q, t = score_lim.shape
-    k = chunk or chunk_size(p)
-    nc = p // k + 1                      # chunks, so that a, b <= p // k are valid rows/columns
-    dev, dt = weights.device, weights.dtype
-    # Points laid out by label rank and by score rank, padded to nc * K (padding weighs 0).
-    w_by_label = weights.new_zeros(nc * k, m).index_copy_(0, label_rank, weights)
-    w_by_score = weights.new_zeros(nc * k, m).index_copy_(0, score_rank, weights)
-    score_of_label = torch.full((nc * k,), p, dtype=torch.int64, device=dev)
-    score_of_label.index_copy_(0, label_rank, score_rank)
-    label_of_score = torch.full((nc * k,), p, dtype=torch.int64, device=dev)
-    label_of_score.index_copy_(0, score_rank, label_rank)
-    # table[a, b] = sum over label < aK, score < bK: per-chunk sums stored one row and one
-    # column in, then a 2-D prefix sum in place (one buffer: on a VM every fresh large buffer
-    # costs page faults that dwarf the arithmetic).
-    table = weights.new_zeros((nc + 1) * (nc + 1), m)
-    table.index_add_(0, torch.div(label_rank, k, rounding_mode="floor") * (nc + 1)
-                     + torch.div(score_rank, k, rounding_mode="floor") + (nc + 2), weights)
-    table = table.view(nc + 1, nc + 1, m)
-    table.cumsum_(0)
-    table.cumsum_(1)
+    return Dominance(label_rank, score_rank, lab_lim, score_lim, chunk, query_block).sums(weights)
 
-    a = torch.div(lab_lim, k, rounding_mode="floor")                 # (Q,)
-    b = torch.div(score_lim, k, rounding_mode="floor")               # (Q, T)
-    out = table.view(-1, m).index_select(0, (a[:, None] * (nc + 1) + b).view(-1)).view(q, t, m)
-    offs = torch.arange(k, device=dev)
-    by_label, by_score = w_by_label.view(nc, k, m), w_by_score.view(nc, k, m)
-    score_of_label, label_of_score = score_of_label.view(nc, k), label_of_score.view(nc, k)
-    # Partial chunks in blocks of queries: their (queries x K x m) temporaries stay small enough
-    # to be recycled by the allocator instead of being faulted in afresh for every call.
-    step = max(1, query_block // (t * k * m))
-    for lo in range(0, q, step):
-        hi = min(q, lo + step)
-        la, lb, lim_l, lim_s = a[lo:hi], b[lo:hi], lab_lim[lo:hi], score_lim[lo:hi]
-        # Partial label chunk: label ranks aK .. L-1 whose score rank is < R.
-        keep = (offs < (lim_l - la * k)[:, None]).unsqueeze(1) & (
-            score_of_label.index_select(0, la).unsqueeze(1) < lim_s.unsqueeze(2))
-        part = torch.bmm(keep.to(dt), by_label.index_select(0, la))
-        # Partial score chunk: score ranks bK .. R-1 whose label rank is < aK.
-        flat_b = lb.reshape(-1)
-        keep = (offs < (lim_s.reshape(-1) - flat_b * k)[:, None]) & (
-            label_of_score.index_select(0, flat_b)
-            < (la * k)[:, None].expand(hi - lo, t).reshape(-1, 1))
-        part += torch.bmm(keep.to(dt).unsqueeze(1),
-                          by_score.index_select(0, flat_b)).view(hi - lo, t, m)
-        out[lo:hi] += part
-    return out
+
+# Below this many elements torch.sort is as fast (it switches algorithm around 2-4k elements).
+_PACKED_SORT_MIN = 2048
+
+
+def stable_argsort(values: torch.Tensor) -> torch.Tensor:
+    """Ascending stable argsort of a 1-D float tensor (ties keep index order), as int64.
+
+    Same result as ``torch.sort(values, stable=True).indices``.  On the CPU, when every value is
+    a finite float32 number (float32/16/bfloat16 tensors, or float64 tensors holding float32
+    values -- the ranking losses' positive logits and labels), each value is packed with its
+    index into one int64 key (order-preserving integer image of the float32 bits in the high
+    half, the index in the low half) and the keys are sorted by numpy without indices:
+    ~15 us instead of ~200 us for 5000 values on one core of the development box.  -0.0 is
+    mapped to +0.0 first so that the two zeros tie, as they do for ``torch.sort``.
+    """
+    n = values.numel()
+    if (values.device.type != "cpu" or n < _PACKED_SORT_MIN or n >= 2**31
+            or values.dtype not in (torch.float64, torch.float32, torch.float16, torch.bfloat16)):
+        return torch.sort(values, stable=True).indices
+    single = values.to(torch.float32) + 0.0                 # + 0.0 turns -0.0 into +0.0
+    if values.dtype == torch.float64:
+        if not bool(torch.equal(single.to(torch.float64), values)):    # not float32 values
+            return torch.sort(values, stable=True).indices
+    elif not bool(torch.isfinite(single).all()):
+        return torch.sort(values, stable=True).indices
+    bits = single.view(torch.int32)
+    # Negative floats: flip the magnitude bits so that signed integer order = float order.
+    key = torch.bitwise_xor(bits, torch.bitwise_and(bits >> 31, 0x7FFFFFFF)).to(torch.int64)
+    packed = (key << 32).add_(torch.arange(n, dtype=torch.int64))
+    packed = torch.from_numpy(np.sort(packed.numpy()))   # numpy's SIMD sort: ~10x torch.sort
+    return packed.bitwise_and_(0xFFFFFFFF)
 
 
 def inverse_permutation(perm: torch.Tensor) -> torch.Tensor:
@@ -155,13 +254,16 @@ class PositivePairs:
 
     def __init__(self, s: torch.Tensor, delta: float) -> None:
         self.s, self.delta, self.p = s, float(delta), s.numel()
-        sorted_s, self.order = torch.sort(s, stable=True)
-        self.sorted_s = sorted_s
+        self.order = stable_argsort(s)
+        self.sorted_s = sorted_s = s.index_select(0, self.order)
         self.rank = inverse_permutation(self.order)
         if self.delta > 0:
-            bounds = torch.searchsorted(sorted_s, torch.stack([s - self.delta, s + self.delta]),
+            # Queries in ascending order (sorted_s -/+ delta) make the binary searches cheap;
+            # the results are then read back in the caller's order.
+            bounds = torch.searchsorted(sorted_s, torch.stack([sorted_s - self.delta,
+                                                               sorted_s + self.delta]),
                                         right=True)
-            self.lo, self.hi = bounds[0], bounds[1]
+            self.lo, self.hi = bounds.index_select(1, self.rank)
         else:
             self.lo, self.upper = tie_bounds(sorted_s, self.rank)    # #{s_j < s_i}, #{<=}
             self.hi = self.lo
@@ -210,9 +312,10 @@ class PositivePairs:
         p, s, delta = self.p, self.s, self.delta
         if p <= DENSE_MAX:
             return self._dense_sorting_terms(y, eps)
-        sorted_y, order_y = torch.sort(y, stable=True)
+        order_y = stable_argsort(y)
+        sorted_y = y.index_select(0, order_y)
         label_rank = inverse_permutation(order_y)
-        lab_lt, lab_le = tie_bounds(sorted_y, label_rank)          # #{y_j < y_i}, #{y_j <= y_i}
+        lab_lt = tie_bounds(sorted_y, label_rank)[0]                # #{y_j < y_i}
         one_minus_y = 1.0 - y
         cols = torch.stack([torch.ones_like(s), s, one_minus_y, one_minus_y * s], 1)
 
@@ -223,29 +326,32 @@ class PositivePairs:
         # F(lab_lt, P) is a prefix sum in label order; F(lab_lt, A) and F(lab_lt, B) are 2-D.
         by_label = torch.cat([cols.new_zeros(1, 4), torch.cumsum(cols[order_y], 0)])
         limits = self.lo[:, None] if delta == 0 else torch.stack([self.lo, self.hi], 1)
-        low = dominance_prefix(label_rank, self.rank, cols, lab_lt, limits).view(p, -1, 2, 2)
+        dom = Dominance(label_rank, self.rank, lab_lt, limits)
+        low = dom.sums(cols).view(p, -1, 2, 2)
         mis = self._combine(low[:, 0], low[:, -1], by_label[lab_lt].view(p, 2, 2))  # D_i, sum 1-y
         mis_mass, mis_s = mis[:, 0], mis[:, 1]
         tgt_n = rank_plus - mis_mass                                 # includes the self term > 0
         tgt_s = cur_s - mis_s
         sort_loss = cur_s / rank_plus - tgt_s / tgt_n
 
-        # received_j = sum over i with y_i > y_j of c_i H(s_j - s_i), c_i = Delta_S(i) / D_i.
-        # As a function of s_i, H(s_j - s_i) is 1 for s_i <= s_j - delta (score rank < A_j) and
-        # (s_j + delta - s_i) / (2 delta) inside the window (A_j <= rank < B_j); for delta = 0 it
-        # is [s_i <= s_j].  "Label rank >= lab_le_j" is a prefix of the reversed label order.
+        # received_j = sum_i c_i [y_j < y_i] H(s_j - s_i), c_i = Delta_S(i) / D_i: the transpose
+        # of the sums above (same label limits and windows), so the same masks serve
+        # (Dominance.spread).  As a function of s_j, H(s_j - s_i) = 1 - [rank_j < B_i]
+        # + ([rank_j < B_i] - [rank_j < A_i]) (s_j + delta - s_i) / (2 delta); for delta = 0
+        # it is 1 - [rank_j < A_i].  The "1" term sums c_i over label limits above label_j.
         coef = torch.where(mis_mass > eps, sort_loss / mis_mass, 0.0)
-        rev_label = (p - 1) - label_rank
+        above = coef.new_zeros(p + 1).index_add_(0, p - lab_lt, coef).cumsum_(0)
+        total = above.index_select(0, (p - 1) - label_rank)          # sum_i c_i [lab_j < L_i]
         if delta == 0:
-            received = dominance_prefix(rev_label, self.rank, coef[:, None], p - lab_le,
-                                        self.upper[:, None])[:, 0, 0]
+            received = total - dom.spread(coef.view(p, 1, 1))[:, 0]
         else:
-            wts = torch.stack([coef, coef * s], 1)
-            both = dominance_prefix(rev_label, self.rank, wts, p - lab_le,
-                                    torch.stack([self.lo, self.hi], 1))
-            at_lo, at_hi = both[:, 0], both[:, 1]
-            inside = (s + delta) * (at_hi[:, 0] - at_lo[:, 0]) - (at_hi[:, 1] - at_lo[:, 1])
-            received = at_lo[:, 0] + inside / (2 * delta)
+            # Columns: sum c [rank_j < B]; sum c ([rank_j < B] - [rank_j < A]); the same, c*s.
+            cs = coef * s
+            zero = torch.zeros_like(coef)
+            u = torch.stack([torch.stack([zero, -coef, -cs], 1),
+                             torch.stack([coef, coef, cs], 1)], 1)
+            below_b, win_c, win_cs = dom.spread(u).unbind(1)
+            received = (total - below_b) + ((s + delta) * win_c - win_cs) / (2 * delta)
         return rank_plus, sort_loss, mis_mass, received
 
     def _dense_sorting_terms(self, y: torch.Tensor, eps: float):

@@ -1,6 +1,6 @@
 """Forward computations and autograd Functions behind :mod:`rsdet.losses.ranking`.
 
-Rank & Sort, AP and aLRP Loss: exact values and identity-update gradients, O(N log P + P^2).
+Rank & Sort, AP and aLRP Loss: exact values and identity-update gradients, O(N log P + P^(4/3)).
 
 All three follow the official implementations (docs/losses.md): one flat list per call,
 positives/negatives/ignored chosen by the target value, the smoothed step
@@ -140,9 +140,10 @@ def _rank_sort_forward(logits, targets, delta):
         return (zero, zero.clone()), _zero_plan(logits)
     s = x.index_select(0, pos_index).to(torch.float64)
     y = targets.detach().reshape(-1).index_select(0, pos_index).to(torch.float64)
-    intervals = NegativeIntervals(x, negative, s, delta)
+    pairs = PositivePairs(s, delta)
+    intervals = NegativeIntervals(x, negative, s, delta, pairs.order)
     n_fp = intervals.false_positives()
-    rank_plus, sort_loss, mis_mass, received = PositivePairs(s, delta).sorting_terms(y, RS_EPS)
+    rank_plus, sort_loss, mis_mass, received = pairs.sorting_terms(y, RS_EPS)
     rank_loss = n_fp / (rank_plus + n_fp)                            # l_R(i), target 0
     has_fp = n_fp > RS_EPS
     zero = torch.zeros_like(n_fp)
@@ -155,9 +156,9 @@ def _rank_sort_forward(logits, targets, delta):
 
 def _positive_ranks(s, x, negative, delta):
     """rank(i) = 1 + sum_{j != i} H(s_j - s_i) + N_FP(i) (self counted exactly once), and parts."""
-    intervals = NegativeIntervals(x, negative, s, delta)
-    n_fp = intervals.false_positives()
     pairs = PositivePairs(s, delta)
+    intervals = NegativeIntervals(x, negative, s, delta, pairs.order)
+    n_fp = intervals.false_positives()
     rank_plus = 1.0 + pairs.relation_sums(torch.ones_like(s)) - self_relation(delta)
     return rank_plus, n_fp, intervals, pairs
 
@@ -199,10 +200,10 @@ def _alrp_forward(logits, targets, loc_errors, delta):
         return (zero, empty, order), _zero_plan(logits)
     s = x.index_select(0, pos_index).to(torch.float64)
     err = loc_errors.detach().reshape(-1).to(device=logits.device, dtype=torch.float64)
-    intervals = NegativeIntervals(x, negative, s, delta)
+    pairs = PositivePairs(s, delta)
+    intervals = NegativeIntervals(x, negative, s, delta, pairs.order)
     n_fp = intervals.false_positives()
     h0 = self_relation(delta)
-    pairs = PositivePairs(s, delta)
     both = pairs.relation_sums(torch.stack([torch.ones_like(s), err], 1))
     rank = 1.0 + both[:, 0] - h0 + n_fp
     loc_above = both[:, 1] - h0 * err   # sum_{j != i} H(s_j - s_i) E_loc(j)

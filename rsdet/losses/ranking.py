@@ -10,7 +10,7 @@ Public entry points (RS paper Sec. 3-4 and supplementary S1; conventions in docs
 * :func:`positive_ranks` — smoothed rank of every positive (needed by ranking-based instance
   weights, Eq. S21).
 
-How the exact O(N log P + P^2) computation works is described in :mod:`rsdet.losses._intervals`
+How the exact O(N log P + P^(4/3)) computation works is described in :mod:`rsdet.losses._intervals`
 and docs/losses.md.
 """
 
@@ -65,7 +65,8 @@ def rank_sort_loss(logits: torch.Tensor, targets: torch.Tensor, delta: float = 0
         float32 otherwise (also for float16/bfloat16).  With no positive both are 0 and the
         gradient is all zero (the official code raises).  Internal sums are float64.
 
-    Complexity: O(N log P + P^2) time, O(N) extra memory (an int64 bin index per entry).
+    Complexity: O(N log P + P^(4/3)) time (RS; AP and aLRP O(N log P + P log P)), O(N) extra
+        memory (an int32 bin index per entry; int64 beyond 2^31 entries).
     """
     check_pair("rank_sort_loss", logits, targets)
     delta = check_delta("rank_sort_loss", delta)

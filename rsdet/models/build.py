@@ -23,7 +23,7 @@ def register(name: str) -> Callable[[type], type]:
 
 def _load_all() -> None:
     # Importing the modules registers their detectors.
-    from rsdet.models.detectors import cascade_rcnn, faster_rcnn, one_stage, yolact  # noqa: F401
+    from rsdet.models.detectors import cascade_rcnn, faster_rcnn, mask_rcnn, one_stage, yolact  # noqa: F401
 
 
 def build_detector(cfg: Any, num_classes: int) -> nn.Module:
@@ -33,6 +33,19 @@ def build_detector(cfg: Any, num_classes: int) -> nn.Module:
     if name not in DETECTORS:
         raise ConfigError(f"detector={name!r} is not available; choose one of {', '.join(sorted(DETECTORS))}")
     return DETECTORS[name](cfg, num_classes)
+
+
+def detector_class(name: str) -> type:
+    """The class registered as ``detector=<name>`` (a ConfigError listing the others if none is)."""
+    _load_all()
+    if name not in DETECTORS:
+        raise ConfigError(f"detector={name!r} is not available; choose one of {', '.join(sorted(DETECTORS))}")
+    return DETECTORS[name]
+
+
+def detector_predicts_masks(name: str) -> bool:
+    """Whether ``detector=<name>`` returns instance masks with its detections (``Detector.predicts_masks``)."""
+    return bool(getattr(detector_class(name), "predicts_masks", False))
 
 
 def available_detectors() -> list[str]:

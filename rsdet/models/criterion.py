@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rsdet import losses as L
@@ -28,11 +27,10 @@ from rsdet.models.stage import StageOutput, StageSpec
 #: Keys of a per-stage override block ``loss.<stage>.<key>`` (conf/loss_stages.yaml).
 STAGE_KEYS = ("cls", "delta", "label", "label_min", "box", "box_weight", "weighting", "delta_loc", "balance",
               "box_normalizer", "focal_alpha", "focal_gamma", "aux_weight", "mask", "mask_weight")
-
-#: Mask losses of mask stages: per-positive Dice (RS-YOLACT) or per-pixel BCE in the GT box (YOLACT).
+#: mask losses of a mask stage (``loss.mask``); null picks dice for sigmoid (ranking) losses, bce for softmax CE
 MASK_LOSSES = ("dice", "bce")
-#: Continuous labels that need mask predictions (supplementary Table S6: Dice, (IoU + Dice) / 2).
-MASK_LABELS = ("dice", "mean", "iou_dice", "iou+dice")
+#: continuous labels computed from masks (rsdet.losses.continuous_labels; iou_dice is the mean's alias)
+MASK_LABEL_KINDS = ("dice", "mean", "iou_dice", "iou+dice")
 
 
 @dataclass
@@ -80,15 +78,18 @@ def stage_loss_config(cfg: Any, spec: StageSpec) -> StageLossConfig:
     if delta < 0 or (delta == 0 and cls in ("ap", "alrp")):
         need = "> 0 (AP/aLRP have no hard-step branch)" if cls in ("ap", "alrp") else ">= 0"
         raise ConfigError(f"loss.delta={delta} is invalid for loss.cls={cls}: δ must be {need}")
-    label = get("label", "binary")
-    if label in MASK_LABELS and not spec.masks:
-        raise ConfigError(f"loss.label={label} needs predicted masks, and stage '{spec.name}' predicts boxes only; "
-                          "use a mask detector (e.g. detector=yolact) or loss.label=iou|binary")
-    mask = get("mask", "dice")
-    if mask not in MASK_LOSSES:
-        raise ConfigError(f"loss.mask={mask!r} is not one of {', '.join(MASK_LOSSES)}")
     weights = cfg.get("stage_weights") or {}
     stage_weight = weights.get(spec.name)
+    label = get("label", "binary")
+    if label in MASK_LABEL_KINDS and not spec.masks:
+        if "label" in stage_cfg:
+            raise ConfigError(
+                f"loss.{spec.name}.label={label} is a mask label (Dice of the predicted mask), but stage "
+                f"'{spec.name}' predicts no masks; use binary or iou there")
+        label = "iou"  # a mask detector's box-only stages (the RPN) keep IoU labels (docs/detectors.md)
+    mask = get("mask") or ("bce" if L.classifier_of(cls) == "softmax" else "dice")
+    if mask not in MASK_LOSSES:
+        raise ConfigError(f"loss.mask={mask!r} is not one of {MASK_LOSSES}")
     return StageLossConfig(
         cls=cls,
         delta=delta,
@@ -113,6 +114,17 @@ def _sigmoid_losses() -> list[str]:
     return [name for name in L.CLS_LOSSES if L.classifier_of(name) == "sigmoid" and name != "bce"]
 
 
+def check_mask_labels(cfg: Any, stages: Sequence[StageSpec], detector: str | None) -> None:
+    """``loss.label=dice|iou_dice`` needs a detector that predicts masks: on a box detector it is a
+    configuration error (a mask detector's box-only stages fall back to IoU labels instead)."""
+    label = cfg.get("label")
+    if label in MASK_LABEL_KINDS and not any(s.masks for s in stages):
+        raise ConfigError(
+            f"loss.label={label} ranks positives by the Dice of their predicted masks, but "
+            f"detector={detector or '?'} predicts boxes only; use loss.label=binary or iou, or a mask detector "
+            "(detector=mask_rcnn or detector=yolact)")
+
+
 def check_stage_overrides(cfg: Any, stages: Sequence[StageSpec], detector: str) -> None:
     """A per-stage block with values for a stage the detector does not have is a mistake (a typo or a
     key meant for another detector): say which stages exist."""
@@ -134,9 +146,11 @@ class Criterion(nn.Module):
     Holds the only training state the losses have (the task balancers, e.g. aLRP's epoch-based
     self-balance); it travels with the model's ``state_dict`` (``criterion._extra_state``)."""
 
-    def __init__(self, loss_cfg: Any, stages: Sequence[StageSpec], group_images: int | None = None):
+    def __init__(self, loss_cfg: Any, stages: Sequence[StageSpec], group_images: int | None = None,
+                 detector: str | None = None):
         super().__init__()
         self.specs = {spec.name: spec for spec in stages}
+        check_mask_labels(loss_cfg, stages, detector)
         self.cfg = {spec.name: stage_loss_config(loss_cfg, spec) for spec in stages}
         if group_images is not None and int(group_images) < 1:
             raise ConfigError(f"schedule.ranking_group={group_images} must be a positive number of images or null")
@@ -145,10 +159,10 @@ class Criterion(nn.Module):
         self.mask_balancers = {}
         self.cls_losses = {}
         for stage, cfg in self.cfg.items():
-            if self.specs[stage].masks:  # value / magnitude self-balance of the mask term, else its constant weight
-                kind = cfg.balance if cfg.balance in ("value", "magnitude") else "constant"
-                self.mask_balancers[stage] = (L.build_task_balancer(kind) if kind != "constant"
-                                              else L.build_task_balancer("constant", value=cfg.mask_weight))
+            if self.specs[stage].masks:
+                kind = cfg.balance if cfg.balance in ("value", "magnitude") and cfg.cls != "alrp" else "constant"
+                self.mask_balancers[stage] = (L.build_task_balancer(kind, value=cfg.mask_weight) if kind == "constant"
+                                              else L.build_task_balancer(kind))
             if cfg.cls == "alrp":
                 balancer = L.build_task_balancer("alrp", init_weight=float(loss_cfg.get("alrp_init_weight", 50.0)),
                                                  period=int(loss_cfg.get("alrp_period", 500)))
@@ -214,16 +228,15 @@ class Criterion(nn.Module):
         pred_boxes = out.box_coder.decode_single(deltas, ref)
 
         stats = self._ratios(out.name, len(classes), len(pos), out.num_classes)
-        masks = out.masks.positives(keep[pos]) if out.masks is not None else None
         box_per_pos = self._box_loss_per_positive(cfg, pred_boxes, deltas, ref, gt, out)
-        terms, cls_grad_l1 = self._classification(cfg, out, logits, classes, pos, pred_boxes, gt, box_per_pos, masks)
-        cls_total = sum(terms.values())
+        terms, cls_grad_l1 = self._classification(cfg, out, logits, classes, pos, pred_boxes, gt, box_per_pos)
         if "box" not in terms:
             terms["box"] = self._box_term(cfg, out.name, terms, logits, classes, pos, pred_boxes, deltas, ref, gt,
                                           box_per_pos, len(classes), cls_grad_l1)
-        if masks is not None:
-            terms["mask"] = self._mask_term(cfg, out.name, cls_total, logits, classes, pos, pred_boxes, ref, gt,
-                                            masks, cls_grad_l1)
+        if out.masks is not None:
+            cls_total = sum(v for k, v in terms.items() if k != "box")
+            weights = self._weights(cfg, logits, classes, pos, pred_boxes, ref, gt) if pos.numel() else None
+            terms["mask"] = self._mask_term(cfg, out, keep, pos, weights, cls_total, logits)
         for name, pred in out.aux.items():
             terms[name] = cfg.aux_weight * self._aux_term(name, pred[keep][pos], pred_boxes, ref, gt)
         w = cfg.stage_weight
@@ -253,7 +266,7 @@ class Criterion(nn.Module):
         labels = torch.where(classes >= 0, classes, torch.full_like(classes, num_classes))
         return L.vectorise_targets(labels, logits.shape[1], values=values)
 
-    def _classification(self, cfg, out, logits, classes, pos, pred_boxes, gt, box_per_pos, masks=None):
+    def _classification(self, cfg, out, logits, classes, pos, pred_boxes, gt, box_per_pos):
         """Classification terms, plus the closed-form L1 norm of a ranking loss's gradient (for the
         magnitude-based self-balance) when there is one."""
         fn = self.cls_losses[out.name]
@@ -263,8 +276,7 @@ class Criterion(nn.Module):
         num_classes = logits.shape[1]
         if cfg.cls == "rs":
             labels = L.continuous_labels(cfg.label, pred_boxes=pred_boxes, gt_boxes=gt, num=pos.numel(),
-                                         pred_masks=None if masks is None else masks.pred,
-                                         gt_masks=None if masks is None else masks.gt, min_value=cfg.label_min)
+                                         min_value=cfg.label_min, **self._label_masks(cfg, out, pos))
             rank, sort = fn(logits, self._targets(logits, classes, num_classes, labels))
             grad_l1 = L.ranking_gradient_l1(rank) if cfg.balance == "magnitude" and logits.requires_grad else None
             return {"rank": rank, "sort": sort}, grad_l1
@@ -288,6 +300,15 @@ class Criterion(nn.Module):
             weight = self.balancers[out.name](result.cls_loss, loc)
             return {"cls": result.cls_loss, "box": weight * loc}, None
         raise ConfigError(f"unknown loss.cls={cfg.cls!r}")
+
+    @staticmethod
+    def _label_masks(cfg: StageLossConfig, out: StageOutput, pos: Tensor) -> dict:
+        """The detached predicted / target masks of the positives, for Dice labels (mask stages)."""
+        if out.masks is None or cfg.label not in MASK_LABEL_KINDS:
+            return {}
+        keep = torch.nonzero(out.gt_classes >= -1).flatten()
+        pred, gt = out.masks.label_masks(keep[pos])
+        return {"pred_masks": pred, "gt_masks": gt}
 
     def _box_loss_per_positive(self, cfg, pred_boxes, deltas, ref, gt, out) -> Tensor:
         if cfg.box == "giou":
@@ -334,29 +355,35 @@ class Criterion(nn.Module):
                 ctx["cls_outputs"] = logits
         return self.balancers[stage](cls_total, box, **ctx) * box
 
-    def _mask_term(self, cfg, stage, cls_total, logits, classes, pos, pred_boxes, ref, gt, masks,
-                   cls_grad_l1) -> Tensor:
-        """Mask term of a mask stage (docs/detectors.md, "YOLACT"): ``dice`` = score-weighted mean of the
-        per-positive Dice losses, 1 - Σ w_i Dice_i / Σ w_i (RS-YOLACT; the weighting follows
-        ``loss.weighting``); ``bce`` = per-pixel BCE summed over the crop and divided by its area, averaged
-        over positives (YOLACT). Multiplied by the value self-balance L_cls / L_mask (``balance=value``,
-        as the box term) or by ``loss.mask_weight``."""
-        if pos.numel() == 0:
-            return masks.pred.sum() * 0.0
+    def _mask_term(self, cfg, out: StageOutput, keep: Tensor, pos: Tensor, pos_weights: Tensor | None,
+                   cls_total: Tensor, logits: Tensor) -> Tensor:
+        """The mask loss of a mask stage (docs/detectors.md, "Mask R-CNN", "YOLACT"): per mask Dice
+        1 - 2Σpt / (Σp² + Σt² + 1e-5) of the sigmoid at the assigned class (zero outside the mask's
+        ``crop``), or the per-pixel BCE averaged over the mask's pixels (over its ``crop`` when it has
+        one); averaged with the weights of the stage's box loss (the score weight for RS) taken at
+        ``weight_rows``; then balanced against the classification value like the box term."""
+        m = out.masks
+        if m.rows.numel() == 0:
+            return m.logits.sum() * 0.0
         if cfg.mask == "dice":
-            per_pos = L.dice_loss(masks.pred, masks.gt)
+            per_roi = L.dice_loss(m.probs(), m.targets)
         else:
-            pixel = F.binary_cross_entropy(masks.pred.clamp(0.0, 1.0), masks.gt.to(masks.pred.dtype), reduction="none")
-            per_pos = (pixel * masks.crop).flatten(1).sum(1) / masks.area.clamp(min=1.0)
-        value = L.weighted_mean(per_pos, self._weights(cfg, logits, classes, pos, pred_boxes, ref, gt))
-        ctx = {}
-        if cfg.balance == "magnitude":
-            ctx = {"box_outputs": masks.pred}
-            if cls_grad_l1 is not None:
-                ctx["cls_grad_l1"] = cls_grad_l1
+            bce = nn.functional.binary_cross_entropy_with_logits(m.logits, m.targets, reduction="none")
+            if m.crop is None:
+                per_roi = bce.flatten(1).mean(1)
             else:
-                ctx["cls_outputs"] = logits
-        return self.mask_balancers[stage](cls_total, value, **ctx) * value
+                crop = m.crop.to(bce.dtype)
+                per_roi = (bce * crop).flatten(1).sum(1) / crop.flatten(1).sum(1).clamp(min=1.0)
+        if pos_weights is None or cfg.box_normalizer == "sampled":
+            mask = per_roi.mean()
+        else:
+            # position of each stage row among the kept positives: the weights are indexed like them
+            where = torch.full((len(out.gt_classes),), -1, dtype=torch.long, device=pos.device)
+            where[keep[pos]] = torch.arange(pos.numel(), device=pos.device)
+            mask = L.weighted_mean(per_roi, pos_weights[where[m.weight_rows]].to(per_roi.dtype))
+        ctx = {"box_outputs": m.logits, "cls_outputs": logits} if isinstance(
+            self.mask_balancers[out.name], L.MagnitudeSelfBalance) else {}
+        return self.mask_balancers[out.name](cls_total, mask, **ctx) * mask
 
     @staticmethod
     def _aux_term(name: str, pred: Tensor, pred_boxes: Tensor, ref: Tensor, gt: Tensor) -> Tensor:

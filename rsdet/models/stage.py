@@ -8,10 +8,12 @@ alone, so it never needs to know which detector it trains (docs/detectors.md, "T
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any
 
+import torch
 from torch import Tensor
 from torchvision.models.detection import _utils as det_utils
+
+from rsdet.errors import RsdetError
 
 #: Row labels used by every assigner and sampler: a class index >= 0 marks a positive.
 NEGATIVE = -1
@@ -29,8 +31,9 @@ class StageSpec:
     softmax loss there becomes binary cross-entropy. ``iou_threshold`` is the assigner's positive
     IoU threshold (aLRP's localisation error is normalised by it, paper Eq. 7 of aLRP Loss).
     ``dense`` marks one-stage heads, on which only sigmoid-based losses make sense.
-    ``masks`` marks a stage whose ``StageOutput`` carries instance-mask predictions (``masks``): the
-    criterion adds a mask term and the Dice-based continuous labels become available.
+    ``masks`` marks a stage whose positives also train a mask predictor (Mask R-CNN's ``rcnn``,
+    YOLACT's ``head``): its ``StageOutput`` carries a ``MaskPrediction``, the criterion adds a mask term
+    and mask labels (``loss.label=dice|iou_dice``) apply.
     """
 
     name: str
@@ -43,17 +46,61 @@ class StageSpec:
 
 
 @dataclass
-class PositiveMasks:
-    """Mask predictions of a stage's positive rows, at the stage's mask resolution (h, w).
+class MaskPrediction:
+    """The mask branch's part of a stage's training step, the one mask interface of every mask
+    detector (docs/detectors.md, "Mask R-CNN" and "YOLACT").
 
-    ``pred`` (P, h, w) mask probabilities (differentiable; already cropped where the detector crops),
-    ``gt`` (P, h, w) binary float ground truth, ``crop`` (P, h, w) 0/1 region the per-pixel loss
-    covers (the padded GT box for YOLACT), ``area`` (P,) its size in pixels (BCE normalisation)."""
+    ``logits`` (Q, S, S) are the mask logits (at the assigned class) of the Q rows ``rows`` (indices
+    into the stage's rows, ascending) that train the mask predictor; ``targets`` (Q, S, S) their
+    binary ground-truth masks in the same frame (Mask R-CNN: the RoI; YOLACT: the whole image at
+    prototype resolution). ``weight_rows`` (Q,) say whose instance weight each mask loss gets:
+    ``rows`` itself, or, reproducing the official Mask R-CNN code's ordering, the same rows in the
+    order the cap drew them. ``crop`` (Q, S, S), when set, is the 0/1 region each mask covers (YOLACT:
+    the GT box grown by a prototype pixel): the predicted probabilities are zero outside it and the
+    per-pixel BCE is averaged over it; None means the whole map (Mask R-CNN's RoI masks).
+    ``label_probs`` / ``label_targets`` (M, S, S), per stage row, hold the detached predicted
+    probabilities and targets of every positive when the stage's continuous label needs a mask Dice
+    and ``rows`` does not cover every positive (Mask R-CNN's RoI cap; zeros elsewhere), else None:
+    the Dice labels then come from the mask rows themselves (``label_masks``).
+    """
 
-    pred: Tensor
-    gt: Tensor
-    crop: Tensor
-    area: Tensor
+    logits: Tensor
+    targets: Tensor
+    rows: Tensor
+    weight_rows: Tensor
+    label_probs: Tensor | None = None
+    label_targets: Tensor | None = None
+    crop: Tensor | None = None
+
+    def probs(self) -> Tensor:
+        """(Q, S, S) mask probabilities: sigmoid of the logits, zero outside ``crop``."""
+        p = self.logits.sigmoid()
+        return p if self.crop is None else p * self.crop.to(p.dtype)
+
+    @torch.no_grad()
+    def label_masks(self, stage_rows: Tensor) -> tuple[Tensor, Tensor]:
+        """Detached predicted probabilities and targets (len(stage_rows), S, S) of the stage rows
+        ``stage_rows`` (positives), for the Dice continuous labels."""
+        if self.label_probs is not None:
+            return self.label_probs[stage_rows], self.label_targets[stage_rows]
+        index = torch.searchsorted(self.rows, stage_rows).clamp(max=max(len(self.rows) - 1, 0))
+        if len(stage_rows) and (not len(self.rows) or bool((self.rows[index] != stage_rows).any())):
+            raise RsdetError("MaskPrediction.label_masks: a positive has no mask row; a detector that trains its mask "
+                             "branch on part of the positives must fill label_probs / label_targets")
+        return self.probs()[index], self.targets[index]
+
+    def select(self, rows: Tensor, num_rows: int) -> "MaskPrediction | None":
+        """Restricted to the stage rows ``rows`` (of ``num_rows``), renumbered; mask rows whose own row
+        or weight row falls outside are dropped."""
+        new_index = torch.full((num_rows,), -1, dtype=torch.long, device=rows.device)
+        new_index[rows] = torch.arange(len(rows), device=rows.device)
+        keep = (new_index[self.rows] >= 0) & (new_index[self.weight_rows] >= 0)
+        return MaskPrediction(
+            logits=self.logits[keep], targets=self.targets[keep], rows=new_index[self.rows[keep]],
+            weight_rows=new_index[self.weight_rows[keep]],
+            label_probs=None if self.label_probs is None else self.label_probs[rows],
+            label_targets=None if self.label_targets is None else self.label_targets[rows],
+            crop=None if self.crop is None else self.crop[keep])
 
 
 @dataclass
@@ -66,10 +113,8 @@ class StageOutput:
     positive, ``NEGATIVE`` (-1) or ``IGNORED`` (-2). ``box_deltas`` (M, 4) are the deltas of the
     assigned class, relative to ``ref_boxes`` (anchors or proposals) under ``box_coder``;
     ``gt_boxes`` are the matched ground truths (undefined for negatives). ``aux`` holds optional
-    extra per-row predictions a recipe trains (e.g. ATSS's centerness logit, (M,)). ``masks`` (stages
-    declared with ``masks=True``) is a row-aligned mask branch with ``select(rows)`` and
-    ``positives(rows) -> PositiveMasks`` (rows index this output's rows), e.g. YOLACT's prototypes
-    and per-anchor coefficients (``rsdet.models.heads.protonet.PrototypeMasks``).
+    extra per-row predictions a recipe trains (e.g. ATSS's centerness logit, (M,)); ``masks`` the
+    mask branch's predictions and targets on a mask stage.
     """
 
     spec: StageSpec
@@ -81,7 +126,7 @@ class StageOutput:
     box_coder: det_utils.BoxCoder
     image_index: Tensor
     aux: dict[str, Tensor] = field(default_factory=dict)
-    masks: Any = None
+    masks: MaskPrediction | None = None
 
     @property
     def name(self) -> str:
@@ -101,4 +146,4 @@ class StageOutput:
                        ref_boxes=self.ref_boxes[rows], gt_boxes=self.gt_boxes[rows],
                        gt_classes=self.gt_classes[rows], image_index=self.image_index[rows] - image_offset,
                        aux={k: v[rows] for k, v in self.aux.items()},
-                       masks=None if self.masks is None else self.masks.select(rows))
+                       masks=None if self.masks is None else self.masks.select(rows, len(self.gt_classes)))

@@ -5,6 +5,11 @@
     table = build_table(find_runs("multirun/2026-01-05/10-00-00"), rows=["loss"],
                         cols=["sampler.rpn", "sampler.rcnn"], metric="AP")
     print(to_markdown(table))
+
+Supplementary tables (``--table sN``): ``paper_table`` (layouts filled from runs) with ``paper`` (the
+published numbers) and ``run_data`` (first-epoch history, threshold sweeps, sampler ratios); figures
+(``--plot``): ``plots``; paper-mini: ``mini`` (plan, document), ``findings`` (verdict rules), ``tuning``
+(the baselines' lr grid).
 """
 
 from rsdet.report.axes import Axes, AxisInfo, detect_axes

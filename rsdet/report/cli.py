@@ -34,12 +34,16 @@ examples:
                                                Table S8 laid out as in the paper (metrics as columns)
   rsdet report multirun/... --rows loss.delta --metric AP        Table S4 (delta_RS sweep)
   rsdet report multirun/... --table s4 --paper  Table S4 as printed in the paper, ours beside the published
+  rsdet report multirun/... --table s8 --paper --plot --out docs/s8
+                                               + docs/s8_samplers.png, curves/s8_<run>.png, linked from docs/s8.md
+  rsdet report outputs --table s11 --paper     Table S11 from `rsdet evaluate RUN --score-thresholds ...` sweeps
   rsdet report multirun/... --metric all --filter loss=rs        all AP/oLRP columns, RS runs only
-  rsdet report multirun/... --metric history/ratio/rpn/task_neg_per_pos,history/ratio/rcnn/task_neg_per_pos
-                                               Table S7: mean pos:neg task ratios from history.jsonl
+  rsdet report multirun/... --metric history_epoch1/ratio/rpn/task_neg_per_pos
+                                               Table S7's measure: the first epoch's mean pos:neg task ratio
 
 metrics: names from metrics.json, e.g. AP AP50 AP75 APs APm APl oLRP oLRP_Loc oLRP_FP oLRP_FN (box),
-  segm/AP (mask), train_seconds (top level), history/<column> (mean over history.jsonl), all.
+  segm/AP (mask), train_seconds (top level), history/<column> (mean over history.jsonl),
+  history_epoch1/<column> (its first epoch), fps (score-threshold sweep at the run's test threshold), all.
   AP/oLRP-type values are shown x100 with one decimal (--raw: fractions). Runs sharing a cell (e.g.
   seeds) show mean +- std (n=..). Failed/running runs show their status and a numbered reason.
 """
@@ -87,6 +91,9 @@ def make_parser() -> argparse.ArgumentParser:
                    "paper's rows, columns and metrics, our mean ± std per cell (docs/paper.md)")
     p.add_argument("--paper", action="store_true", help="with --table: the published value and our difference "
                    "beside each cell")
+    p.add_argument("--plot", action="store_true", help="also draw PNG figures beside the table output (AP vs "
+                   "δ_RS for S4, AP per sampler for S8, AP and fps vs score threshold for S10/S11, training "
+                   "curves of every run behind the table) and reference them from its Markdown file")
     return p
 
 
@@ -171,6 +178,12 @@ def _run(args, out, err) -> int:
             err.print(f"[red]rsdet report:[/red] could not write {_esc(str(stem))}.{{md,csv,tex}} ({_esc(str(exc))}); "
                       f"choose another place with --out PATH_STEM")
             return 1
+        if args.plot:
+            figs = _plots(runs, args.table, stem if stem is not None else root / f"table_{table_name(args.table).lower()}",
+                          paths.get("md"), err)
+            if figs is None:
+                return 1
+            paths.update({f"figure{i}": f.path for i, f in enumerate(figs)})
         if paths:
             out.print("wrote " + ", ".join(_esc(str(p)) for p in paths.values()))
         return 0
@@ -187,8 +200,30 @@ def _run(args, out, err) -> int:
         err.print(f"[red]rsdet report:[/red] could not write {_esc(str(stem))}.{{md,csv,tex}} ({_esc(str(exc))}); "
                   f"choose another place with --out PATH_STEM")
         return 1
+    if args.plot:
+        figs = _plots(runs, None, stem, paths.get("md"), err)
+        if figs is None:
+            return 1
+        paths.update({f"figure{i}": f.path for i, f in enumerate(figs)})
     out.print("wrote " + ", ".join(_esc(str(p)) for p in paths.values()))
     return 0
+
+
+def _plots(runs, table, stem: Path, markdown: Path | None, err):
+    """Draw the figures into the folder of ``stem`` and append their references to ``markdown``."""
+    from rsdet.report.plots import figures_markdown, write_plots
+
+    stem = Path(stem)
+    try:
+        figs = write_plots(runs, table, stem.parent, stem=stem.name)
+        if markdown is not None and figs:
+            with open(markdown, "a", encoding="utf-8") as fh:
+                fh.write("\n" + figures_markdown(figs, Path(markdown).parent))
+    except OSError as exc:
+        err.print(f"[red]rsdet report:[/red] could not write the figures beside {_esc(str(stem))} ({_esc(str(exc))}); "
+                  f"choose another place with --out PATH_STEM")
+        return None
+    return figs
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -40,17 +40,39 @@ def _lookup(mapping: Mapping, key: str):
 def _number(value) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    return float(value) if math.isfinite(value) else None
+    try:
+        value = float(value)
+    except OverflowError:  # an integer beyond float range (a garbled file): not a metric
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _history_mean(rows: list[dict], column: str) -> float | None:
+    vals = [_number(_lookup(row, column)) for row in rows]
+    vals = [v for v in vals if v is not None]
+    return sum(vals) / len(vals) if vals else None
 
 
 def metric_value(run: RunRecord, name: str) -> float | None:
-    """The value of metric ``name`` for ``run`` (a fraction, as stored), or None if it has none."""
+    """The value of metric ``name`` for ``run`` (a fraction, as stored), or None if it has none.
+
+    Besides metrics.json keys: ``history/<col>`` (mean over history.jsonl), ``history_epoch1/<col>``
+    (mean over the first epoch's rows), ``fps`` (the score-threshold sweep at the run's test threshold),
+    ``desired_ratio/<stage>_instance`` (the sampler's aim) and ``sec_per_iter`` (history mean when
+    metrics.json has none); see rsdet/report/run_data.py."""
+    from rsdet.report import run_data
+
     if name.startswith("history/"):
-        column = name[len("history/"):]
-        vals = [_number(_lookup(row, column)) for row in run.read_history()]
-        vals = [v for v in vals if v is not None]
-        return sum(vals) / len(vals) if vals else None
+        return _history_mean(run.read_history(), name[len("history/"):])
+    if name.startswith("history_epoch1/"):
+        return _history_mean(run_data.first_epoch_rows(run), name[len("history_epoch1/"):])
+    if name.startswith("desired_ratio/"):
+        return run_data.desired_ratio(run, name[len("desired_ratio/"):].removesuffix("_instance"))
     metrics = run.metrics or {}
+    if name == "fps" and _number(metrics.get("fps")) is None:
+        return run_data.run_fps(run)
+    if name == "sec_per_iter" and _number(metrics.get("sec_per_iter")) is None:
+        return _history_mean(run.read_history(), "sec_per_iter")
     head, _, tail = name.partition("/")
     if tail:
         section = _lookup(metrics, head)
@@ -94,8 +116,9 @@ def detection_metrics(runs: list[RunRecord]) -> list[str]:
 
 def is_percent(name: str) -> bool:
     """AP/AR/LRP-type values are fractions shown ×100."""
-    base = name.split("/", 1)[1] if name.split("/", 1)[0] in IOU_TYPES else name
-    return not name.startswith("history/") and "/" not in base and bool(_PERCENT.match(base))
+    base = re.sub(r"^epoch\d+/", "", name)  # evaluations during training: epoch1/AP, epoch1/segm/AP
+    base = base.split("/", 1)[1] if base.split("/", 1)[0] in IOU_TYPES else base
+    return not name.startswith(("history/", "history_epoch1/", "desired_ratio/")) and "/" not in base and bool(_PERCENT.match(base))
 
 
 def lower_is_better(name: str) -> bool:
@@ -110,6 +133,8 @@ def display_name(name: str) -> str:
         return name[5:]
     if name.startswith("history/"):
         return name[8:] + " (mean)"
+    if name.startswith("history_epoch1/"):
+        return name[len("history_epoch1/"):] + " (epoch 1 mean)"
     return name
 
 

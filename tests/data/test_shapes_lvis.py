@@ -51,12 +51,12 @@ def default_split(cache):
 def test_class_names_and_weights():
     params = shapes_params(**OmegaConf.to_container(_conf().generate))
     names = category_names(params)
-    assert len(names) == 54 == len(set(names)) and names[:2] == ["red_circle", "green_circle"]
-    assert names[-1] == "black_crescent"
+    assert len(names) == 72 == len(set(names)) and names[:2] == ["red_circle", "green_circle"]
+    assert names[-1] == "pink_crescent"
     weights = np.asarray(class_weights(params))
-    # Zipf-like: sorted weights follow 1 / (rank + 8) ** 2.5.
-    ranks = np.arange(1, 55)
-    expected = (ranks + 8.0) ** -2.5
+    # Zipf-like: sorted weights follow 1 / (rank + 8) ** 1.8.
+    ranks = np.arange(1, 73)
+    expected = (ranks + 8.0) ** -1.8
     assert np.allclose(np.sort(weights)[::-1], expected / expected.sum())
     assert class_weights(shapes_params()) is None and category_names(shapes_params())[0] == "circle"
 
@@ -75,7 +75,7 @@ def test_default_split_has_all_three_frequency_groups_in_train_and_val(default_s
         assert cat["frequency"] == ("r" if count <= 10 else "c" if count <= 100 else "f")
     assert val["categories"] == train["categories"]  # the groups are the training split's
     groups = Counter(c["frequency"] for c in train["categories"])
-    assert len(train["categories"]) == cfg.num_classes == 54
+    assert len(train["categories"]) == cfg.num_classes == 72
     assert groups["r"] >= 15 and groups["c"] >= 15 and groups["f"] >= 5, groups
     freq = {c["id"]: c["frequency"] for c in val["categories"]}
     val_groups = Counter(freq[c] for c in {a["category_id"] for a in val["annotations"]})
@@ -108,7 +108,7 @@ def test_lvis_evaluation_applies_the_federated_rules(default_split):
     unlisted = []
     for img in val["images"]:
         listed = set(img["neg_category_ids"]) | {a["category_id"] for a in val["annotations"] if a["image_id"] == img["id"]}
-        other = min(set(range(1, 55)) - listed)
+        other = min(set(range(1, 73)) - listed)
         unlisted.append({"image_id": img["id"], "category_id": other, "bbox": [2, 2, 20, 20], "score": 0.99})
     assert evaluate(val, perfect + unlisted, protocol="lvis")["AP"] == 1.0
     # ... but detections of verified-absent categories are false positives.
@@ -145,7 +145,7 @@ def test_repeat_factor_sampling_on_shapes_lvis(default_split, cache, monkeypatch
     cfg, _, train, _, _ = default_split
     monkeypatch.setenv("RSDET_CACHE", str(cache))
     ds = build_dataset(cfg, "train", train=True)
-    assert ds.num_classes == 54 and ds.category_ids == list(range(1, 55))
+    assert ds.num_classes == 72 and ds.category_ids == list(range(1, 73))
     sampler = build_train_sampler(ds, cfg, seed=0)
     # t = 0.125 on 800 images: r(c) = max(1, sqrt(0.125 * 800 / image_count)), e.g. 10 for a single image.
     r = {c["id"] - 1: max(1.0, (0.125 * 800 / c["image_count"]) ** 0.5) for c in train["categories"]}
@@ -176,4 +176,4 @@ def test_cli_prints_frequency_groups(tmp_path, capsys):
     assert "shapes_lvis dataset generated" in out and "frequent" in out and "rare" in out
     assert "negative (verified absent) labels" in out and "least" in out
     train = json.loads((root / "annotations" / "instances_train.json").read_text())
-    assert len(train["categories"]) == 54 and all(c["frequency"] in "rcf" for c in train["categories"])
+    assert len(train["categories"]) == 72 and all(c["frequency"] in "rcf" for c in train["categories"])

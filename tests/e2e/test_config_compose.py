@@ -4,6 +4,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from rsdet.models.criterion import check_mask_labels
 from rsdet.models.criterion import stage_loss_config as _stage_loss_config
 from rsdet.models.samplers import resolve_stage_sampler
 from rsdet.models.stage import StageSpec
@@ -103,8 +104,10 @@ def test_table_s6_sweeps_the_labels_on_yolact():
     one = _compose(["experiment=table_s6", "loss.label=dice"])
     assert one.detector.name == "yolact" and one.dataset.with_masks and one.detector.backbone.depth == 10
     assert stage_loss_config(one.loss, "mask_head").label == "dice"
+    assert list(one.eval.iou_types) == ["bbox", "segm"]  # a mask detector: mask AP by default
+    assert stage_loss_config(one.loss, "rcnn").label == "iou"  # a mask detector's box-only stage keeps IoU
     with pytest.raises(Exception, match="predicts boxes only"):
-        stage_loss_config(one.loss, "rcnn")  # Dice labels need a mask stage
+        check_mask_labels(one.loss, [SPECS["rcnn"]], "faster_rcnn")  # Dice labels need a mask detector
 
 
 def test_3x_is_the_1x_recipe_trained_three_times_longer():
@@ -144,6 +147,23 @@ def test_loss_comparison_tables_sweep_the_loss_on_their_detector(table, detector
         # the detector's CPU preset and its <detector>_<loss> recipe follow the table's detector
         assert one.detector.name == detector and one.loss.name == loss and one.detector.backbone.depth == 10
     if table == "table_s5":
-        assert dict(per_loss["ce"].loss.stage_weights) == {"stage1": 1.0, "stage2": 0.5, "stage3": 0.25}
+        set_weights = {k: v for k, v in per_loss["ce"].loss.stage_weights.items() if v is not None}
+        assert set_weights == {"stage1": 1.0, "stage2": 0.5, "stage3": 0.25}
         assert per_loss["ce"].detector.cascade.box_stds[2][0] == 0.033
         assert per_loss["rs"].detector.cascade.box_stds[2][0] == 0.1
+
+
+def test_any_stage_weight_can_be_set_from_the_command_line():
+    # every recipe leaves unset stages null (= the detector's default weight), so a plain override works
+    cfg = _compose(["loss=ce", "loss.stage_weights.rpn=0.5"])
+    assert stage_loss_config(cfg.loss, "rpn").stage_weight == 0.5
+    assert stage_loss_config(cfg.loss, "rcnn").stage_weight == 1.0
+    assert stage_loss_config(_compose(["loss=rs"]).loss, "rpn").stage_weight == 0.2
+
+
+def test_tuned_baseline_settings_apply_to_their_schedule_only():
+    # conf/tuned/cpu_demo_faster_rcnn_ce.yaml: the CE baseline's CPU tuning (docs/baselines.md)
+    assert _compose(["loss=ce"]).loss.rpn.box_weight == 5.0
+    assert _compose(["loss=ce", "schedule=1x"]).loss.rpn.box_weight == 1.0
+    assert _compose(["loss=ce", "loss.rpn.box_weight=2"]).loss.rpn.box_weight == 2
+    assert _compose(["loss=rs"]).loss.rpn.box_weight is None

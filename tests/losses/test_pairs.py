@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from rsdet.losses import _pairs
-from rsdet.losses._pairs import PositivePairs, dominance_prefix, relation_sums
+from rsdet.losses._pairs import Dominance, PositivePairs, dominance_prefix, relation_sums
 
 
 def _step(diff, delta):
@@ -75,9 +75,66 @@ def test_dominance_prefix_any_chunk(chunk):
     assert torch.allclose(got, expected, rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("chunk", [1, 3, 16, 500])
+def test_dominance_spread_is_the_transpose(chunk):
+    """spread(u)[j] = sum_{q,t} M[q, t, j] u[q, t] for the mask M that sums() applies."""
+    g = torch.Generator().manual_seed(chunk + 1)
+    p, q = 89, 300
+    label_rank, score_rank = torch.randperm(p, generator=g), torch.randperm(p, generator=g)
+    lab = torch.randint(0, p + 1, (q,), generator=g)
+    sco = torch.randint(0, p + 1, (q, 2), generator=g)
+    lab[:3], sco[:3, 1] = torch.tensor([0, p, p]), torch.tensor([p, 0, p])
+    mask = ((label_rank[None, None, :] < lab[:, None, None])
+            & (score_rank[None, None, :] < sco[:, :, None])).double()      # (Q, T, P)
+    u = torch.randn(q, 2, 3, generator=g, dtype=torch.float64)
+    expected = torch.einsum("qtj,qtm->jm", mask, u)
+    dom = Dominance(label_rank, score_rank, lab, sco, chunk=chunk, query_block=2000)
+    assert torch.allclose(dom.spread(u), expected, rtol=0, atol=1e-11)
+    w = torch.randn(p, 3, generator=g, dtype=torch.float64)
+    assert torch.allclose(dom.sums(w), torch.einsum("qtj,jm->qtm", mask, w), rtol=0, atol=1e-11)
+
+
 @pytest.mark.parametrize("delta", [0.0, 0.5])
 def test_relation_sums_match_dense(delta):
     s, _ = _case(3, 500, ties=True)
     w = torch.rand(500, dtype=torch.float64)
     expected = _step(s[None, :] - s[:, None], delta) @ w
     assert torch.allclose(relation_sums(s, delta, w), expected, rtol=1e-12, atol=1e-11)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("n", [5, 3000])
+def test_stable_argsort_matches_torch_sort(dtype, n):
+    """Packed-key numpy sort (n >= 2048, CPU) and the torch.sort fallback agree with a stable
+    torch.sort: ties keep index order, -0.0 ties with +0.0, infinities sort to the ends."""
+    g = torch.Generator().manual_seed(n)
+    v = torch.round(torch.randn(n, generator=g) * 4) / 4          # many ties
+    v[: n // 5] = 0.0
+    v[1:: 7] = -0.0
+    v[3], v[4] = float("inf"), -float("inf")
+    v = v.to(dtype)
+    assert torch.equal(_pairs.stable_argsort(v), torch.sort(v, stable=True).indices)
+
+
+def test_stable_argsort_fallbacks():
+    """Values the packed key cannot hold (NaN, float64 beyond float32) use torch.sort."""
+    g = torch.Generator().manual_seed(0)
+    fine = torch.randn(3000, generator=g, dtype=torch.float64)     # not float32 values
+    fine[::3] = fine[1::3]                                         # ties
+    with_nan = torch.randn(3000, generator=g)
+    with_nan[::100] = float("nan")
+    for v in (fine, with_nan, with_nan.double()):
+        assert torch.equal(_pairs.stable_argsort(v), torch.sort(v, stable=True).indices)
+
+
+@pytest.mark.parametrize("delta", [0.0, 0.5])
+def test_sorting_terms_above_packed_sort_threshold(delta, path):
+    """P > 2048: positives and labels sorted through the packed keys (float32 values, ties)."""
+    g = torch.Generator().manual_seed(5)
+    s = (torch.round(torch.randn(2100, generator=g) * 8) / 8).double()
+    y = (torch.round(torch.rand(2100, generator=g) * 16) / 16 + 0.01).float().double()
+    if path == "dense":
+        s, y = s[:700], y[:700]
+    got = PositivePairs(s, delta).sorting_terms(y, 1e-10)
+    for a, b in zip(got, dense_sorting_terms(s, y, delta, 1e-10)):
+        assert torch.allclose(a, b, rtol=1e-12, atol=1e-10), (a - b).abs().max()

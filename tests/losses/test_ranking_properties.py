@@ -115,6 +115,34 @@ def test_bucketize_degenerate_edges_and_nan():
     assert bucketize(x, e, right=True).tolist() == [0, 3, 3, 0]
 
 
+def test_bucketize_many_edges_per_entry():
+    """2P edges not far below N (the grid then has up to N cells): still exact."""
+    g = torch.Generator().manual_seed(3)
+    s = torch.randn(2500, generator=g) * 1.5 - 2.0
+    edges = torch.sort(torch.cat([s - 0.5, s + 0.5]).double()).values
+    x = torch.randn(6000, generator=g) * 1.5 - 3.0
+    for right in (False, True):
+        want = torch.searchsorted(edges, x.double(), right=right)
+        assert torch.equal(bucketize(x, edges, right).long(), want)
+
+
+@pytest.mark.parametrize("delta", [0.25, 0.5])
+def test_window_edges_merge_equals_stable_sort(delta):
+    """The edges merged from the two sorted runs equal a stable sort of cat([s - d, s + d]),
+    ties between a lower and an upper edge included (s on a grid of step 2 delta)."""
+    g = torch.Generator().manual_seed(4)
+    s = (torch.round(torch.randn(3000, generator=g) * 2) / 2).double()
+    x = torch.randn(10, generator=g)
+    iv = NegativeIntervals(x, torch.ones(10, dtype=torch.bool), s, delta)
+    sorted_edges, perm = torch.sort(torch.cat([s - delta, s + delta]), stable=True)
+    assert torch.equal(iv.edges, sorted_edges)
+    where = torch.empty_like(perm)
+    where[perm] = torch.arange(perm.numel())
+    assert torch.equal(iv.edges[iv.lo_pos], s - delta)
+    assert torch.equal(iv.edges[iv.hi_pos], s + delta)
+    assert torch.equal(iv.lo_pos, where[:3000]) and torch.equal(iv.hi_pos, where[3000:])
+
+
 @pytest.mark.parametrize("delta", [0.0, 0.25])
 def test_false_positive_counts_exact(delta):
     g = torch.Generator().manual_seed(2)

@@ -137,3 +137,22 @@ def test_float32_inputs_match_reference_on_rounded_values(delta):
     assert abs(rank - ref_rank) <= 1e-6 and abs(sort - ref_sort) <= 1e-6
     err = np.abs(grad - ref_grad)
     assert np.all(err <= 1e-6 + 1e-4 * np.abs(ref_grad))
+
+
+@pytest.mark.parametrize("delta", [0.0, 0.5])
+def test_many_positives_float32(delta):
+    """P = 2100 > 2048: the CPU sorts go through the packed numpy keys; the windows of the
+    positives overlap heavily, logits and labels are tied, 10% of the entries are ignored,
+    labels are continuous down to 1e-6 (a label of exactly 0 is a negative)."""
+    rng = np.random.default_rng(21)
+    s, t = make_case(rng, 6000, 2100, tie_logits=True, tie_labels=True, dtype=np.float32)
+    t[t > 0] = np.where(rng.random(int((t > 0).sum())) < 0.05, 1e-6, t[t > 0])
+    t = t.astype(np.float32).astype(np.float64)
+    rank, sort, grad = run_rs(s, t, delta, dtype=torch.float32)
+    ref_rank, ref_sort, ref_grad = rank_sort_reference(s, t, delta)
+    assert abs(rank - ref_rank) <= 1e-6 and abs(sort - ref_sort) <= 1e-6
+    err = np.abs(grad - ref_grad)
+    assert np.all(err <= 1e-6 + 1e-4 * np.abs(ref_grad))
+    rank, sort, grad = run_rs(s, t, delta)          # float64 logits holding float32 values
+    check_close(rank, ref_rank, grad, ref_grad)
+    assert abs(sort - ref_sort) <= 1e-6

@@ -15,10 +15,10 @@ def _compose(overrides=()):
 
 
 def test_registry_lists_every_detector_and_unknown_names_get_the_options():
-    assert {"faster_rcnn", "cascade_rcnn", "atss", "paa"} <= set(available_detectors())
+    assert {"faster_rcnn", "cascade_rcnn", "atss", "paa", "mask_rcnn"} <= set(available_detectors())
     cfg = _compose()
     cfg.detector.name = "yolo"
-    with pytest.raises(ConfigError, match="detector='yolo'.*atss, cascade_rcnn, faster_rcnn, paa"):
+    with pytest.raises(ConfigError, match="detector='yolo'.*atss, cascade_rcnn, faster_rcnn, mask_rcnn, paa"):
         build_detector(cfg, 6)
 
 

@@ -7,7 +7,7 @@ from torchvision.models.detection._utils import BoxCoder
 
 from rsdet import losses as L
 from rsdet.errors import ConfigError
-from rsdet.models.criterion import Criterion, stage_loss_config
+from rsdet.models.criterion import Criterion, check_mask_labels, stage_loss_config
 from rsdet.models.stage import StageOutput, StageSpec
 
 RS = {"name": "rs", "cls": "rs", "delta": 0.5, "label": "iou", "box": "giou", "box_weight": 1.0, "weighting": "score",
@@ -143,7 +143,7 @@ def test_ranking_groups_average_independent_per_group_losses():
 # ---------------------------------------------------------------- mask stages (YOLACT)
 def _mask_stage(seed=0):
     """Two images, 8 rows, positives 1, 2, 6 (rows 1 and 6 on image 1), 2 prototypes on an 8 x 8 grid."""
-    from rsdet.models.heads.protonet import PrototypeMasks
+    from rsdet.models.heads.protonet import prototype_mask_prediction
 
     g = torch.Generator().manual_seed(seed)
     m = 8
@@ -157,10 +157,12 @@ def _mask_stage(seed=0):
     coeffs = torch.randn(m, 2, generator=g, requires_grad=True)
     protos = torch.rand(2, 2, 8, 8, generator=g)
     gt_masks = (torch.rand(3, 8, 8, generator=g) > 0.4).float()
-    branch = PrototypeMasks(protos, coeffs, image, gt_masks, gt_index=torch.tensor([-1, 0, 1, -1, -1, -1, 2, -1]),
-                            crop_boxes=gt / 4, padding=1.0)
+    gt_index = torch.tensor([-1, 0, 1, -1, -1, -1, 2, -1])
+    masks = prototype_mask_prediction(protos, coeffs, image, torch.nonzero(classes >= 0).flatten(), gt_masks, gt_index,
+                                      crop_boxes=gt / 4, padding=1.0)
     spec = StageSpec("head", 3, masks=True)
-    out = StageOutput(spec, logits, deltas, ref, gt, classes, BoxCoder((10.0, 10.0, 5.0, 5.0)), image, masks=branch)
+    out = StageOutput(spec, logits, deltas, ref, gt, classes, BoxCoder((10.0, 10.0, 5.0, 5.0)), image, masks=masks)
+    out.branch = {"protos": protos, "coeffs": coeffs, "image_index": image, "gt_masks": gt_masks, "gt_index": gt_index}
     return out, spec
 
 
@@ -168,11 +170,11 @@ def _direct_masks(out):
     from rsdet.models.heads.protonet import box_region
 
     pos = torch.tensor([1, 2, 6])
-    b = out.masks
-    pred = torch.stack([torch.sigmoid(torch.einsum("khw,k->hw", b.protos[b.image_index[r]], b.coeffs[r]))
+    b = out.branch
+    pred = torch.stack([torch.sigmoid(torch.einsum("khw,k->hw", b["protos"][b["image_index"][r]], b["coeffs"][r]))
                         for r in pos.tolist()])
     crop = box_region(out.gt_boxes[pos] / 4, 8, 8, padding=1.0)
-    return pos, pred * crop, b.gt_masks[b.gt_index[pos]], crop
+    return pos, pred * crop, b["gt_masks"][b["gt_index"][pos]], crop
 
 
 def test_dice_mask_term_is_the_score_weighted_mean_over_positives():
@@ -192,7 +194,7 @@ def test_mask_term_value_self_balance_and_its_gradient_reaches_the_coefficients(
     terms, _ = Criterion(OmegaConf.create(dict(RS, head={})), [spec])(out, 2)
     assert torch.allclose(terms["head_mask"], terms["head_rank"] + terms["head_sort"], atol=1e-6)
     terms["head_mask"].backward()
-    grad = out.masks.coeffs.grad
+    grad = out.branch["coeffs"].grad
     assert grad[[1, 2, 6]].abs().sum() > 0 and grad[[0, 3, 4, 5, 7]].abs().sum() == 0
 
 
@@ -225,6 +227,18 @@ def test_bce_mask_term_is_the_box_normalised_pixel_bce_averaged_over_positives()
 
 def test_mask_labels_and_losses_are_checked_up_front():
     with pytest.raises(ConfigError, match="predicts boxes only"):
-        stage_loss_config(OmegaConf.create(dict(RS, label="dice")), SPECS["rcnn"])
+        check_mask_labels(OmegaConf.create(dict(RS, label="dice")), [SPECS["rcnn"]], "faster_rcnn")
     with pytest.raises(ConfigError, match="loss.mask='l2'"):
         stage_loss_config(OmegaConf.create(dict(RS, mask="l2")), StageSpec("head", 3, masks=True))
+
+
+def test_mask_stage_ranking_groups_split_the_mask_rows_by_image():
+    out, spec = _mask_stage()
+    cfg = OmegaConf.create(dict(RS, label="dice", head={}))
+    grouped, _ = Criterion(cfg, [spec], group_images=1)(out, 2)
+    halves = [Criterion(cfg, [spec])(out.select(torch.nonzero(out.image_index == k).flatten(), k), 1)[0]
+              for k in (0, 1)]
+    image1 = out.select(torch.tensor([1, 4, 5, 6]), 1).masks
+    assert image1.rows.tolist() == [0, 3]  # positives 1 and 6 of image 1, renumbered
+    for name in grouped:
+        assert torch.allclose(grouped[name], (halves[0][name] + halves[1][name]) / 2, atol=1e-6)

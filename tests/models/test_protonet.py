@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from rsdet.errors import ConfigError
-from rsdet.models.heads.protonet import (PrototypeMasks, ProtoNet, YolactHead, assemble_masks, box_region,
-                                         crop_masks, gt_masks_at)
+from rsdet.models.heads.protonet import (ProtoNet, YolactHead, assemble_masks, box_region, crop_masks, gt_masks_at,
+                                         prototype_mask_prediction)
 
 
 def test_head_outputs_logits_deltas_and_tanh_coefficients_per_anchor():
@@ -60,30 +60,37 @@ def test_gt_masks_are_padded_resized_and_thresholded():
     assert gt_masks_at(mask[:0], (8, 8), (4, 4)).shape == (0, 4, 4)
 
 
-def test_prototype_masks_pair_each_positive_with_its_image_and_gt_mask():
+def test_prototype_mask_prediction_pairs_each_positive_with_its_image_and_gt_mask():
     torch.manual_seed(0)
     protos = torch.rand(2, 3, 4, 4)
     coeffs = torch.randn(5, 3, requires_grad=True)
     gt_masks = (torch.rand(3, 4, 4) > 0.5).float()
     boxes = torch.tensor([[0.0, 0, 2, 2], [1, 1, 4, 4], [0, 0, 4, 4], [2, 2, 3, 3], [0, 0, 1, 4]])
-    branch = PrototypeMasks(protos, coeffs, image_index=torch.tensor([0, 1, 0, 1, 1]), gt_masks=gt_masks,
-                            gt_index=torch.tensor([0, 2, -1, 1, 2]), crop_boxes=boxes, padding=0.0)
-    rows = torch.tensor([3, 0, 1])  # images 1, 0, 1: the output keeps the order of rows
-    out = branch.positives(rows)
+    image_index = torch.tensor([0, 1, 0, 1, 1])
+    gt_index = torch.tensor([0, 2, -1, 1, 2])
+    rows = torch.tensor([0, 1, 3])  # images 0, 1, 1
+    out = prototype_mask_prediction(protos, coeffs, image_index, rows, gt_masks, gt_index, boxes, padding=0.0)
+    assert torch.equal(out.rows, rows) and torch.equal(out.weight_rows, rows)
+    probs = out.probs()
     for i, r in enumerate(rows.tolist()):
-        b = int(branch.image_index[r])
-        expected = torch.sigmoid(torch.einsum("khw,k->hw", protos[b], coeffs[r].detach()))
+        b = int(image_index[r])
+        logit = torch.einsum("khw,k->hw", protos[b], coeffs[r].detach())
         region = box_region(boxes[r:r + 1], 4, 4)[0]
-        assert torch.allclose(out.pred[i], expected * region, atol=1e-6)
-        assert torch.equal(out.gt[i], gt_masks[branch.gt_index[r]]) and torch.equal(out.crop[i], region)
-        assert out.area[i] == region.sum()
-    out.pred.sum().backward()
+        assert torch.allclose(out.logits[i], logit, atol=1e-6)
+        assert torch.allclose(probs[i], torch.sigmoid(logit) * region, atol=1e-6)  # zero outside the GT box
+        assert torch.equal(out.targets[i], gt_masks[gt_index[r]]) and torch.equal(out.crop[i], region)
+    probs.sum().backward()
     assert coeffs.grad[[0, 1, 3]].abs().sum() > 0 and coeffs.grad[[2, 4]].abs().sum() == 0
-    sub = branch.select(torch.tensor([1, 3]))
-    assert torch.equal(sub.positives(torch.tensor([1])).gt, gt_masks[1:2])
+    sub = out.select(torch.tensor([1, 3]), 5)  # stage rows 1 and 3 -> 0 and 1
+    assert sub.rows.tolist() == [0, 1] and torch.equal(sub.targets, gt_masks[[2, 1]])
+    label_probs, label_targets = out.label_masks(torch.tensor([3, 0]))
+    assert torch.equal(label_probs, probs.detach()[[2, 0]]) and torch.equal(label_targets, out.targets[[2, 0]])
+    with pytest.raises(Exception, match="no mask row"):
+        out.label_masks(torch.tensor([2]))
     with pytest.raises(ConfigError, match="no matched"):
-        branch.positives(torch.tensor([2]))
-    assert branch.positives(torch.tensor([], dtype=torch.long)).pred.shape == (0, 4, 4)
+        prototype_mask_prediction(protos, coeffs, image_index, torch.tensor([2]), gt_masks, gt_index, boxes)
+    empty = prototype_mask_prediction(protos, coeffs, image_index, rows[:0], gt_masks, gt_index, boxes)
+    assert empty.logits.shape == (0, 4, 4) and empty.logits.requires_grad
 
 
 def test_head_tower_can_use_group_norm():

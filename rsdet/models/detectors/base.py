@@ -30,7 +30,13 @@ def test_score_thresh(cfg: Any) -> float:
 
 
 class Detector(nn.Module):
-    """Subclasses set ``self.backbone`` and implement ``stage_outputs`` and ``detect``."""
+    """Subclasses set ``self.backbone`` and implement ``stage_outputs`` and ``detect``.
+
+    ``predicts_masks``: the detector's detections carry ``masks`` (n, 1, H, W) probabilities in the
+    original image frame (docs/detectors.md, "Detection output"); mask AP (``eval.iou_types``
+    with segm) is allowed only for such detectors."""
+
+    predicts_masks: bool = False
 
     def __init__(self, cfg: Any, num_classes: int, stages: Sequence[StageSpec], size_divisible: int = 32):
         super().__init__()
@@ -40,7 +46,8 @@ class Detector(nn.Module):
         max_size = cfg.detector.get("max_size") or cfg.dataset.max_size
         self.transform = GeneralizedRCNNTransform(int(min_size), int(max_size), IMAGE_MEAN, IMAGE_STD,
                                                   size_divisible=size_divisible)
-        self.criterion = Criterion(cfg.loss, self.stages, cfg.schedule.get("ranking_group"))  # checks each loss first
+        self.criterion = Criterion(cfg.loss, self.stages, cfg.schedule.get("ranking_group"),  # checks each loss first
+                                   detector=cfg.detector.name)
         check_stage_overrides(cfg.loss, self.stages, cfg.detector.name)
         self.score_thresh = test_score_thresh(cfg)
 

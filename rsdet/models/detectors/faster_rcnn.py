@@ -24,7 +24,7 @@ class FasterRCNN(Detector):
     def __init__(self, cfg: Any, num_classes: int):
         det = cfg.detector
         rpn_spec = StageSpec("rpn", 1, iou_threshold=float(det.rpn.fg_iou), objectness=True)
-        rcnn_spec = StageSpec("rcnn", num_classes, iou_threshold=float(det.roi.fg_iou))
+        rcnn_spec = StageSpec("rcnn", num_classes, iou_threshold=float(det.roi.fg_iou), masks=self.predicts_masks)
         super().__init__(cfg, num_classes, [rpn_spec, rcnn_spec])
         self.backbone = build_backbone(det.backbone)
         channels = self.backbone.out_channels

@@ -28,8 +28,8 @@ from rsdet.models.build import register
 from rsdet.models.detectors.base import Detector
 from rsdet.models.detectors.one_stage import grid_anchors
 from rsdet.models.fast_nms import fast_nms, standard_nms
-from rsdet.models.heads.protonet import (PrototypeMasks, ProtoNet, YolactHead, assemble_masks, crop_masks,
-                                         gt_masks_at)
+from rsdet.models.heads.protonet import (ProtoNet, YolactHead, assemble_masks, crop_masks, gt_masks_at,
+                                         prototype_mask_prediction)
 from rsdet.models.samplers import ohem_row_losses, resolve_stage_sampler, sample_instances
 from rsdet.models.stage import StageOutput, StageSpec
 
@@ -40,6 +40,8 @@ NMS_KINDS = {"fast": fast_nms, "standard": standard_nms}
 class YOLACT(Detector):
     """YOLACT with a class-wise sigmoid classifier (RS, AP, aLRP, focal) or a softmax one with the
     background (``loss=ce``, the standard YOLACT); the classifier follows the loss."""
+
+    predicts_masks = True
 
     def __init__(self, cfg: Any, num_classes: int):
         det = cfg.detector
@@ -119,12 +121,15 @@ class YOLACT(Detector):
         num_images, n = cls.shape[:2]
         gt_boxes = torch.cat(gts)
         image_index = torch.arange(num_images, device=cls.device).repeat_interleave(n)
-        masks = PrototypeMasks(protos=protos, coeffs=coef.reshape(-1, self.num_protos), image_index=image_index,
-                               gt_masks=torch.cat(gt_masks).to(protos.dtype), gt_index=torch.cat(index),
-                               crop_boxes=gt_boxes / self._proto_stride(padded, protos),
-                               padding=self.crop_padding)
+        gt_classes = torch.cat(classes)
+        # every positive trains the mask (the samplers keep all of them but the random one, whose
+        # dropped positives leave the mask rows through StageOutput.select)
+        masks = prototype_mask_prediction(protos, coef.reshape(-1, self.num_protos), image_index,
+                                          torch.nonzero(gt_classes >= 0).flatten(),
+                                          torch.cat(gt_masks).to(protos.dtype), torch.cat(index),
+                                          gt_boxes / self._proto_stride(padded, protos), padding=self.crop_padding)
         out = StageOutput(spec=self.spec, cls_logits=cls.reshape(-1, cls.shape[-1]), box_deltas=reg.reshape(-1, 4),
-                          ref_boxes=anchors.repeat(num_images, 1), gt_boxes=gt_boxes, gt_classes=torch.cat(classes),
+                          ref_boxes=anchors.repeat(num_images, 1), gt_boxes=gt_boxes, gt_classes=gt_classes,
                           box_coder=self.box_coder, image_index=image_index, masks=masks)
         if self.sampler["kind"] != "none":
             losses = (ohem_row_losses(out.cls_logits, out.gt_classes, softmax=self.softmax)

@@ -13,17 +13,15 @@ pixel belongs to a box when its centre (j + 0.5, i + 0.5) lies in the box grown 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rsdet.errors import ConfigError
 from rsdet.models.heads.dense import flatten_levels, group_norm_groups
-from rsdet.models.stage import PositiveMasks
+from rsdet.models.stage import MaskPrediction
 
-__all__ = ["YolactHead", "ProtoNet", "assemble_masks", "box_region", "crop_masks", "PrototypeMasks"]
+__all__ = ["YolactHead", "ProtoNet", "assemble_masks", "box_region", "crop_masks", "prototype_mask_prediction"]
 
 
 def _xavier(module: nn.Module) -> None:
@@ -114,14 +112,19 @@ class ProtoNet(nn.Module):
         return self.post(x)
 
 
-def assemble_masks(protos: Tensor, coeffs: Tensor) -> Tensor:
-    """sigmoid(Σ_k protos[k] · coeffs[:, k]): one image's prototypes (k, h, w) and P coefficient
-    vectors (P, k) -> (P, h, w) mask probabilities (YOLACT Eq. 1)."""
+def assemble_logits(protos: Tensor, coeffs: Tensor) -> Tensor:
+    """Σ_k protos[k] · coeffs[:, k]: one image's prototypes (k, h, w) and P coefficient vectors (P, k)
+    -> (P, h, w) mask logits (YOLACT Eq. 1 before the sigmoid)."""
     if protos.dim() != 3 or coeffs.dim() != 2 or coeffs.shape[1] != protos.shape[0]:
         raise ConfigError(f"assemble_masks: prototypes (k, h, w) and coefficients (P, k) expected, got "
                           f"{tuple(protos.shape)} and {tuple(coeffs.shape)}")
     k, h, w = protos.shape
-    return torch.sigmoid(coeffs @ protos.reshape(k, h * w)).reshape(-1, h, w)
+    return (coeffs @ protos.reshape(k, h * w)).reshape(-1, h, w)
+
+
+def assemble_masks(protos: Tensor, coeffs: Tensor) -> Tensor:
+    """sigmoid(Σ_k protos[k] · coeffs[:, k]): (P, h, w) mask probabilities (YOLACT Eq. 1)."""
+    return torch.sigmoid(assemble_logits(protos, coeffs))
 
 
 def box_region(boxes: Tensor, height: int, width: int, padding: float = 0.0) -> Tensor:
@@ -155,42 +158,27 @@ def gt_masks_at(masks: Tensor, padded_size: tuple[int, int], out_size: tuple[int
     return (small > 0.5).float()
 
 
-@dataclass
-class PrototypeMasks:
-    """Row-aligned mask branch of YOLACT's head stage (``StageOutput.masks``).
+def prototype_mask_prediction(protos: Tensor, coeffs: Tensor, image_index: Tensor, rows: Tensor,
+                              gt_masks: Tensor, gt_index: Tensor, crop_boxes: Tensor,
+                              padding: float = 1.0) -> MaskPrediction:
+    """YOLACT's ``MaskPrediction`` of a head stage's positive rows ``rows`` (ascending).
 
-    ``protos`` (B, k, h, w); per row: ``coeffs`` (M, k), ``image_index`` (M,) (absolute image of the
-    batch, never shifted by ranking groups), ``gt_index`` (M,) into ``gt_masks`` (G, h, w) (-1: none),
-    ``crop_boxes`` (M, 4) the matched GT box in mask pixels. ``positives(rows)`` assembles the rows'
-    masks, crops them to their GT boxes grown by ``padding`` (1 pixel, YOLACT) and pairs them with
-    their GT masks."""
-
-    protos: Tensor
-    coeffs: Tensor
-    image_index: Tensor
-    gt_masks: Tensor
-    gt_index: Tensor
-    crop_boxes: Tensor
-    padding: float = 1.0
-
-    def select(self, rows: Tensor) -> "PrototypeMasks":
-        return replace(self, coeffs=self.coeffs[rows], image_index=self.image_index[rows],
-                       gt_index=self.gt_index[rows], crop_boxes=self.crop_boxes[rows])
-
-    def positives(self, rows: Tensor) -> PositiveMasks:
-        h, w = self.protos.shape[-2:]
-        images = self.image_index[rows]
-        parts, order = [], []
-        for b in torch.unique(images).tolist():
-            idx = torch.nonzero(images == b).flatten()
-            parts.append(assemble_masks(self.protos[b], self.coeffs[rows[idx]]))
-            order.append(idx)
-        if parts:
-            pred = torch.cat(parts)[torch.argsort(torch.cat(order))]
-        else:
-            pred = self.coeffs[rows].sum(-1)[:, None, None] * self.protos.new_zeros(1, h, w)  # (0, h, w), with a graph
-        gt_index = self.gt_index[rows]
-        if bool((gt_index < 0).any()):
-            raise ConfigError("PrototypeMasks.positives: a positive row has no matched ground-truth mask")
-        crop = box_region(self.crop_boxes[rows], h, w, self.padding).to(pred.dtype)
-        return PositiveMasks(pred=pred * crop, gt=self.gt_masks[gt_index], crop=crop, area=crop.flatten(1).sum(1))
+    ``protos`` (B, k, h, w); per stage row: ``coeffs`` (M, k), ``image_index`` (M,), ``gt_index`` (M,)
+    into ``gt_masks`` (G, h, w) (-1: none), ``crop_boxes`` (M, 4) the matched GT box in prototype
+    pixels. Each row's mask logits are its image's prototypes times its coefficients; its ``crop`` is
+    the GT box grown by ``padding`` prototype pixels (YOLACT crops to it) and its target the matched
+    GT mask, both on the whole image at prototype resolution. Every row is its own weight row."""
+    h, w = protos.shape[-2:]
+    images = image_index[rows]
+    logits = protos.new_zeros((len(rows), h, w))
+    for b in torch.unique(images).tolist():
+        idx = torch.nonzero(images == b).flatten()
+        logits = logits.index_put((idx,), assemble_logits(protos[b], coeffs[rows[idx]]))
+    if not len(rows):  # keep a graph to the coefficients for the zero loss of a batch without positives
+        logits = logits + coeffs[rows].sum() * 0.0
+    index = gt_index[rows]
+    if bool((index < 0).any()):
+        raise ConfigError("prototype_mask_prediction: a positive row has no matched ground-truth mask")
+    crop = box_region(crop_boxes[rows], h, w, padding).to(logits.dtype)
+    return MaskPrediction(logits=logits, targets=gt_masks[index].to(logits.dtype), rows=rows, weight_rows=rows,
+                          crop=crop)

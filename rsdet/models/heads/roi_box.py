@@ -34,10 +34,11 @@ class RoIRows:
     gts: Tensor
     image_index: Tensor
     is_gt: Tensor
+    gt_index: Tensor | None = None  # matched GT within its image (-1 for negatives): the mask targets
 
     def select(self, keep: Tensor) -> "RoIRows":
         return RoIRows(self.boxes[keep], self.classes[keep], self.gts[keep], self.image_index[keep],
-                       self.is_gt[keep])
+                       self.is_gt[keep], None if self.gt_index is None else self.gt_index[keep])
 
 
 class RoIHead(nn.Module):
@@ -75,13 +76,14 @@ class RoIHead(nn.Module):
 
     def assign(self, proposals: list[Tensor], targets: list[dict]) -> RoIRows:
         """Append GT boxes to the proposals (docs/detectors.md) and match at the stage's IoU."""
-        boxes, classes, gts, image_index, is_gt = [], [], [], [], []
+        boxes, classes, gts, image_index, is_gt, gt_index = [], [], [], [], [], []
         for i, (props, tgt) in enumerate(zip(proposals, targets)):
             gt = tgt["boxes"]
             num_props = len(props)
             if self.append_gt and gt.numel():
                 props = torch.cat([props, gt])
-            cls, matched_gt, _ = max_iou_assign(self.matcher, props, gt, tgt["labels"])
+            cls, matched_gt, index = max_iou_assign(self.matcher, props, gt, tgt["labels"])
+            gt_index.append(index)
             boxes.append(props)
             classes.append(cls)
             gts.append(matched_gt)
@@ -89,7 +91,8 @@ class RoIHead(nn.Module):
             flag = torch.zeros(len(props), dtype=torch.bool, device=props.device)
             flag[num_props:] = True
             is_gt.append(flag)
-        return RoIRows(torch.cat(boxes), torch.cat(classes), torch.cat(gts), torch.cat(image_index), torch.cat(is_gt))
+        return RoIRows(torch.cat(boxes), torch.cat(classes), torch.cat(gts), torch.cat(image_index), torch.cat(is_gt),
+                       torch.cat(gt_index))
 
     def forward_train(self, features, proposals, image_sizes, targets) -> StageOutput:
         return self.train_step(features, proposals, image_sizes, targets)[0]
