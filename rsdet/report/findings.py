@@ -52,6 +52,14 @@ def _grid(runs: list[RunRecord], table: str, metric: str = "AP") -> tuple[dict, 
     return out, spec
 
 
+def _judged(table: str, claim: str, detail: str, *checks: tuple[bool, str]) -> Finding:
+    """The finding holds when every check holds; each failed check's note is appended to the detail."""
+    for ok, note in checks:
+        if not ok:
+            detail += f"; {note}"
+    return Finding(table, claim, all(ok for ok, _ in checks), detail)
+
+
 def _f(x: float) -> str:
     return f"{x:.1f}"
 
@@ -68,11 +76,7 @@ def s8_samplers(runs: list[RunRecord]) -> Finding:
     detail = (f"removing both samplers changes RS by {rs_n - rs_r:+.1f} AP ({_f(rs_r)} → {_f(rs_n)}; robust means "
               f"a loss of at most {SAME_AP} AP) and CE by {ce_n - ce_r:+.1f} AP ({_f(ce_r)} → {_f(ce_n)}; degrades "
               f"means a loss of at least {DROP_AP} AP)")
-    if not rs_ok:
-        detail += "; RS is not robust here"
-    if not ce_ok:
-        detail += "; CE does not degrade here"
-    return Finding("S8", claim, rs_ok and ce_ok, detail)
+    return _judged("S8", claim, detail, (rs_ok, "RS is not robust here"), (ce_ok, "CE does not degrade here"))
 
 
 def s11_thresholds(runs: list[RunRecord], flat_up_to: float = 0.6) -> Finding:
@@ -98,11 +102,7 @@ def s11_thresholds(runs: list[RunRecord], flat_up_to: float = 0.6) -> Finding:
     detail = (f"RS: {_f(rs_a0)} AP at {rs_t0:g}, lowest {_f(rs_worst[1])} at {rs_worst[0]:g} (flat means within "
               f"{rs_tol:.1f} AP); CE: {_f(ce_a0)} AP at {ce_t0:g}, {_f(ce_last)} at {ce_last_t:g} (falls means "
               f"at least {ce_need:.1f} AP lower)")
-    if not rs_ok:
-        detail += "; RS is not flat here"
-    if not ce_ok:
-        detail += "; CE does not fall here"
-    return Finding("S11", claim, rs_ok and ce_ok, detail)
+    return _judged("S11", claim, detail, (rs_ok, "RS is not flat here"), (ce_ok, "CE does not fall here"))
 
 
 def s4_delta(runs: list[RunRecord], mild_spread: float = 3.0) -> Finding:
@@ -119,11 +119,7 @@ def s4_delta(runs: list[RunRecord], mild_spread: float = 3.0) -> Finding:
     detail = (", ".join(f"δ {d:g}: {_f(a)}" for d, a in pts) + f" AP; best δ {best[0]:g}, δ 0.5 is "
               f"{best[1] - at_half:.1f} AP below it (around 0.5 means the best δ in [0.4, 0.6] or δ 0.5 within "
               f"{SAME_AP / 2} AP of it); spread {spread:.1f} AP (mild means at most {mild_spread} AP)")
-    if not near:
-        detail += "; the optimum is not at 0.5 here"
-    if not mild:
-        detail += "; the effect is not mild here"
-    return Finding("S4", claim, near and mild, detail)
+    return _judged("S4", claim, detail, (near, "the optimum is not at 0.5 here"), (mild, "the effect is not mild here"))
 
 
 def similar_weighting(runs: list[RunRecord], table: str, spread_max: float = 1.5) -> Finding:
