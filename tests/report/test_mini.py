@@ -50,11 +50,13 @@ def test_done_items_cost_nothing_and_resume_from_a_checkpoint(tmp_path):
     assert cmd[-1] == "resume=true" and f"hydra.run.dir={items[1].run_dir(tmp_path)}" in cmd
 
 
-def test_dry_run_prints_the_plan_and_its_estimate(capsys):
+def test_dry_run_prints_the_plan_and_its_estimate(capsys, tmp_path):
     sys.path.insert(0, str(REPO / "scripts"))
     try:
         mod = runpy.run_path(str(REPO / "scripts" / "paper_mini.py"), run_name="paper_mini")
-        assert mod["main"](["--dry-run", "--only", "s8", "--seeds", "1", "--budget-min", "6"]) == 0
+        # an empty root: runs a developer made under outputs/paper-mini must not count as done here
+        assert mod["main"](["--dry-run", "--only", "s8", "--seeds", "1", "--budget-min", "6",
+                            "--root", str(tmp_path)]) == 0
     finally:
         sys.path.remove(str(REPO / "scripts"))
     out = capsys.readouterr().out
