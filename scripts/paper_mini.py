@@ -31,6 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", default="", help="comma-separated tables to run: s8,s11,s4,s1,s3,s6 (s7/s10/s9 "
                    "come from those runs)")
     p.add_argument("--seeds", type=int, default=2, help="seeds per setting (default 2; later seeds drop first)")
+    p.add_argument("--jobs", type=int, default=mini.DEFAULT_JOBS,
+                   help=f"trainings at a time, each with cores/jobs threads (default {mini.DEFAULT_JOBS}; "
+                   "threshold sweeps always run alone because they time inference)")
     p.add_argument("--dry-run", action="store_true", help="print the plan and its estimate, run nothing")
     p.add_argument("--root", type=Path, default=ROOT / "outputs" / "paper-mini", help="where the runs go")
     p.add_argument("--doc", type=Path, default=ROOT / "docs" / "paper-mini.md", help="the generated document")
@@ -41,8 +44,8 @@ def main(argv: list[str] | None = None) -> int:
                    "space-separated (a smoke test: 'schedule.max_iters=5')")
     args = p.parse_args(argv)
     only = {t.strip().lower() for t in args.only.split(",") if t.strip()} or None
-    kept, dropped = mini.plan(args.budget_min, only, args.seeds, root=args.root)
-    plan_text = mini.format_plan(kept, dropped, args.budget_min, args.root)
+    kept, dropped = mini.plan(args.budget_min, only, args.seeds, root=args.root, jobs=args.jobs)
+    plan_text = mini.format_plan(kept, dropped, args.budget_min, args.root, args.jobs)
     print(plan_text)
     if not mini.yolact_available():
         print("note: no detector=yolact in this rsdet (conf/detector/yolact.yaml); Table S6 is skipped")
@@ -50,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     failures = []
     if not args.document_only:
-        failures = mini.execute(kept, args.root, extra=args.train_overrides.split())
+        failures = mini.execute(kept, args.root, extra=args.train_overrides.split(), jobs=args.jobs)
     shown = " ".join(["python scripts/paper_mini.py", *(argv if argv is not None else sys.argv[1:])])
     doc = mini.write_document(args.root, args.doc, shown, plan_text, failures)
     print(f"wrote {doc}")

@@ -14,6 +14,7 @@ import datetime as _dt
 import os
 import subprocess
 import sys
+import time as _time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +30,10 @@ OVERHEAD_MINUTES = 0.15
 SWEEP_MINUTES = 0.7
 THRESHOLDS = "1e-4,1e-3,1e-2,0.1,0.4,0.6,0.8"
 DEFAULT_BUDGET = 75.0
+#: How much longer one training takes with one thread beside another training than alone with two
+#: threads (measured on the 2-core CPU; docs/paper-mini.md): two parallel jobs give 2 / this speed-up
+PARALLEL_SLOWDOWN = 1.35
+DEFAULT_JOBS = 2
 #: Tables in the document's order
 TABLES = ("S8", "S7", "S11", "S10", "S4", "S1", "S3", "S6", "S9")
 COMMON = ["logger=none"]
@@ -52,6 +57,12 @@ class Item:
     def minutes(self) -> float:
         base = SWEEP_MINUTES if self.sweep else TRAIN_MINUTES.get(self.detector, 3.0)
         return base + OVERHEAD_MINUTES + self.extra_minutes
+
+    def wall_minutes(self, jobs: int = 1) -> float:
+        """Its share of the wall time when trainings run ``jobs`` at a time (sweeps run alone)."""
+        if self.sweep or jobs <= 1:
+            return self.minutes
+        return self.minutes * PARALLEL_SLOWDOWN / jobs
 
     def run_dir(self, root: Path) -> Path:
         return Path(root) / self.name
@@ -118,7 +129,7 @@ def candidate_items(seeds: int = 2, yolact: bool | None = None) -> list[Item]:
 
 
 def plan(budget_min: float = DEFAULT_BUDGET, only: set[str] | None = None, seeds: int = 2,
-         yolact: bool | None = None, root: Path | None = None) -> tuple[list[Item], list[Item]]:
+         yolact: bool | None = None, root: Path | None = None, jobs: int = 1) -> tuple[list[Item], list[Item]]:
     """(kept, dropped): the candidates of the ``only`` tables in priority order, kept while their
     estimated minutes (done items count 0) fit ``budget_min``; a sweep is dropped with its training."""
     items = candidate_items(seeds, yolact)
@@ -130,7 +141,7 @@ def plan(budget_min: float = DEFAULT_BUDGET, only: set[str] | None = None, seeds
     kept, dropped, total = [], [], 0.0
     trained = set()
     for it in items:
-        cost = 0.0 if root is not None and it.done(root) else it.minutes
+        cost = 0.0 if root is not None and it.done(root) else it.wall_minutes(jobs)
         needs_training = it.sweep and it.name not in trained and not (root is not None and Item(
             it.table, it.name).done(root))
         if total + cost <= budget_min + 1e-9 and not needs_training:
@@ -143,18 +154,20 @@ def plan(budget_min: float = DEFAULT_BUDGET, only: set[str] | None = None, seeds
     return kept, dropped
 
 
-def estimate(items: list[Item], root: Path | None = None) -> float:
-    return sum(0.0 if root is not None and it.done(root) else it.minutes for it in items)
+def estimate(items: list[Item], root: Path | None = None, jobs: int = 1) -> float:
+    return sum(0.0 if root is not None and it.done(root) else it.wall_minutes(jobs) for it in items)
 
 
-def format_plan(kept: list[Item], dropped: list[Item], budget_min: float, root: Path | None = None) -> str:
-    lines = [f"paper-mini plan: {len(kept)} items, estimated {estimate(kept, root):.1f} min "
-             f"(budget {budget_min:g} min, 2 CPU cores)"]
+def format_plan(kept: list[Item], dropped: list[Item], budget_min: float, root: Path | None = None,
+                jobs: int = 1) -> str:
+    how = f"{jobs} trainings at a time" if jobs > 1 else "one training at a time"
+    lines = [f"paper-mini plan: {len(kept)} items, estimated {estimate(kept, root, jobs):.1f} min "
+             f"(budget {budget_min:g} min, 2 CPU cores, {how})"]
     for it in kept:
-        state = "done, skipped" if root is not None and it.done(root) else f"{it.minutes:.2f} min"
+        state = "done, skipped" if root is not None and it.done(root) else f"{it.wall_minutes(jobs):.2f} min"
         lines.append(f"  [{it.table:>3}] {state:>14}  {it.describe()}")
     if dropped:
-        lines.append(f"dropped to fit the budget ({estimate(dropped):.1f} min): "
+        lines.append(f"dropped to fit the budget ({estimate(dropped, jobs=jobs):.1f} min): "
                      + "; ".join(f"{it.table} {it.name}" + (" (sweep)" if it.sweep else "") for it in dropped))
     return "\n".join(lines)
 
@@ -169,21 +182,49 @@ def command(it: Item, root: Path) -> list[str]:
     return cmd
 
 
-def execute(items: list[Item], root: Path, extra: list[str] | None = None, log=print) -> list[str]:
-    """Run the items that are not done, one at a time; return the failures (the rest go on)."""
+def execute(items: list[Item], root: Path, extra: list[str] | None = None, log=print, jobs: int = 1) -> list[str]:
+    """Run the items that are not done; return the failures (the rest go on).
+
+    Trainings run ``jobs`` at a time, each with ``cpu_count // jobs`` torch threads (two one-thread
+    trainings on 2 cores finish sooner than two two-thread ones in a row: docs/paper-mini.md). The
+    threshold sweeps come after every training, one at a time, because they measure fps.
+    """
     failures = []
     env = dict(os.environ, WANDB_MODE="offline", WANDB_SILENT="true")
-    for k, it in enumerate(items, 1):
+    jobs = max(1, int(jobs))
+    if jobs > 1:
+        threads = str(max(1, (os.cpu_count() or jobs) // jobs))
+        env.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads, OMP_WAIT_POLICY="PASSIVE")
+    numbered = list(enumerate(items, 1))
+    pending = [(k, it) for k, it in numbered if not it.sweep] + [(k, it) for k, it in numbered if it.sweep]
+    running: list[tuple[int, Item, subprocess.Popen, _dt.datetime]] = []
+
+    def finish(entry) -> None:
+        k, it, proc, start = entry
+        rc = proc.wait()
+        log(f"    [{k}/{len(items)}] exit {rc} after {(_dt.datetime.now() - start).total_seconds() / 60:.1f} min")
+        if rc != 0:
+            failures.append(f"{it.describe()} (exit {rc}; log in {it.run_dir(root)})")
+
+    for k, it in pending:
         if it.done(root):
             log(f"[{k}/{len(items)}] done already: {it.describe()}")
             continue
+        # a sweep waits for every training (its own included) and runs alone
+        limit = 1 if it.sweep else jobs
+        while len(running) >= limit or (it.sweep and running):
+            finished = next((e for e in running if e[2].poll() is not None), None)
+            if finished is None:
+                _time.sleep(0.5)
+                continue
+            running.remove(finished)
+            finish(finished)
         cmd = command(it, root) + ([] if it.sweep else list(extra or []))
         log(f"[{k}/{len(items)}] {' '.join(cmd[2:])}")
-        start = _dt.datetime.now()
-        rc = subprocess.call(cmd, env=env, stdout=subprocess.DEVNULL if not it.sweep else None)
-        log(f"    exit {rc} after {(_dt.datetime.now() - start).total_seconds() / 60:.1f} min")
-        if rc != 0:
-            failures.append(f"{it.describe()} (exit {rc}; log in {it.run_dir(root)})")
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL if not it.sweep else None)
+        running.append((k, it, proc, _dt.datetime.now()))
+    for entry in running:
+        finish(entry)
     return failures
 
 

@@ -1,5 +1,6 @@
 """paper-mini's plan (budget, --only, resumable) and generated document; the baseline lr grid's block."""
 
+import os
 import re
 import runpy
 import sys
@@ -55,7 +56,7 @@ def test_dry_run_prints_the_plan_and_its_estimate(capsys, tmp_path):
     try:
         mod = runpy.run_path(str(REPO / "scripts" / "paper_mini.py"), run_name="paper_mini")
         # an empty root: runs a developer made under outputs/paper-mini must not count as done here
-        assert mod["main"](["--dry-run", "--only", "s8", "--seeds", "1", "--budget-min", "6",
+        assert mod["main"](["--dry-run", "--only", "s8", "--seeds", "1", "--budget-min", "6", "--jobs", "1",
                             "--root", str(tmp_path)]) == 0
     finally:
         sys.path.remove(str(REPO / "scripts"))
@@ -153,3 +154,31 @@ def test_ap_curve_and_where_it_stops_rising(tmp_path):
     assert tuning.stops_rising([(200, 10.0), (400, 29.5), (600, 25.0), (900, 30.0)]) == 900  # the dip counts
     assert tuning.stops_rising([(200, 10.0), (400, 20.0), (900, 30.0)]) == 900  # still rising at the end
     assert tuning.stops_rising([(900, 30.0)]) is None
+
+
+def test_execute_runs_trainings_in_parallel_and_sweeps_alone(tmp_path, monkeypatch):
+    """--jobs 2: two trainings overlap, never three; a sweep starts only after every training ended,
+    and each parallel training gets cores/jobs torch threads."""
+    log = tmp_path / "events.txt"
+    script = ("import os, sys, time; f = open(sys.argv[2], 'a'); "
+              "f.write(f'start {sys.argv[1]} {time.time()} {os.environ[\"OMP_NUM_THREADS\"]}\\n'); f.flush(); "
+              "time.sleep(0.4); f.write(f'end {sys.argv[1]} {time.time()} 0\\n')")
+    monkeypatch.setattr(mini, "command", lambda it, root: [sys.executable, "-c", script, it.name.replace("/", "_"),
+                                                            str(log)])
+    items = [mini.Item("s8", f"s8/t{k}", [f"seed={k}"]) for k in range(3)]
+    items.insert(1, mini.Item("s11", "s8/t0", sweep="0.1"))   # listed early, must still run last
+    failures = mini.execute(items, tmp_path / "root", log=lambda *_: None, jobs=2)
+    assert failures == []
+    events = [ln.split() for ln in log.read_text().splitlines()]
+    assert len(events) == 8
+    live, peak = 0, 0
+    for kind, _name, _t, _threads in sorted(events, key=lambda e: float(e[2])):
+        live += 1 if kind == "start" else -1
+        peak = max(peak, live)
+    assert peak == 2
+    assert events[-2][0] == "start" and events[-1][0] == "end"      # the sweep: alone, last
+    sweep_start = float(events[-2][2])
+    train_ends = [float(e[2]) for e in events[:-2] if e[0] == "end"]
+    assert len(train_ends) == 3 and sweep_start >= max(train_ends)
+    threads = {e[3] for e in events if e[0] == "start"}
+    assert threads == {str(max(1, (os.cpu_count() or 2) // 2))}
