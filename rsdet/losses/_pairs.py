@@ -33,6 +33,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from rsdet.losses._kernel import numba_kernels
+
 
 def self_relation(delta: float) -> float:
     """H_delta(0): 0.5 for delta > 0, 1 for the hard step (delta = 0)."""
@@ -216,6 +218,11 @@ def stable_argsort(values: torch.Tensor) -> torch.Tensor:
     return packed.bitwise_and_(0xFFFFFFFF)
 
 
+def as_numpy(t: torch.Tensor) -> np.ndarray:
+    """Contiguous numpy view of a CPU tensor (a copy only if it is not contiguous)."""
+    return t.detach().contiguous().numpy()
+
+
 def inverse_permutation(perm: torch.Tensor) -> torch.Tensor:
     """inv[perm[k]] = k (``index_copy_``: much cheaper on CPU than ``inv[perm] = arange``)."""
     return torch.empty_like(perm).index_copy_(0, perm, torch.arange(perm.numel(),
@@ -310,6 +317,12 @@ class PositivePairs:
                 positive j receives through the sorting pmfs p_S(j | i) (Eq. S16, second term).
         """
         p, s, delta = self.p, self.s, self.delta
+        kernels = numba_kernels(s, y)
+        if kernels is not None:   # compiled: Fenwick trees instead of chunks, any P
+            out = kernels.sorting_terms(as_numpy(s), as_numpy(y.to(torch.float64)),
+                                        as_numpy(self.order), as_numpy(self.lo),
+                                        as_numpy(self.hi), delta, float(eps))
+            return tuple(torch.from_numpy(a) for a in out)
         if p <= DENSE_MAX:
             return self._dense_sorting_terms(y, eps)
         order_y = stable_argsort(y)
