@@ -319,8 +319,9 @@ class PositivePairs:
         p, s, delta = self.p, self.s, self.delta
         kernels = numba_kernels(s, y)
         if kernels is not None:   # compiled: Fenwick trees instead of chunks, any P
-            out = kernels.sorting_terms(as_numpy(s), as_numpy(y.to(torch.float64)),
-                                        as_numpy(self.order), as_numpy(self.lo),
+            y = y.to(torch.float64)
+            out = kernels.sorting_terms(as_numpy(s), as_numpy(y), as_numpy(self.order),
+                                        as_numpy(stable_argsort(y)), as_numpy(self.lo),
                                         as_numpy(self.hi), delta, float(eps))
             return tuple(torch.from_numpy(a) for a in out)
         if p <= DENSE_MAX:
