@@ -216,7 +216,7 @@ def bin_entries(x, negative, edges, right, with_sums):
     ``bins[k]`` = #{e < x_k} (``right`` False) or #{e <= x_k} (``right`` True) for negatives,
     ``len(edges) + 1`` (the extra, all-zero bin) for every other entry; NaN negatives go to bin 0.
     Returns (bins int32, counts int64 (E + 2,), sums float64 (E + 2,), zero where not
-    ``with_sums``).  Comparisons are exact (float64).  A uniform grid over the edges' range gives
+    ``with_sums``) over the negatives only (the extra bin's count and sum stay 0).  Comparisons are exact (float64).  A uniform grid over the edges' range gives
     each entry the edges it has to compare with: the cell map is monotone and computed the same
     way for edges and entries, so every edge in a lower cell is below the entry and every edge
     in a higher cell above it.  A cell holds no edge (the bin is the number of edges below it),
@@ -234,7 +234,7 @@ def bin_entries(x, negative, edges, right, with_sums):
     inv_width = 1.0 / width
     # start[c]: edges in cells below c; negative (-1 - start) for cells holding several edges.
     start = np.zeros(ncell + 1, dtype=np.int32)
-    cell_edge = np.full(ncell, np.inf)                     # the one edge of the cell, or +inf
+    cell_edge = np.full(ncell, np.nan)     # the one edge of the cell; NaN (never <=) if none
     for k in range(ne):
         v = (edges[k] - base) * inv_width
         c = 0 if not v > 0.0 else (ncell - 1 if v > ncell - 1 else int(v))
