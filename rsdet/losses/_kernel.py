@@ -15,6 +15,7 @@ first use in a process is read from numba's on-disk cache after the first run (d
 from __future__ import annotations
 
 import os
+import tempfile
 
 import torch
 
@@ -27,15 +28,31 @@ _module = None          # the imported rsdet.losses._numba_kernels
 _import_error: str | None = None
 
 
+def _import_kernels():
+    """Import the kernels.  numba caches compiled code next to the module (``__pycache__``) or,
+    if that is read-only, in the user's cache folder (``~/.cache/numba``); when neither is
+    writable (and ``NUMBA_CACHE_DIR`` is unset) it refuses to define cached functions, so the
+    import is retried with the cache in a per-user folder under the system temp directory."""
+    try:
+        from rsdet.losses import _numba_kernels
+    except RuntimeError as exc:
+        if "cannot cache" not in str(exc):
+            raise
+        import numba
+
+        numba.config.CACHE_DIR = os.path.join(tempfile.gettempdir(),
+                                              f"rsdet-numba-cache-{os.getuid()}")
+        from rsdet.losses import _numba_kernels
+    return _numba_kernels
+
+
 def _load():
     global _module, _import_error
     if _module is None and _import_error is None:
         try:
-            from rsdet.losses import _numba_kernels
+            _module = _import_kernels()
         except Exception as exc:   # ImportError, or numba failing to initialise
             _import_error = f"{type(exc).__name__}: {exc}"
-        else:
-            _module = _numba_kernels
     return _module
 
 
