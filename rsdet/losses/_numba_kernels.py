@@ -452,3 +452,24 @@ def rank_sort_forward(x, negative, s, y, order, label_order, delta, eps, single)
         if 0 < b < nb:
             value[b] = max(run_full + sl * le - run_inter, 0.0)
     return rank_sum / p, sort_sum / p, pos_grad, bins, value, slope, left
+
+
+@numba.njit(**_JIT)
+def split_targets(t, greater_than_zero):
+    """(negative mask, positive indices) of flat targets: negatives are ``t == 0``, positives
+    ``t > 0`` (``greater_than_zero``, RS) or ``t == 1`` (AP/aLRP); NaN is neither."""
+    n = t.size
+    negative = np.empty(n, dtype=np.bool_)
+    count = 0
+    for k in range(n):
+        v = t[k]
+        negative[k] = v == 0
+        count += (v > 0) if greater_than_zero else (v == 1)
+    positive = np.empty(count, dtype=np.int64)
+    j = 0
+    for k in range(n):
+        v = t[k]
+        if (v > 0) if greater_than_zero else (v == 1):
+            positive[j] = k
+            j += 1
+    return negative, positive

@@ -138,6 +138,10 @@ def _prepare(logits: torch.Tensor, targets: torch.Tensor, positive: str):
     """
     x = logits.detach().reshape(-1).to(compute_dtype(logits.dtype))
     t = targets.detach().reshape(-1)
+    kernels = numba_kernels(t) if t.dtype in (torch.float32, torch.float64) else None
+    if kernels is not None:   # one pass instead of two comparisons and a nonzero
+        negative, pos_index = kernels.split_targets(as_numpy(t), positive == "gt0")
+        return x, torch.from_numpy(negative), torch.from_numpy(pos_index)
     positive_mask = t > 0 if positive == "gt0" else t == 1
     return x, t == 0, positive_mask.nonzero().squeeze(1)
 

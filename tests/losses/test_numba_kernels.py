@@ -11,7 +11,7 @@ from rsdet.errors import ConfigError
 from rsdet.losses import _kernel, rank_sort_loss
 from rsdet.losses._intervals import NegativeIntervals
 from rsdet.losses._pairs import PositivePairs
-from rsdet.losses._ranking_impl import _rank_sort_forward
+from rsdet.losses._ranking_impl import _prepare, _rank_sort_forward
 
 kernels = pytest.importorskip("rsdet.losses._numba_kernels", reason="numba is not installed")
 
@@ -172,3 +172,18 @@ def test_without_numba_auto_falls_back_and_numba_raises(monkeypatch):
     monkeypatch.setenv(_kernel.ENV, "numba")
     with pytest.raises(ConfigError, match="pip install"):
         rank_sort_loss(x, t)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("positive", ["gt0", "eq1"])
+def test_split_targets_matches_torch(positive, dtype, monkeypatch):
+    """Negatives t == 0; positives t > 0 (RS) or t == 1 (AP/aLRP); NaN, -1, -0.0 and 0.5 too."""
+    t = torch.tensor([0.0, -0.0, 1.0, 0.5, -1.0, float("nan"), 1.0, 0.0, 2.0, 1e-7],
+                     dtype=dtype).repeat(3).view(5, 6)
+    x = torch.randn(5, 6, dtype=dtype)
+    out = {}
+    for name in ("torch", "numba"):
+        use_kernel(monkeypatch, name)
+        out[name] = _prepare(x, t, positive)
+    for a, b in zip(out["torch"], out["numba"]):
+        assert a.dtype == b.dtype and torch.equal(a, b)
