@@ -25,7 +25,9 @@ masks).  With K ~ P^(1/3) that is O(P^(4/3)) work in a fixed number of vectorise
 (no Python loop over positives, no data-dependent shapes).  The pmf mass a positive receives is
 the transpose of the mis-sorted sums (same label limits, same windows), so it reuses their masks
 (:meth:`Dominance.spread`).  Up to :data:`DENSE_MAX` positives one dense P x P matrix is
-cheaper.  See docs/losses.md ("Positive pairs").
+cheaper.  With the numba CPU kernels (:mod:`rsdet.losses._kernel`) the sorting terms use
+Fenwick trees instead, O(P log P).  See docs/losses.md ("Positive pairs", "Compiled CPU
+kernels").
 """
 
 from __future__ import annotations
