@@ -42,7 +42,7 @@ def _bucket_by_limit(lab_lim, p):
 
 @numba.njit(**_JIT)
 def dominance_sums(label_rank, score_rank, weights, lab_lim, score_lim):
-    """(Q, T, m) F[q, t] = sum_j weights[j] [label_rank_j < lab_lim_q] [score_rank_j < score_lim_qt].
+    """(Q, T, m) F[q, t] = sum_j weights[j] [label_rank_j < lab_lim_q] [score_rank_j < score_lim_qt]
 
     Points are inserted into a Fenwick tree over score ranks in label order; the queries with
     label limit L are answered (prefix sums up to each score limit) just before the point of
@@ -216,16 +216,17 @@ def bin_entries(x, negative, edges, right, with_sums):
     ``bins[k]`` = #{e < x_k} (``right`` False) or #{e <= x_k} (``right`` True) for negatives,
     ``len(edges) + 1`` (the extra, all-zero bin) for every other entry; NaN negatives go to bin 0.
     Returns (bins int32, counts int64 (E + 2,), sums float64 (E + 2,), zero where not
-    ``with_sums``) over the negatives only (the extra bin's count and sum stay 0).  Comparisons are exact (float64).  A uniform grid over the edges' range gives
-    each entry the edges it has to compare with: the cell map is monotone and computed the same
-    way for edges and entries, so every edge in a lower cell is below the entry and every edge
+    ``with_sums``) over the negatives only (the extra bin's count and sum stay 0).
+    Comparisons are exact (float64).  A uniform grid over the edges' range gives each entry the
+    edges it has to compare with: the cell map is monotone and computed the same way for edges
+    and entries, so every edge in a lower cell is below the entry and every edge
     in a higher cell above it.  A cell holds no edge (the bin is the number of edges below it),
     one edge (one comparison, without a branch) or several (a short scan, a binary search for
     long runs of tied edges).
     """
     n, ne = x.size, edges.size
     nb = ne + 1
-    ncell = max(64, min(_CELLS_PER_EDGE * ne, 1 << 22))
+    ncell = max(64, min(_CELLS_PER_EDGE * ne, max(1024, 2 * n), 1 << 21))   # ~13 bytes a cell
     e_min, e_max = edges[0], edges[ne - 1]
     width = (e_max - e_min) / (ncell - 4)
     if not width > 1e-6 * max(1.0, abs(e_min), abs(e_max)):
