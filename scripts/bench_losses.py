@@ -225,7 +225,10 @@ def measure_peak_here(name: str, n: int, p: int, device: str) -> float:
     (``echo 5 > /proc/self/clear_refs``), so the peak is that of the loss alone; the baseline is
     the resident set at that moment.  Without /proc (non-Linux) the ru_maxrss growth is used,
     which under-reports if building the inputs peaked higher.  CUDA: max_memory_allocated.
+    A first call on tiny inputs comes before, so that one-off costs (numba loading its compiled
+    kernels: ~130 MB resident) are not counted as the loss's memory.
     """
+    run_loss(name, *make_inputs(1000, 10, device, seed=1))
     inputs = make_inputs(n, p, device)
     if device == "cuda":
         torch.cuda.synchronize()
