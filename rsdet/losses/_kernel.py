@@ -14,6 +14,7 @@ first use in a process is read from numba's on-disk cache after the first run (d
 
 from __future__ import annotations
 
+import importlib
 import os
 import tempfile
 
@@ -22,6 +23,7 @@ import torch
 from rsdet.errors import ConfigError
 
 ENV = "RSDET_LOSS_KERNEL"
+_KERNELS = "rsdet.losses._numba_kernels"
 CHOICES = ("auto", "numba", "torch")
 
 _module = None          # the imported rsdet.losses._numba_kernels
@@ -34,16 +36,20 @@ def _import_kernels():
     writable (and ``NUMBA_CACHE_DIR`` is unset) it refuses to define cached functions, so the
     import is retried with the cache in a per-user folder under the system temp directory."""
     try:
-        from rsdet.losses import _numba_kernels
+        return importlib.import_module(_KERNELS)
     except RuntimeError as exc:
         if "cannot cache" not in str(exc):
             raise
-        import numba
+    import numba
 
-        numba.config.CACHE_DIR = os.path.join(tempfile.gettempdir(),
-                                              f"rsdet-numba-cache-{os.getuid()}")
-        from rsdet.losses import _numba_kernels
-    return _numba_kernels
+    numba.config.CACHE_DIR = fallback_cache_dir()
+    return importlib.import_module(_KERNELS)
+
+
+def fallback_cache_dir() -> str:
+    """numba's cache folder when neither the package nor the user's cache folder is writable."""
+    user = os.getuid() if hasattr(os, "getuid") else os.getlogin()
+    return os.path.join(tempfile.gettempdir(), f"rsdet-numba-cache-{user}")
 
 
 def _load():

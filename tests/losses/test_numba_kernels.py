@@ -187,3 +187,30 @@ def test_split_targets_matches_torch(positive, dtype, monkeypatch):
         out[name] = _prepare(x, t, positive)
     for a, b in zip(out["torch"], out["numba"]):
         assert a.dtype == b.dtype and torch.equal(a, b)
+
+
+def test_unwritable_cache_retries_in_temp_dir(monkeypatch):
+    """numba refuses cached functions when no cache folder is writable ("cannot cache ..."):
+    the import is retried with numba's cache in a per-user temp folder; other errors propagate."""
+    import numba
+
+    calls = []
+
+    def fake_import(name):
+        calls.append(name)
+        if len(calls) == 1:
+            raise RuntimeError("cannot cache function 'bin_entries': no locator available")
+        return kernels
+
+    monkeypatch.setattr(numba.config, "CACHE_DIR", numba.config.CACHE_DIR)
+    monkeypatch.setattr(_kernel.importlib, "import_module", fake_import)
+    assert _kernel._import_kernels() is kernels
+    assert calls == ["rsdet.losses._numba_kernels"] * 2
+    assert numba.config.CACHE_DIR == _kernel.fallback_cache_dir()
+
+    def broken(name):
+        raise RuntimeError("something else")
+
+    monkeypatch.setattr(_kernel.importlib, "import_module", broken)
+    with pytest.raises(RuntimeError, match="something else"):
+        _kernel._import_kernels()
