@@ -19,6 +19,7 @@ Examples:
     python scripts/bench_losses.py --sizes 1e6:1000 --repeats 15
     python scripts/bench_losses.py --no-loop --no-memory --threads 1   # ratios only, fast
     python scripts/bench_losses.py --no-loop --no-memory --threads 1 --timer thread   # shared box
+    python scripts/bench_losses.py --no-loop --no-memory --threads 1 --losses rs --kernels torch,numba
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ import torchvision
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from rsdet.losses import alrp_loss, ap_loss, rank_sort_loss  # noqa: E402
+from rsdet.losses._kernel import ENV as KERNEL_ENV  # noqa: E402
 from _machine import cpu_model  # noqa: E402
 
 LOSSES = ("focal", "rs", "ap", "alrp")
@@ -65,6 +67,19 @@ def make_inputs(n: int, p: int, device: str, seed: int = 0):
 
 
 def run_loss(name, logits, targets, binary, loc, delta=None):
+    """Forward + backward of one loss; ``name@kernel`` (e.g. ``rs@torch``) runs a ranking loss
+    with RSDET_LOSS_KERNEL set to that kernel for the call."""
+    if "@" in name:
+        name, kernel = name.split("@")
+        before = os.environ.get(KERNEL_ENV)
+        os.environ[KERNEL_ENV] = kernel
+        try:
+            return run_loss(name, logits, targets, binary, loc, delta)
+        finally:
+            if before is None:
+                del os.environ[KERNEL_ENV]
+            else:
+                os.environ[KERNEL_ENV] = before
     x = logits.detach().clone().requires_grad_()
     if name == "focal":
         loss = torchvision.ops.sigmoid_focal_loss(x, binary.clamp(min=0), reduction="sum")
@@ -89,6 +104,7 @@ def _h(x, delta):
 
 def loop_loss(name, logits, targets, binary, loc, max_pos=None, delta=None):
     """Returns (number of positives processed — all, or the first ``max_pos`` — , gradient)."""
+    name = name.split("@")[0]
     delta = (0.5 if name == "rs" else 1.0) if delta is None else delta
     s = logits.detach().float()
     t = targets if name == "rs" else binary
@@ -209,7 +225,10 @@ def measure_peak_here(name: str, n: int, p: int, device: str) -> float:
     (``echo 5 > /proc/self/clear_refs``), so the peak is that of the loss alone; the baseline is
     the resident set at that moment.  Without /proc (non-Linux) the ru_maxrss growth is used,
     which under-reports if building the inputs peaked higher.  CUDA: max_memory_allocated.
+    A first call on tiny inputs comes before, so that one-off costs (numba loading its compiled
+    kernels: ~130 MB resident) are not counted as the loss's memory.
     """
+    run_loss(name, *make_inputs(1000, 10, device, seed=1))
     inputs = make_inputs(n, p, device)
     if device == "cuda":
         torch.cuda.synchronize()
@@ -271,6 +290,11 @@ def main(argv=None) -> int:
     ap.add_argument("--no-loop", action="store_true", help="skip the naive loop")
     ap.add_argument("--no-memory", action="store_true", help="skip the memory subprocesses")
     ap.add_argument("--losses", default="rs,ap,alrp", help="subset of rs,ap,alrp")
+    ap.add_argument("--kernels", default=None,
+                    help="comma-separated RSDET_LOSS_KERNEL values (auto, numba, torch): time "
+                         "every ranking loss once per kernel, interleaved in one process, as "
+                         "columns like rs@torch and rs@numba (default: one column, the "
+                         "environment's choice)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--threads", type=int, default=None,
                     help="torch CPU threads (default: torch's default). On a shared box, "
@@ -295,6 +319,8 @@ def main(argv=None) -> int:
     repeats = args.repeats or (5 if args.quick else 11)
     budget = args.loop_budget or (2.0 if args.quick else 5.0)
     ranking = [x for x in args.losses.split(",") if x]
+    if args.kernels:
+        ranking = [f"{k}@{kern}" for k in ranking for kern in args.kernels.split(",") if kern]
     sync = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
     where = torch.cuda.get_device_name() if args.device == "cuda" else _cpu_name()
     clock = time.thread_time if args.timer == "thread" else time.perf_counter

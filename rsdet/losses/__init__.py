@@ -1,4 +1,4 @@
-"""rsdet loss library — pure torch/torchvision, no detector imports.
+"""rsdet loss library — torch/torchvision (optional numba kernels on the CPU), no detector imports.
 
 Ranking losses (exact, O(N log P + P^(4/3)), identity-update gradients):
     rank_sort_loss, ap_loss, alrp_loss, alrp_loc_loss, alrp_loc_errors, positive_ranks,

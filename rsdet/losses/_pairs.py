@@ -25,13 +25,17 @@ masks).  With K ~ P^(1/3) that is O(P^(4/3)) work in a fixed number of vectorise
 (no Python loop over positives, no data-dependent shapes).  The pmf mass a positive receives is
 the transpose of the mis-sorted sums (same label limits, same windows), so it reuses their masks
 (:meth:`Dominance.spread`).  Up to :data:`DENSE_MAX` positives one dense P x P matrix is
-cheaper.  See docs/losses.md ("Positive pairs").
+cheaper.  With the numba CPU kernels (:mod:`rsdet.losses._kernel`) the sorting terms use
+Fenwick trees instead, O(P log P).  See docs/losses.md ("Positive pairs", "Compiled CPU
+kernels").
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
+
+from rsdet.losses._kernel import numba_kernels
 
 
 def self_relation(delta: float) -> float:
@@ -216,6 +220,11 @@ def stable_argsort(values: torch.Tensor) -> torch.Tensor:
     return packed.bitwise_and_(0xFFFFFFFF)
 
 
+def as_numpy(t: torch.Tensor) -> np.ndarray:
+    """Contiguous numpy view of a CPU tensor (a copy only if it is not contiguous)."""
+    return t.detach().contiguous().numpy()
+
+
 def inverse_permutation(perm: torch.Tensor) -> torch.Tensor:
     """inv[perm[k]] = k (``index_copy_``: much cheaper on CPU than ``inv[perm] = arange``)."""
     return torch.empty_like(perm).index_copy_(0, perm, torch.arange(perm.numel(),
@@ -310,6 +319,13 @@ class PositivePairs:
                 positive j receives through the sorting pmfs p_S(j | i) (Eq. S16, second term).
         """
         p, s, delta = self.p, self.s, self.delta
+        kernels = numba_kernels(s, y)
+        if kernels is not None:   # compiled: Fenwick trees instead of chunks, any P
+            y = y.to(torch.float64)
+            out = kernels.sorting_terms(as_numpy(s), as_numpy(y), as_numpy(self.order),
+                                        as_numpy(stable_argsort(y)), as_numpy(self.lo),
+                                        as_numpy(self.hi), delta, float(eps))
+            return tuple(torch.from_numpy(a) for a in out)
         if p <= DENSE_MAX:
             return self._dense_sorting_terms(y, eps)
         order_y = stable_argsort(y)

@@ -11,6 +11,8 @@ and returns ``stored gradient x upstream gradient of the first output`` in backw
 Differences from the official code, all deliberate (docs/losses.md):
 * no Python loop: negatives are handled by :mod:`rsdet.losses._intervals` (exact piecewise-linear
   sums), positive pairs by prefix sums over the sorted positives (:mod:`rsdet.losses._pairs`);
+  on the CPU the hot parts (RS's whole forward) run as numba kernels when available
+  (:mod:`rsdet.losses._kernel`, ``RSDET_LOSS_KERNEL``);
 * zero positives give zero-valued outputs with an all-zero gradient instead of an exception;
 * any device, any float dtype; internal sums are float64 (see ``compute_dtype``);
 * AP/aLRP also accept delta = 0 (hard step); the official code divides by zero there.
@@ -27,7 +29,8 @@ import torch
 
 from rsdet.losses._checks import LossInputError, compute_dtype
 from rsdet.losses._intervals import NegativeIntervals
-from rsdet.losses._pairs import PositivePairs, self_relation
+from rsdet.losses._kernel import numba_kernels
+from rsdet.losses._pairs import PositivePairs, as_numpy, self_relation, stable_argsort
 
 RS_EPS = 1e-10     # official guard on N_FP and on the mis-sorted mass D (docs/losses.md)
 ALRP_EPS = 1e-5    # official guard on N_FP in aLRP Loss (docs/losses.md)
@@ -84,14 +87,31 @@ class _GradientPlan:
         g = upstream.to(self.cdtype)
         # The upstream scalar is folded into the (2P + 2)-sized tables, not the N-sized result.
         # Positives and ignored entries sit in the last bin, whose value and slope are 0.
+        kernels = numba_kernels(self.bins, logits)
+        if kernels is not None:   # compiled: one pass instead of three gathers
+            value = as_numpy(self.value * g)
+            if self.slope is None:
+                grad = kernels.gather_gradient(as_numpy(self.bins), value, value, value, value,
+                                               False)
+            else:
+                x = as_numpy(logits.detach().reshape(-1).to(self.cdtype))
+                grad = kernels.gather_gradient(as_numpy(self.bins), x, value,
+                                               as_numpy(self.slope * g), as_numpy(self.left),
+                                               True)
+            grad = torch.from_numpy(grad)
+        else:
+            grad = self._gather(logits, g)
+        grad.index_copy_(0, self.pos_index, self.pos_grad * g)
+        return grad.view(self.shape).to(self.dtype)
+
+    def _gather(self, logits: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
         grad = (self.value * g).index_select(0, self.bins)
         if self.slope is not None:
             x = logits.detach().reshape(-1).to(self.cdtype)
             offset = self.left.index_select(0, self.bins)
             torch.sub(x, offset, out=offset)          # in place: one fresh N-sized buffer less
             grad.addcmul_((self.slope * g).index_select(0, self.bins), offset)
-        grad.index_copy_(0, self.pos_index, self.pos_grad * g)
-        return grad.view(self.shape).to(self.dtype)
+        return grad
 
 
 def _save(ctx, logits, plan: _GradientPlan) -> None:
@@ -120,6 +140,10 @@ def _prepare(logits: torch.Tensor, targets: torch.Tensor, positive: str):
     """
     x = logits.detach().reshape(-1).to(compute_dtype(logits.dtype))
     t = targets.detach().reshape(-1)
+    kernels = numba_kernels(t) if t.dtype in (torch.float32, torch.float64) else None
+    if kernels is not None:   # one pass instead of two comparisons and a nonzero
+        negative, pos_index = kernels.split_targets(as_numpy(t), positive == "gt0")
+        return x, torch.from_numpy(negative), torch.from_numpy(pos_index)
     positive_mask = t > 0 if positive == "gt0" else t == 1
     return x, t == 0, positive_mask.nonzero().squeeze(1)
 
@@ -140,6 +164,9 @@ def _rank_sort_forward(logits, targets, delta):
         return (zero, zero.clone()), _zero_plan(logits)
     s = x.index_select(0, pos_index).to(torch.float64)
     y = targets.detach().reshape(-1).index_select(0, pos_index).to(torch.float64)
+    kernels = numba_kernels(x) if x.numel() < 2**31 - 1 else None
+    if kernels is not None:
+        return _rank_sort_forward_compiled(kernels, logits, x, negative, pos_index, s, y, delta)
     pairs = PositivePairs(s, delta)
     intervals = NegativeIntervals(x, negative, s, delta, pairs.order)
     n_fp = intervals.false_positives()
@@ -152,6 +179,22 @@ def _rank_sort_forward(logits, targets, delta):
                 - torch.where(mis_mass > RS_EPS, sort_loss, zero)) / p   # Eq. S16
     plan = _finish_plan(logits, pos_index, pos_grad, intervals, coef)
     return (rank_loss.mean().to(cdtype), sort_loss.mean().to(cdtype)), plan
+
+
+def _rank_sort_forward_compiled(kernels, logits, x, negative, pos_index, s, y, delta):
+    """:func:`_rank_sort_forward` on the CPU in one numba call (same quantities, same order of
+    operations per quantity; rsdet.losses._numba_kernels.rank_sort_forward)."""
+    cdtype = compute_dtype(logits.dtype)
+    rank_loss, sort_loss, pos_grad, bins, value, slope, left = kernels.rank_sort_forward(
+        as_numpy(x), as_numpy(negative), as_numpy(s), as_numpy(y),
+        as_numpy(stable_argsort(s)), as_numpy(stable_argsort(y)), float(delta), RS_EPS,
+        cdtype == torch.float32)
+    value = torch.from_numpy(value).to(cdtype)
+    tables = ((value, None, None) if delta == 0 else
+              (value, torch.from_numpy(slope).to(cdtype), torch.from_numpy(left).to(cdtype)))
+    plan = _GradientPlan(logits.shape, logits.dtype, cdtype, pos_index,
+                         torch.from_numpy(pos_grad).to(cdtype), torch.from_numpy(bins), tables)
+    return (torch.tensor(rank_loss, dtype=cdtype), torch.tensor(sort_loss, dtype=cdtype)), plan
 
 
 def _positive_ranks(s, x, negative, delta):

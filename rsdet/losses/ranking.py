@@ -65,8 +65,9 @@ def rank_sort_loss(logits: torch.Tensor, targets: torch.Tensor, delta: float = 0
         float32 otherwise (also for float16/bfloat16).  With no positive both are 0 and the
         gradient is all zero (the official code raises).  Internal sums are float64.
 
-    Complexity: O(N log P + P^(4/3)) time (RS; AP and aLRP O(N log P + P log P)), O(N) extra
-        memory (an int32 bin index per entry; int64 beyond 2^31 entries).
+    Complexity: O(N log P + P^(4/3)) time (RS; AP and aLRP O(N log P + P log P); RS also
+        O(N log P + P log P) with the numba CPU kernels, docs/losses.md), O(N) extra memory (an
+        int32 bin index per entry; int64 beyond 2^31 entries).
     """
     check_pair("rank_sort_loss", logits, targets)
     delta = check_delta("rank_sort_loss", delta)

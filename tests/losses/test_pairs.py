@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from kernel_paths import use_kernel
 
 from rsdet.losses import _pairs
 from rsdet.losses._pairs import Dominance, PositivePairs, dominance_prefix, relation_sums
@@ -34,9 +35,11 @@ def _case(seed, p, ties):
     return s, y
 
 
-@pytest.fixture(params=["prefix", "dense"])
+@pytest.fixture(params=["prefix", "dense", "numba"])
 def path(request, monkeypatch):
-    """Run the sorting terms through the chunked prefix sums or the small-P dense matrix."""
+    """Run the sorting terms through the chunked prefix sums or the small-P dense matrix (torch
+    code), or through the numba kernel (Fenwick trees; skipped without numba)."""
+    use_kernel(monkeypatch, "numba" if request.param == "numba" else "torch")
     monkeypatch.setattr(_pairs, "DENSE_MAX", 0 if request.param == "prefix" else 10**9)
     return request.param
 

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from kernel_paths import kernel  # noqa: F401  (fixture)
 
 from rsdet.losses import alrp_loss, ap_loss, positive_ranks, rank_sort_loss, ranking_gradient_l1
 from rsdet.losses._intervals import NegativeIntervals, bucketize
@@ -23,7 +24,7 @@ def _case(seed, n=20_000, p=200, dtype=torch.float32):
 
 @pytest.mark.parametrize("delta", [0.0, 0.5, 1.0])
 @pytest.mark.parametrize("loss", ["rs", "ap", "alrp"])
-def test_gradient_sums_to_zero_and_negatives_nonnegative(delta, loss):
+def test_gradient_sums_to_zero_and_negatives_nonnegative(delta, loss, kernel):
     x, t = _case(int(delta * 10) + len(loss))
     x = x.double().requires_grad_()
     t = t.double()
@@ -68,7 +69,7 @@ def test_positive_ranks_equals_alrp_rank():
     assert torch.allclose(positive_ranks(x, t, delta=0.5), out.rank, rtol=1e-6)
 
 
-def test_independent_of_shape_and_entry_order():
+def test_independent_of_shape_and_entry_order(kernel):
     x, t = _case(5, n=6000, p=60)
     perm = torch.randperm(x.numel(), generator=torch.Generator().manual_seed(0))
     xa = x.clone().requires_grad_()
@@ -144,7 +145,7 @@ def test_window_edges_merge_equals_stable_sort(delta):
 
 
 @pytest.mark.parametrize("delta", [0.0, 0.25])
-def test_false_positive_counts_exact(delta):
+def test_false_positive_counts_exact(delta, kernel):
     g = torch.Generator().manual_seed(2)
     x = torch.round(torch.randn(30_000, generator=g) * 4) / 4
     pos = torch.randperm(30_000, generator=g)[:100]
@@ -182,7 +183,7 @@ def test_autocast_cpu_bfloat16():
     assert rank.dtype == torch.float32 and rank.item() == pytest.approx(ref[0].item(), abs=1e-7)
 
 
-def test_saved_state_is_freed_after_backward_and_kept_with_retain_graph():
+def test_saved_state_is_freed_after_backward_and_kept_with_retain_graph(kernel):
     x, t = _case(6, n=3000, p=30)
     x = x.requires_grad_()
     rank, sort = rank_sort_loss(x, t)

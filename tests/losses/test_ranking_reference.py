@@ -6,6 +6,7 @@ Tolerances (issue 2): loss values 1e-6 absolute; gradients 1e-6 absolute and 1e-
 import numpy as np
 import pytest
 import torch
+from kernel_paths import use_kernel
 from loss_reference import alrp_reference, ap_reference, rank_sort_reference
 
 from rsdet.losses import _pairs, alrp_loss, ap_loss, rank_sort_loss
@@ -13,10 +14,12 @@ from rsdet.losses import _pairs, alrp_loss, ap_loss, rank_sort_loss
 DELTAS = [0.0, 0.25, 0.5, 1.0]
 
 
-@pytest.fixture(autouse=True, params=["prefix", "dense"])
+@pytest.fixture(autouse=True, params=["prefix", "dense", "numba"])
 def pair_path(request, monkeypatch):
-    """Every case runs with RS's sorting terms from the chunked prefix sums and from the dense
-    small-P matrix (the loss picks one by the number of positives)."""
+    """Every case runs through the torch code with RS's sorting terms from the chunked prefix
+    sums and from the dense small-P matrix (the loss picks one by the number of positives), and
+    through the numba kernels (Fenwick trees, fused RS forward; skipped without numba)."""
+    use_kernel(monkeypatch, "numba" if request.param == "numba" else "torch")
     monkeypatch.setattr(_pairs, "DENSE_MAX", 0 if request.param == "prefix" else 10**9)
 
 

@@ -2,9 +2,12 @@
 
 import pytest
 import torch
+from kernel_paths import kernel  # noqa: F401  (fixture)
 
 from rsdet.losses import (alrp_loc_loss, alrp_loss, ap_loss, positive_ranks, rank_sort_loss,
                           ranking_gradient_l1)
+
+pytestmark = pytest.mark.usefixtures("kernel")   # every test: torch code and numba kernels
 
 LOGITS = [3.0, 2.0, 1.0, 0.0, -1.0, -2.0, -3.0, -4.0]
 LABELS = [0.9, 0.4, 0.0, 0.0, 0.8, 0.0, 0.1, 0.0]
