@@ -107,3 +107,27 @@ def test_scales_per_octave_multiply_the_anchors_per_location():
     model = _model(extra=["detector.head.scales_per_octave=3"])
     assert model.head.num_anchors == 9
     assert model.anchor_sizes[0] == pytest.approx((12.0, 12 * 2 ** (1 / 3), 12 * 2 ** (2 / 3)))
+
+
+def test_atss_assigner_gives_the_atss_positives_without_ignored_rows():
+    """detector.assigner.kind=atss labels YOLACT's anchors exactly as atss_assign does (the CPU preset's
+    assigner); max_iou keeps YOLACT's ignored band; an unknown kind is a config error naming the choices."""
+    from rsdet.errors import ConfigError
+    from rsdet.models.assign.atss import atss_assign
+
+    model = _model(extra=["detector.assigner.kind=atss", "detector.assigner.topk=4"])
+    images, targets = _batch()
+    anchors = grid_anchors([(12, 12), (6, 6), (3, 3), (2, 2), (1, 1)], model.strides, model.anchor_sizes,
+                           torch.device("cpu"), model.aspect_ratios, 0.5)
+    flat, per_level = torch.cat(anchors), [len(a) for a in anchors]
+    classes, boxes, index = model._assign(flat, per_level, targets[0])
+    want_classes, want_index = atss_assign(flat, per_level, targets[0]["boxes"], targets[0]["labels"], 4)
+    assert torch.equal(classes, want_classes) and torch.equal(index, want_index)
+    assert (classes >= 0).sum() > 0 and set(classes.unique().tolist()) <= {-1, 1, 4}  # no ignored (-2) rows
+    assert torch.equal(boxes[classes >= 0], targets[0]["boxes"][index[classes >= 0]])
+    max_iou_classes = _model()._assign(flat, per_level, targets[0])[0]
+    assert (max_iou_classes == -2).any()
+    terms, _ = model.train()(images, targets)
+    assert all(torch.isfinite(v) for v in terms.values())
+    with pytest.raises(ConfigError, match="max_iou.*atss"):
+        _model(extra=["detector.assigner.kind=fcos"])

@@ -22,6 +22,7 @@ from torchvision.ops import clip_boxes_to_image
 
 from rsdet import losses as L
 from rsdet.errors import ConfigError, DataError
+from rsdet.models.assign.atss import atss_assign
 from rsdet.models.assign.max_iou import MinIoUMatcher, max_iou_assign
 from rsdet.models.backbone import build_backbone
 from rsdet.models.build import register
@@ -73,6 +74,11 @@ class YOLACT(Detector):
                                norm=str(head.get("norm", "none") or "none"), cls_convs=int(head.get("cls_convs", 0) or 0))
         self.protonet = ProtoNet(channels, int(proto.channels), self.num_protos, int(proto.num_convs))
         a = det.assigner
+        self.assigner_kind = str(a.get("kind", "max_iou") or "max_iou")
+        if self.assigner_kind not in ("max_iou", "atss"):
+            raise ConfigError(f"detector.assigner.kind={self.assigner_kind!r} is not one of max_iou (YOLACT), "
+                              "atss (the CPU preset; docs/detectors.md)")
+        self.atss_topk = int(a.get("topk", 9) or 9)
         self.matcher = MinIoUMatcher(float(a.fg_iou), float(a.bg_iou), min_pos_iou=float(a.min_pos_iou))
         self.box_coder = det_utils.BoxCoder(tuple(det.box_coder_weights), bbox_xform_clip=math.log(1000.0 / 16))
         self.sampler = resolve_stage_sampler(cfg.sampler, cfg.loss, "head")
@@ -101,9 +107,20 @@ class YOLACT(Detector):
         h, w = protos.shape[-2:]
         return protos.new_tensor([padded[1] / w, padded[0] / h, padded[1] / w, padded[0] / h])
 
+    def _assign(self, anchors: Tensor, per_level: list[int], target: dict) -> tuple[Tensor, Tensor, Tensor]:
+        """(classes, matched GT boxes, matched GT index) of every anchor: max-IoU (YOLACT: positive
+        >= fg_iou, negative < bg_iou, ignored between) or ATSS (no ignored rows; docs/assigners.md)."""
+        if self.assigner_kind == "max_iou":
+            return max_iou_assign(self.matcher, anchors, target["boxes"], target["labels"])
+        classes, index = atss_assign(anchors, per_level, target["boxes"], target["labels"], self.atss_topk)
+        boxes = target["boxes"]
+        matched = boxes[index.clamp(min=0)] if len(boxes) else torch.zeros_like(anchors)
+        return classes, matched, index
+
     def stage_outputs(self, images, features, targets):
         cls, reg, coef, protos, anchor_levels = self._predict(features)
         anchors = torch.cat(anchor_levels)
+        per_level = [len(a) for a in anchor_levels]
         padded = tuple(images.tensors.shape[-2:])
         proto_size = tuple(protos.shape[-2:])
         classes, gts, index, gt_masks = [], [], [], []
@@ -112,7 +129,7 @@ class YOLACT(Detector):
             if "masks" not in target:
                 raise DataError("detector=yolact trains on instance masks, but the training targets have none; "
                                 "set dataset.with_masks=true (a dataset with segmentations)")
-            c, g, i = max_iou_assign(self.matcher, anchors, target["boxes"], target["labels"])
+            c, g, i = self._assign(anchors, per_level, target)
             classes.append(c)
             gts.append(g)
             index.append(torch.where(i >= 0, i + offset, i))
@@ -149,6 +166,7 @@ class YOLACT(Detector):
         cls, reg, coef, protos, anchor_levels = self._predict(features)
         per_level = [len(a) for a in anchor_levels]
         anchors = torch.cat(anchor_levels)
+        per_level = [len(a) for a in anchor_levels]
         padded = tuple(images.tensors.shape[-2:])
         stride = self._proto_stride(padded, protos)
         results = []
