@@ -4,7 +4,7 @@ per loss, written into docs/baselines.md's generated block (rsdet/report/tuning.
 
     python scripts/tune_baselines.py --dry-run             the grid and its estimated minutes
     python scripts/tune_baselines.py                       train what is not done, then update the doc
-    python scripts/tune_baselines.py --losses ce,focal,rs --lrs 0.0005,0.001,0.002 --seeds 2
+    python scripts/tune_baselines.py --losses ce,focal,rs --lrs 0.00025,0.0005,0.001 --seeds 2
 
 Runs go to outputs/tune-baselines/<loss>_lr<lr>_seed<s>; completed ones are skipped (resumable).
 """

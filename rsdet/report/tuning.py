@@ -19,8 +19,9 @@ from rsdet.report.mini import Item
 
 #: Losses that train on Faster R-CNN (conf/loss); RS can be added to compare it on the same grid
 BASELINES = ("ce", "focal", "ap", "alrp")
-#: Around the CPU preset's schedule.lr 0.001 (AdamW): half, same, double
-LR_GRID = (0.0005, 0.001, 0.002)
+#: Around the Faster R-CNN CPU preset's schedule.lr 0.0005 (AdamW): half, same, double, quadruple
+#: (docs/baselines.md: the first grid, 0.0005-0.002, had its best point at its lower edge)
+LR_GRID = (0.00025, 0.0005, 0.001, 0.002)
 #: AP stops rising where it comes within this many AP points of the best it reaches
 RISING_AP = 1.0
 #: Four evaluations during a 4.5-epoch CPU training (200 validation images, ~5 s each)
