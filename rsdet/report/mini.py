@@ -22,8 +22,8 @@ from rsdet.errors import RsdetError
 from rsdet.records import RunRecord, find_runs
 
 #: Minutes per training at the CPU preset on 2 cores (measured: Faster R-CNN 900 iterations, ATSS 1300),
-#: including the final evaluation; YOLACT (1300 iterations with a mask branch) is a guess until measured.
-TRAIN_MINUTES = {"faster_rcnn": 2.6, "atss": 2.9, "yolact": 3.5}
+#: including the final evaluation; YOLACT 2400 iterations with its mask branch (docs/detectors.md).
+TRAIN_MINUTES = {"faster_rcnn": 2.6, "atss": 2.9, "yolact": 6.8}
 #: Process start, config composition and data loading per `rsdet train` / `rsdet evaluate` call
 OVERHEAD_MINUTES = 0.15
 #: One score-threshold sweep: inference at each threshold plus the fps measurement (7 thresholds)
@@ -31,8 +31,9 @@ SWEEP_MINUTES = 0.7
 THRESHOLDS = "1e-4,1e-3,1e-2,0.1,0.4,0.6,0.8"
 DEFAULT_BUDGET = 75.0
 #: How much longer one training takes with one thread beside another training than alone with two
-#: threads (measured on the 2-core CPU; docs/paper-mini.md): two parallel jobs give 2 / this speed-up
-PARALLEL_SLOWDOWN = 1.35
+#: threads (measured on the 2-core CPU: Faster R-CNN 0.25 s per iteration against 0.16 s): two parallel
+#: jobs finish 2 / 1.5 = 1.33x sooner than the same trainings one after the other
+PARALLEL_SLOWDOWN = 1.5
 DEFAULT_JOBS = 2
 #: Tables in the document's order
 TABLES = ("S8", "S7", "S11", "S10", "S4", "S1", "S3", "S6", "S9")

@@ -125,7 +125,7 @@ def test_atss_assigner_gives_the_atss_positives_without_ignored_rows():
     assert torch.equal(classes, want_classes) and torch.equal(index, want_index)
     assert (classes >= 0).sum() > 0 and set(classes.unique().tolist()) <= {-1, 1, 4}  # no ignored (-2) rows
     assert torch.equal(boxes[classes >= 0], targets[0]["boxes"][index[classes >= 0]])
-    max_iou_classes = _model()._assign(flat, per_level, targets[0])[0]
+    max_iou_classes = _model(extra=["detector.assigner.kind=max_iou"])._assign(flat, per_level, targets[0])[0]
     assert (max_iou_classes == -2).any()
     terms, _ = model.train()(images, targets)
     assert all(torch.isfinite(v) for v in terms.values())

@@ -31,8 +31,13 @@ def test_plan_fits_the_budget_in_priority_order_and_keeps_sweeps_with_their_trai
     sweeps_only, _ = mini.plan(1000, only={"s10"}, seeds=1, yolact=False)  # S10 = the S11 sweeps + their runs
     assert [(it.table, bool(it.sweep)) for it in sweeps_only] == [("s8", False)] * 2 + [("s11", True)] * 2
     full, dropped = mini.plan(75, yolact=True)  # S6's first seed comes before S1/S3's second; what is left over
-    assert mini.estimate(full) <= 75 and [it.name for it in dropped] == ["s6/iou_seed1"]  # fills greedily
+    assert mini.estimate(full) <= 75 and [it.name for it in dropped] == ["s3/rank_1.0_seed1", "s6/binary_seed1",
+                                                                         "s6/iou_seed1"]
     assert [it.name for it in full].index("s6/iou_seed0") < [it.name for it in full].index("s1/none_seed1")
+    parallel, dropped = mini.plan(75, yolact=True, jobs=2)  # two trainings at a time: everything fits
+    assert not dropped and len(parallel) == len(full) + 3
+    assert mini.estimate(parallel, jobs=2) == pytest.approx(sum(
+        it.minutes if it.sweep else it.minutes * mini.PARALLEL_SLOWDOWN / 2 for it in parallel))
     with_yolact, _ = mini.plan(1000, only={"s6"}, yolact=True)
     assert [it.detector for it in with_yolact] == ["yolact"] * 4
     assert "detector=yolact" in with_yolact[0].describe()
