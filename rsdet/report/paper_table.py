@@ -117,6 +117,11 @@ def _matches(ax: RunAxes, key: str, wanted) -> bool:
     return _same(run_setting(ax, key), wanted)
 
 
+def _holds_default(ax: RunAxes, key: str, default) -> bool:
+    value = run_setting(ax, key)
+    return value is MISSING or _same(value, default)
+
+
 def _row_metric(row: dict, metric: str) -> str:
     """Rows of masks (Table S10's Instance Segmentation part) read the mask version of the column."""
     if row.get("iou_type") == "segm" and metric != "fps" and not metric.startswith("segm/"):
@@ -153,9 +158,15 @@ def fill_table(runs: list[RunRecord], table: str) -> tuple[dict, list[list[Paper
             metric = col.get("metric") or row.get("metric") or (spec.get("metrics") or ["AP"])[0]
             metric = _row_metric(row, metric)
             cell = PaperCell(paper=spec["values"][i][j], metric=metric)
+            # the paper's fixed values of the other ablation axes (e.g. δ_RS 0.5 in Table S1): a run that
+            # sets one of them differently belongs to another table's cell; a run whose record lacks
+            # the key (older rsdet) is taken as the default
+            held = {k: v for k, v in (spec.get("defaults") or {}).items() if k not in want}
             if reproducible:
                 for ax in axes:
                     if not all(_matches(ax, k, v) for k, v in want.items()):
+                        continue
+                    if not all(_holds_default(ax, k, v) for k, v in held.items()):
                         continue
                     if threshold is not None:
                         sweep = sweep_row_at(ax.run, float(threshold))

@@ -46,3 +46,21 @@ def test_cli_writes_the_table_and_names_the_preset_when_runs_are_missing(tmp_pat
     assert report_main([str(tmp_path), "--table", "s5", "--no-write"]) == 2
     assert "experiment=table_s5" in capsys.readouterr().err
     assert report_main([str(tmp_path), "--table", "s99", "--no-write"]) == 2
+
+
+def test_a_run_that_changes_an_axis_the_table_holds_fixed_fills_no_cell(tmp_path):
+    """Table S4 holds score-based weighting (the S1/S3 runs with rank weighting at δ_RS 0.5 are not S4's
+    0.5 cell); a record without the key (an older rsdet) counts as the default."""
+    runs = _sweep(tmp_path)
+    rec = RunRecord(tmp_path / "rank")
+    rec.write_config({"seed": 0, "loss": {"name": "rs", "delta": 0.5, "weighting": "rank", "balance": "value"},
+                      "detector": {"name": "atss"}})
+    rec.start(choices={"loss": "rs", "detector": "atss"}, overrides=["loss.delta=0.5", "loss.weighting=rank"])
+    rec.write_metrics({"bbox": {"AP": 0.10}})
+    rec.finish()
+    spec, cells, used = fill_table([*runs, rec], "s4")
+    labels = [c["label"] for c in spec["cols"]]
+    assert used == 3 and cells[0][labels.index("0.50")].values == [0.41]
+    spec, cells, _ = fill_table([*runs, rec], "s1")
+    rank_value = cells[[r["label"] for r in spec["rows"]].index("Ranking-based [13]")][3]
+    assert rank_value.values == [0.10]   # ... but it is Table S1's ranking-based / value cell
