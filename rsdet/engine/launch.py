@@ -147,6 +147,7 @@ def spawn(cfg: Any, record, resume_from: Path | None, nproc: int) -> dict:
         record.update(world_size=nproc, worker_pids=[p.pid for p in procs])
         log.info("started %d training processes: %s", nproc, ", ".join(str(p.pid) for p in procs))
         failed: list[tuple[int, int]] = []  # (rank, exit status) in the order seen
+        killed_here: set[int] = set()      # ranks this launcher killed after another one failed
         deadline = None
         while any(p.exitcode is None for p in procs):
             wait([p.sentinel for p in procs if p.exitcode is None], timeout=0.5)
@@ -159,6 +160,7 @@ def spawn(cfg: Any, record, resume_from: Path | None, nproc: int) -> dict:
                 for p in procs:
                     if p.exitcode is None:
                         log.warning("killing %s (pid %d): rank %d failed", p.name, p.pid, failed[0][0])
+                        killed_here.add(procs.index(p))
                         p.kill()
                 deadline = float("inf")
         for p in procs:
@@ -168,7 +170,10 @@ def spawn(cfg: Any, record, resume_from: Path | None, nproc: int) -> dict:
             signal.signal(sig, handler)
     record.reload()
     if failed:
-        rank, code = failed[0]
+        # a rank killed by a signal from outside is the cause even when a peer's collective error was
+        # seen in the same poll (the peers fail *because* it died)
+        outside = [(r, c) for r, c in failed if c < 0 and r not in killed_here]
+        rank, code = outside[0] if outside else failed[0]
         pid = procs[rank].pid
         reports = {e.get("rank"): e for e in distributed.read_errors(record.dir)}
         own = reports.get(rank)
