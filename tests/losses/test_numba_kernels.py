@@ -5,7 +5,7 @@ through both paths in test_ranking_reference.py / test_pairs.py (fixture in kern
 import numpy as np
 import pytest
 import torch
-from kernel_paths import use_kernel
+from kernel_paths import edge_case_bins, use_kernel
 
 from rsdet.errors import ConfigError
 from rsdet.losses import _kernel, rank_sort_loss
@@ -39,12 +39,7 @@ def _check_bins(x, edges, right, negative=None):
 def test_bin_entries_match_searchsorted(dtype, right, ties):
     """Entries on and next to the edges, infinities, huge values; tied edges stack in one cell."""
     g = torch.Generator().manual_seed(11)
-    s = torch.randn(300, generator=g)
-    if ties:
-        s = torch.round(s * 8) / 8
-    edges = torch.sort(torch.cat([s - 0.3, s + 0.3, s]).double()).values
-    x = torch.cat([torch.randn(20_000, generator=g) * 3, s, s + 0.3, s - 0.3,
-                   torch.tensor([float("inf"), -float("inf"), 1e30, -1e30])]).to(dtype)
+    edges, x = edge_case_bins(dtype, ties, 20_000, g)
     negative = torch.rand(x.numel(), generator=g) > 0.1
     _check_bins(x, edges, right, negative)
 

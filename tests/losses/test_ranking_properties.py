@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from kernel_paths import kernel  # noqa: F401  (fixture)
+from kernel_paths import edge_case_bins, kernel  # noqa: F401  (fixture)
 
 from rsdet.losses import alrp_loss, ap_loss, positive_ranks, rank_sort_loss, ranking_gradient_l1
 from rsdet.losses._intervals import NegativeIntervals, bucketize
@@ -89,12 +89,7 @@ def test_independent_of_shape_and_entry_order(kernel):
 def test_bucketize_matches_searchsorted(dtype, right, ties):
     """Tied edges stack in one grid cell (binary-search fallback); distinct ones are scanned."""
     g = torch.Generator().manual_seed(11)
-    s = torch.randn(300, generator=g)
-    if ties:
-        s = torch.round(s * 8) / 8
-    edges = torch.sort(torch.cat([s - 0.3, s + 0.3, s]).double()).values
-    x = torch.cat([torch.randn(50_000, generator=g) * 3, s, s + 0.3, s - 0.3,
-                   torch.tensor([float("inf"), -float("inf"), 1e30, -1e30])]).to(dtype)
+    edges, x = edge_case_bins(dtype, ties, 50_000, g)
     got = bucketize(x, edges, right)
     want = torch.searchsorted(edges, x.double(), right=right)
     assert torch.equal(got.long(), want)
