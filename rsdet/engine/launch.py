@@ -114,7 +114,7 @@ def spawn(cfg: Any, record, resume_from: Path | None, nproc: int) -> dict:
     import torch.multiprocessing as mp
     from omegaconf import OmegaConf
 
-    from rsdet.engine.trainer import Stopped
+    from rsdet.engine.signals import Stopped
 
     distributed.clear_errors(record.dir)
     ctx = mp.get_context("spawn")
