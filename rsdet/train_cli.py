@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
@@ -23,13 +25,16 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from rsdet.engine.lifecycle import OUTCOMES, run_recorded, start_record
-from rsdet.engine.resume import (RESUME_NEUTRAL, find_resumable, find_sweep, is_resume, key_overrides,  # noqa: F401
-                                 resumed_config, sweep_job_action)
+from rsdet.engine.locks import DirLock
+from rsdet.engine.names import register_resolvers
+from rsdet.engine.resume import (RESUME_NEUTRAL, checkpoint_of, claim, find_resumable, find_sweep,  # noqa: F401
+                                 is_resume, key_overrides, resumed_config, sweep_job_action)
 from rsdet.errors import RsdetError
 from rsdet.paths import conf_dir
 
 log = logging.getLogger("rsdet.train")
 CONF_DIR = str(conf_dir())  # conf/ of the checkout, or rsdet/conf of an installed wheel
+register_resolvers()  # ${rsdet.name:...}, ${rsdet.unique:} of the run directory names (conf/train.yaml)
 # Hydra-internal keys never shown as a run's "choices".
 _HIDDEN_GROUPS = ("hydra/",)
 # names older callers (and tests) use
@@ -98,37 +103,66 @@ def _in_submitit() -> bool:
     return "SUBMITIT_FOLDER" in os.environ or "SUBMITIT_EXECUTOR" in os.environ
 
 
-def _prepare(cfg: DictConfig, ctx: dict) -> tuple[str, DictConfig, Path, Path | None]:
-    """What this job does: ("train", cfg, run_dir, checkpoint to resume or None), ("reuse", ...) for a
-    completed sweep job, or ("skip", ...) when the job cannot run (already recorded as failed)."""
-    run_dir = ctx["run_dir"]
-    resume_from = None
-    auto = ctx["multirun"] and _in_submitit() and (run_dir / "run.json").is_file()  # a requeued job
-    if (is_resume(cfg.resume) or auto) and ctx["multirun"]:  # the sweep directory is the resumed one (main)
-        try:
-            action, checkpoint = sweep_job_action(run_dir, ctx["overrides"])
-        except RsdetError as exc:
-            log.error("%s", exc)
-            OUTCOMES.append({"run_dir": str(run_dir), "status": "failed", "error": str(exc)})
-            return "skip", cfg, run_dir, None
-        if action == "reuse":
-            log.info("job %s completed earlier; reusing %s", ctx["multirun"]["job_num"], run_dir)
-            OUTCOMES.append({"run_dir": str(run_dir), "status": "reused"})
-            return "reuse", cfg, run_dir, None
-        if action == "resume":
-            log.info("resuming job %s in %s", ctx["multirun"]["job_num"], run_dir)
-            cfg, resume_from = resumed_config(run_dir, cfg, ctx["overrides"]), checkpoint
-    elif is_resume(cfg.resume):
-        outputs = Path(os.getcwd()) / "outputs"
-        previous = find_resumable(cfg.resume, ctx["overrides"], outputs)
-        if previous is None:
-            log.warning("resume=%s: no unfinished run with the same overrides under %s; starting fresh",
-                        cfg.resume, outputs)
-        else:
-            log.info("resuming the run in %s", previous)
-            cfg, run_dir = resumed_config(previous, cfg, ctx["overrides"]), previous
-            resume_from = previous / "checkpoints" / "last.pt"
-    return "train", cfg, run_dir, resume_from
+@dataclass
+class _Job:
+    """What one job does: "train" (``resume_from``/``state``: the checkpoint it continues, read and
+    checked), "reuse" (a completed sweep job) or "skip" (it cannot run; the reason is logged and
+    counted). ``lock``: the run directory's lock, held until the job ends."""
+
+    action: str
+    cfg: DictConfig
+    run_dir: Path
+    resume_from: Path | None = None
+    state: dict | None = None
+    lock: DirLock | None = None
+
+    def release(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
+
+
+def _prepare(cfg: DictConfig, ctx: dict) -> _Job:
+    """Decide what this job does and claim its run directory (``resume.claim``: the checkpoint is read
+    and checked and the lock taken before anything in the folder is written). A job that cannot run
+    (another live process holds the run, a refused checkpoint, a sweep folder of another sweep) is
+    skipped with its reason logged and counted as failed; the folder it names is left untouched."""
+    target = ctx["run_dir"]
+    allow_legacy = bool(cfg.get("legacy_checkpoint"))
+    try:
+        auto = ctx["multirun"] and _in_submitit() and (target / "run.json").is_file()  # a requeued job
+        if (is_resume(cfg.resume) or auto) and ctx["multirun"]:  # the sweep directory is the resumed one (main)
+            action, checkpoint = sweep_job_action(target, ctx["overrides"])
+            if action == "reuse":
+                log.info("job %s completed earlier; reusing %s", ctx["multirun"]["job_num"], target)
+                OUTCOMES.append({"run_dir": str(target), "status": "reused"})
+                return _Job("reuse", cfg, target)
+            lock, state = claim(target, checkpoint, allow_legacy=allow_legacy)
+            if action == "resume":
+                log.info("resuming job %s in %s", ctx["multirun"]["job_num"], target)
+                return _Job("train", resumed_config(target, cfg, ctx["overrides"]), target, checkpoint, state, lock)
+            return _Job("train", cfg, target, lock=lock)
+        if is_resume(cfg.resume):
+            outputs = Path(os.getcwd()) / "outputs"
+            previous = find_resumable(cfg.resume, ctx["overrides"], outputs)
+            if previous is None:
+                log.warning("resume=%s: no unfinished run with the same overrides under %s; starting fresh",
+                            cfg.resume, outputs)
+            else:
+                target, checkpoint = previous, checkpoint_of(previous)
+                lock, state = claim(previous, checkpoint, allow_legacy=allow_legacy)
+                try:
+                    resumed = resumed_config(previous, cfg, ctx["overrides"])
+                except BaseException:
+                    lock.release()
+                    raise
+                log.info("resuming the run in %s", previous)
+                return _Job("train", resumed, previous, checkpoint, state, lock)
+        lock, _ = claim(target)
+        return _Job("train", cfg, target, lock=lock)
+    except RsdetError as exc:
+        log.error("%s", exc)
+        OUTCOMES.append({"run_dir": str(target), "status": "failed", "error": str(exc)})
+        return _Job("skip", cfg, target)
 
 
 def run_job(cfg: DictConfig) -> dict:
@@ -139,31 +173,36 @@ def run_job(cfg: DictConfig) -> dict:
     env = distributed.external_env()
     if env is not None:
         return _run_job_ranked(cfg, ctx, env)
-    action, cfg, run_dir, resume_from = _prepare(cfg, ctx)
-    if action == "skip":
-        return {}
-    if action == "reuse":
-        from rsdet.records import RunRecord
+    job = _prepare(cfg, ctx)
+    try:
+        if job.action == "skip":
+            return {}
+        if job.action == "reuse":
+            from rsdet.records import RunRecord
 
-        return RunRecord(run_dir, create=False).metrics or {}
-    nproc = distributed.resolve_nproc((cfg.get("distributed") or {}).get("nproc", 1))
-    record = start_record(cfg, ctx, run_dir, resume_from)
+            return RunRecord(job.run_dir, create=False).metrics or {}
+        cfg = job.cfg
+        nproc = distributed.resolve_nproc((cfg.get("distributed") or {}).get("nproc", 1))
+        record = start_record(cfg, ctx, job.run_dir, job.resume_from)
 
-    def body() -> dict:
-        if nproc > 1:
-            from rsdet.engine.launch import spawn
+        def body() -> dict:
+            if nproc > 1:
+                from rsdet.engine.launch import spawn
 
-            return spawn(cfg, record, resume_from, nproc)
-        from rsdet.engine.trainer import train
+                return spawn(cfg, record, job.resume_from, nproc)
+            from rsdet.engine.trainer import train
 
-        return train(cfg, record, resume_from=resume_from)
+            return train(cfg, record, resume_from=job.resume_from, state=job.state)
 
-    return run_recorded(record, run_dir, body, on_completed=_print_metrics)
+        return run_recorded(record, job.run_dir, body, on_completed=_print_metrics)
+    finally:
+        job.release()
 
 
 def _run_job_ranked(cfg: DictConfig, ctx: dict, env: tuple[int, int, int]) -> dict:
     """One rank of a run started by an external launcher (torchrun, SLURM tasks): rank 0 decides what the
-    job does and keeps the record; every rank trains (``run_recorded`` closes the record)."""
+    job does, holds the run's lock and keeps the record; every rank trains (``run_recorded`` closes the
+    record)."""
     from rsdet.engine import distributed
     from rsdet.engine.trainer import train
     from rsdet.records import RunRecord
@@ -174,15 +213,15 @@ def _run_job_ranked(cfg: DictConfig, ctx: dict, env: tuple[int, int, int]) -> di
                     world_size)
     dist = distributed.init(cfg.get("distributed"), cfg.device, rank=rank, world_size=world_size,
                             local_rank=local_rank, launcher="external")
-    record = None
+    record = job = None
     try:
         if dist.is_main:
-            action, cfg, run_dir, resume_from = _prepare(cfg, ctx)
-            if action == "train":
-                record = start_record(cfg, ctx, run_dir, resume_from)
+            job = _prepare(cfg, ctx)
+            if job.action == "train":
+                record = start_record(job.cfg, ctx, job.run_dir, job.resume_from)
                 record.update(world_size=world_size)
-            plan = (action, OmegaConf.to_container(cfg, resolve=True), str(run_dir),
-                    str(resume_from) if resume_from else None)
+            plan = (job.action, OmegaConf.to_container(job.cfg, resolve=True), str(job.run_dir),
+                    str(job.resume_from) if job.resume_from else None)
         else:
             plan = None
         action, cfg_data, run_dir_s, resume_s = dist.broadcast_object(plan)
@@ -192,10 +231,14 @@ def _run_job_ranked(cfg: DictConfig, ctx: dict, env: tuple[int, int, int]) -> di
         cfg = OmegaConf.create(cfg_data)
         if record is None:
             record = RunRecord(run_dir)
+        state = job.state if job is not None else None
         return run_recorded(record, run_dir,
-                            lambda: train(cfg, record, resume_from=Path(resume_s) if resume_s else None, dist=dist),
+                            lambda: train(cfg, record, resume_from=Path(resume_s) if resume_s else None, dist=dist,
+                                          state=state),
                             rank=rank, on_completed=_print_metrics)
     finally:
+        if job is not None:
+            job.release()
         distributed.shutdown(dist)
 
 
@@ -222,15 +265,35 @@ def _follower_overrides() -> list[str]:
     return ["hydra.output_subdir=null", f"hydra.run.dir={scratch}", f"hydra.sweep.dir={scratch}"]
 
 
+def _lock_resumed_sweep(argv: list[str], given: list[str]) -> DirLock | None:
+    """``-m ... resume=...``: the sweep directory's lock for this command (one resume of a sweep at a time)."""
+    if len(argv) == len(given) or not argv[-1].startswith("hydra.sweep.dir="):
+        return None
+    return DirLock(Path(argv[-1].split("=", 1)[1].strip("'")), what="sweep").acquire()
+
+
+def _failing_writes_raise() -> object:
+    """A write beyond the file-size limit (``ulimit -f``) fails with EFBIG, which the run reports,
+    instead of SIGXFSZ killing the process with the record still ``running``; returns the old handler."""
+    if not hasattr(signal, "SIGXFSZ"):
+        return None
+    try:
+        return signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    except ValueError:  # not the main thread
+        return None
+
+
 def main(argv: list[str]) -> int:
     """Run Hydra with ``argv`` as its command line; exit 1 if any job failed."""
     OUTCOMES.clear()
     try:
-        argv = _resume_sweep_argv(list(argv))
+        given = list(argv)
+        argv = _resume_sweep_argv(given)
+        sweep_lock = _lock_resumed_sweep(argv, given)
     except RsdetError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    saved = sys.argv
+    saved, previous_xfsz = sys.argv, _failing_writes_raise()
     sys.argv = ["rsdet train", *_normalise_argv(argv), *_follower_overrides()]
     try:
         _hydra_entry()
@@ -238,6 +301,10 @@ def main(argv: list[str]) -> int:
         return int(exc.code or 0)
     finally:
         sys.argv = saved
+        if previous_xfsz is not None:
+            signal.signal(signal.SIGXFSZ, previous_xfsz)
+        if sweep_lock is not None:
+            sweep_lock.release()
     failed = [o for o in OUTCOMES if o["status"] == "failed"]
     reused = [o for o in OUTCOMES if o["status"] == "reused"]
     if len(OUTCOMES) > 1 or reused:

@@ -46,16 +46,24 @@ def start_record(cfg, ctx: dict, run_dir: Path, resume_from: Path | None):
     return record
 
 
+def _finish(record, status: str, **fields) -> None:
+    """Close the record; a disk that no longer takes run.json is reported, not raised over the run's own error."""
+    try:
+        record.reload()
+        record.finish(status, **fields)
+    except OSError as err:
+        log.error("could not mark %s %s (%s)", record.dir / "run.json", status, err)
+
+
 def mark_interrupted(record, exc: KeyboardInterrupt, run_dir: Path) -> None:
     requeue = getattr(exc, "requeue", None)
-    record.reload()
     if requeue is not None:
-        record.finish("interrupted", error="stopped by the job scheduler (preemption or time limit) with a "
-                                           "checkpoint; the job is requeued and resumes from it")
+        _finish(record, "interrupted", error="stopped by the job scheduler (preemption or time limit) with a "
+                                             "checkpoint; the job is requeued and resumes from it")
         log.warning("preempted: checkpoint kept in %s; requeueing the job", record.checkpoint_dir)
         requeue(exc.signum, None)  # submitit: requeue and exit (rank 0); returns on the other ranks
         return
-    record.finish("interrupted", error="interrupted by the user (Ctrl-C) or a signal; continue with resume=true")
+    _finish(record, "interrupted", error="interrupted by the user (Ctrl-C) or a signal; continue with resume=true")
     log.warning("interrupted; checkpoint kept in %s — continue with: rsdet train resume=%s", record.checkpoint_dir,
                 run_dir)
 
@@ -68,9 +76,12 @@ def mark_failed(record, exc: Exception, run_dir: Path, extra_errors: list[dict] 
     cause = root_cause(extra_errors or [])
     if cause is not None and cause.get("error") != error:
         error, tb = f"rank {cause['rank']} failed: {cause['error']}", cause.get("traceback") or tb
-    record.reload()
-    record.finish("failed", error=error, traceback=tb)
-    if isinstance(exc, RsdetError):
+    if isinstance(exc, OSError) and not isinstance(exc, RsdetError):  # disk full, file-size limit, permissions
+        error = (f"could not write to the run folder {run_dir}: {exc.strerror or exc}"
+                 f"{f' ({exc.filename})' if getattr(exc, 'filename', None) else ''}; free space or fix the folder, "
+                 "then continue with resume=true")
+    _finish(record, "failed", error=error, traceback=tb)  # the disk that broke the run may not take run.json
+    if isinstance(exc, (RsdetError, OSError)):
         log.error("run failed: %s", error)
     else:
         log.exception("run failed")

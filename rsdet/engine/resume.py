@@ -9,7 +9,9 @@ those of docs/resume.md:
 - ``-m ... resume=true`` continues the newest sweep under ``outputs/multirun`` started with the same
   overrides (``resume=DIR`` names it), where each job folder is reused, resumed or started;
 - overrides that do not change results (``RESUME_NEUTRAL``) may differ, and a resumed run keeps its
-  own config.yaml apart from the device, the workers, the logger and the number of processes.
+  own config.yaml apart from the device, the workers, the logger and the number of processes;
+- ``claim``: before anything in the run folder is written, its checkpoint is read and checked and
+  the folder's lock is taken (one writer per run, ``rsdet.engine.locks``).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ log = logging.getLogger("rsdet.train")
 
 #: override keys that may differ between a run and the command that resumes it
 RESUME_NEUTRAL = ("resume", "device", "logger", "logger.mode", "num_workers", "distributed", "distributed.nproc",
-                  "distributed.backend", "distributed.timeout_s")
+                  "distributed.backend", "distributed.timeout_s", "legacy_checkpoint")
 
 
 def checkpoint_of(run_dir: Path) -> Path:
@@ -81,7 +83,8 @@ def find_sweep(overrides: list[str], outputs: Path) -> Path | None:
             continue
         if isinstance(task, list) and key_overrides([str(t) for t in task]) == wanted:
             found.append(manifest.parent)
-    return max(found, key=lambda d: (d.parent.name, d.name, d.stat().st_mtime)) if found else None
+    # <date>/<time>_<random suffix>: newest by date and time; the suffix says nothing about order
+    return max(found, key=lambda d: (d.parent.name, d.name.split("_", 1)[0], d.stat().st_mtime)) if found else None
 
 
 def sweep_job_action(run_dir: Path, overrides: list[str]) -> tuple[str, Path | None]:
@@ -109,11 +112,14 @@ def resumed_config(run_dir: Path, cfg: DictConfig, overrides: list[str]) -> Dict
     distributed block (how many processes continue it) and logger where this command sets them
     (they do not change results; the run's own ``logger.log_every`` stays, as it sets which
     iterations get a history row)."""
-    old = OmegaConf.load(run_dir / "config.yaml")
+    from rsdet.records import load_run_config
+
+    old = load_run_config(run_dir)
     given = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
     with open_dict(old):
         old.device = cfg.device
         old.resume = cfg.resume
+        old.legacy_checkpoint = bool(cfg.get("legacy_checkpoint", False))
         if "num_workers" in given:
             old.num_workers = cfg.num_workers
         if any(k == "distributed" or k.startswith("distributed.") for k in given) and cfg.get("distributed"):
@@ -124,3 +130,32 @@ def resumed_config(run_dir: Path, cfg: DictConfig, overrides: list[str]) -> Dict
             if log_every is not None:
                 old.logger.log_every = log_every
     return old
+
+
+def _identity(path: Path) -> tuple:
+    st = path.stat()
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def claim(run_dir: Path, checkpoint: Path | None = None, *, allow_legacy: bool = False, what: str = "run"):
+    """Take ``run_dir`` for this process: ``(lock, checkpoint state or None)``.
+
+    The checkpoint is read and checked first (``load_checkpoint``: nothing runs, nothing is written),
+    then the directory's lock is taken (``LockHeld`` names the live process that has it), then the
+    checkpoint is read again if its writer replaced it in between. Only after this may the caller
+    touch the run's files."""
+    from rsdet.engine.checkpoint import load_checkpoint
+    from rsdet.engine.locks import DirLock
+
+    state = seen = None
+    if checkpoint is not None:
+        seen = _identity(checkpoint) if checkpoint.is_file() else None
+        state = load_checkpoint(checkpoint, allow_legacy=allow_legacy)
+    lock = DirLock(run_dir, what).acquire()
+    try:
+        if checkpoint is not None and (_identity(checkpoint) if checkpoint.is_file() else None) != seen:
+            state = load_checkpoint(checkpoint, allow_legacy=allow_legacy)  # replaced just before its writer ended
+    except BaseException:
+        lock.release()
+        raise
+    return lock, state
