@@ -101,6 +101,22 @@ class Parts:
         return self.amp_dtype is not None
 
 
+def validate_options(cfg: Any) -> None:
+    """The numeric options outside the schedule (``validate_schedule`` checks that), before anything is built."""
+    from rsdet.engine.schedule import check_number, validate_schedule
+
+    validate_schedule(cfg.schedule, cfg.get("loss"))
+    check_number("seed", cfg.get("seed", 0), integer=True)
+    check_number("logger.log_every", (cfg.get("logger") or {}).get("log_every", 10), low=1, integer=True)
+    evaluation = cfg.get("eval") or {}
+    if evaluation.get("max_images") is not None:
+        check_number("eval.max_images", evaluation.max_images, low=1, integer=True, fix="or null (every image)")
+    if evaluation.get("every_epochs") is not None:
+        check_number("eval.every_epochs", evaluation.every_epochs, low=0, integer=True, fix="or null (only at the end)")
+    if cfg.get("num_workers") not in (None, "auto"):
+        check_number("num_workers", cfg.num_workers, low=0, integer=True, fix="or auto")
+
+
 def build_training(cfg: Any, dist) -> Parts:
     """Build the parts of a run of ``cfg`` for this rank (``dist``), in the order the module docstring gives."""
     from rsdet.data.build import build_dataset
@@ -108,6 +124,7 @@ def build_training(cfg: Any, dist) -> Parts:
     from rsdet.data.sampling import build_train_sampler
     from rsdet.models import build_detector
 
+    validate_options(cfg)
     seed_everything(int(cfg.seed) + dist.rank)  # rank 0 draws what a single-process run draws
     device = dist.device(cfg.device) if dist.enabled else pick_device(cfg.device)
     amp_dtype = resolve_amp(cfg.get("amp", "auto"), device)

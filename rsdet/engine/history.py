@@ -8,27 +8,33 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from pathlib import Path
 from typing import Any
 
 import torch
 
 
+#: what the messages about non-finite values suggest
+FIX = ("Try a lower learning rate (schedule.lr=...), gradient clipping (schedule.grad_clip=10) or check the "
+       "annotations for degenerate boxes.")
+
+
 class FiniteWatch:
-    """Notices a NaN/inf loss term without reading it back every iteration: the first iteration at
-    which each term became non-finite, and its value, are kept on the device; ``error()`` reads them
-    (one synchronisation) and returns the message, or None while every term stayed finite."""
+    """Notices a NaN/inf loss term, or NaN/inf gradients under finite loss terms, without reading
+    them back every iteration: the first iteration at which each term (and the gradients) became
+    non-finite, and the term's value, are kept on the device; ``error()`` reads them (one
+    synchronisation) and returns the message, or None while everything stayed finite."""
 
     def __init__(self) -> None:
         self.names: tuple[str, ...] = ()
         self.first: torch.Tensor | None = None
         self.value: torch.Tensor | None = None
-        self._pending: str | None = None
+        self.grad_first: torch.Tensor | None = None
+        self._pending: tuple | None = None
 
     def observe(self, terms: dict[str, torch.Tensor], iteration: int) -> None:
         names = tuple(terms)
         if names != self.names:
-            self._pending = self._pending or self.error()  # the set of terms changed (rare): settle the old one
+            self._pending = self._pending or self._first_bad()  # the set of terms changed (rare): settle the old one
             self.names, self.first, self.value = names, None, None
         values = torch.stack([v.detach().float().reshape(()) for v in terms.values()])
         bad = ~torch.isfinite(values)
@@ -39,17 +45,33 @@ class FiniteWatch:
         self.first = torch.where(new, torch.full_like(self.first, iteration), self.first)
         self.value = torch.where(new, values, self.value)
 
-    def error(self, ckpt_dir: Path | None = None) -> str | None:
-        if self._pending or self.first is None:
-            return self._pending
-        first, value = self.first.tolist(), self.value.tolist()
-        bad = [(it, name, v) for it, name, v in zip(first, self.names, value) if it >= 0]
-        if not bad:
+    def observe_gradients(self, finite: torch.Tensor | None, iteration: int) -> None:
+        """``finite``: a device bool, whether every gradient of this iteration is finite (None: no gradients)."""
+        if finite is None:
+            return
+        if self.grad_first is None:
+            self.grad_first = torch.full((), -1, dtype=torch.int64, device=finite.device)
+        self.grad_first = torch.where(~finite & (self.grad_first < 0), torch.full_like(self.grad_first, iteration),
+                                      self.grad_first)
+
+    def _first_bad(self) -> tuple | None:
+        if self.first is None:
             return None
-        it, name, v = min(bad)
-        return (f"loss term '{name}' became {v} at iteration {it}. The last good checkpoint is kept in {ckpt_dir}. "
-                "Try a lower learning rate (schedule.lr=...), gradient clipping (schedule.grad_clip=10) or check "
-                "the annotations for degenerate boxes.")
+        bad = [(it, name, v) for it, name, v in zip(self.first.tolist(), self.names, self.value.tolist()) if it >= 0]
+        return min(bad) if bad else None
+
+    def error(self, kept: str = "") -> str | None:
+        """The message about the first non-finite value (``kept``: what it says about the checkpoint on
+        disk), or None."""
+        loss = self._pending or self._first_bad()
+        grad = int(self.grad_first.item()) if self.grad_first is not None else -1
+        if grad >= 0 and (loss is None or grad < loss[0]):
+            return (f"the gradients became NaN/inf at iteration {grad} while every loss term was finite. "
+                    f"{kept + ' ' if kept else ''}{FIX}")
+        if loss is None:
+            return None
+        it, name, v = loss
+        return f"loss term '{name}' became {v} at iteration {it}. {kept + ' ' if kept else ''}{FIX}"
 
 
 class LogState:

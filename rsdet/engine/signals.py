@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import signal
 
-log = logging.getLogger("rsdet.engine.trainer")
+log = logging.getLogger(__name__)
 
 
 class Stopped(KeyboardInterrupt):
@@ -42,11 +42,22 @@ class StopSignals:
     #: agreement order between ranks (the largest code wins): a requeue request beats a plain stop
     _CODES = {signal.SIGINT: 1, signal.SIGTERM: 2, **({signal.SIGUSR2: 3} if hasattr(signal, "SIGUSR2") else {})}
 
-    def __init__(self) -> None:
+    def __init__(self, immediate: bool = False) -> None:
+        """``immediate``: the first signal already raises ``Stopped`` (for work that has no state to
+        save, such as the final evaluation, which a resumed run simply repeats)."""
         self.received: int | None = None
+        self.immediate = immediate
         self._previous: dict = {}
 
+    def _stopped(self, signum: int) -> Stopped:
+        previous = self._previous.get(signum)
+        return Stopped(signum, previous if callable(previous) and signum == getattr(signal, "SIGUSR2", None) else None)
+
     def _handle(self, signum, frame) -> None:
+        if self.immediate:
+            self.received = signum
+            log.warning("signal %d: stopping now; the checkpoint is written, resume=true evaluates again", signum)
+            raise self._stopped(signum)
         if self.received is not None:
             raise KeyboardInterrupt(f"signal {signum} (second)")
         self.received = signum
@@ -59,10 +70,7 @@ class StopSignals:
         """Raise ``Stopped`` if a signal came (``code``: the code the ranks agreed on)."""
         code = self.code() if code is None else code
         if code:
-            signum = next(s for s, c in self._CODES.items() if c == code)
-            previous = self._previous.get(signum)
-            raise Stopped(signum, previous if callable(previous) and signum == getattr(signal, "SIGUSR2", None)
-                          else None)
+            raise self._stopped(next(s for s, c in self._CODES.items() if c == code))
 
     def __enter__(self) -> StopSignals:
         try:

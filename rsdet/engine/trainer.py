@@ -33,8 +33,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from rsdet.engine.build import build_training, resolve_amp, seed_everything  # noqa: F401 - resolve_amp, seed_everything: public names
-from rsdet.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from rsdet.engine.history import FiniteWatch, LogState
+from rsdet.engine.checkpoint import (load_checkpoint, nonfinite_tensors, remove_stale_temporaries, rng_state,
+                                     save_checkpoint, set_rng_state)
+from rsdet.engine.history import FIX, FiniteWatch, LogState
 from rsdet.engine.inference import evaluate_model
 from rsdet.engine.loggers import NullLogger, build_logger
 from rsdet.engine.schedule import set_lr
@@ -103,6 +104,8 @@ class Trainer:
         if not self.main:
             return
         p, record = self.parts, self.record
+        if remove_stale_temporaries(record.checkpoint_dir):  # a writer killed during a save (we hold the lock)
+            log.info("removed a partly written checkpoint left in %s", record.checkpoint_dir)
         dropped = record.drop_history_after(start_iter)
         if dropped:
             log.info("moved %d history rows logged after iteration %d to %s", dropped, start_iter,
@@ -176,19 +179,26 @@ class Trainer:
                     stop.check(dist.max(stop.code()) if dist.enabled else None)
                     epoch, (images, targets) = next(batches)
                     self._after_step(epoch, *self._step(images, targets))
-            self.checkpoint(self.iteration)
-        except KeyboardInterrupt:
-            if self.mid_iteration:
-                log.warning("stopped in the middle of iteration %d; keeping the last checkpoint in %s",
-                            self.iteration + 1, self.record.checkpoint_dir)
-            elif not (dist.max(int(self.finite.error() is not None)) if dist.enabled else self.finite.error() is not None):
                 self.checkpoint(self.iteration)
+                stop.check(dist.max(stop.code()) if dist.enabled else None)  # a signal during the last iteration
+            with StopSignals(immediate=True):  # evaluation has no state to save: a signal stops it at once
+                return self._final_evaluation()
+        except KeyboardInterrupt:
+            try:
+                if self.mid_iteration:
+                    log.warning("stopped in the middle of iteration %d; keeping the last checkpoint in %s",
+                                self.iteration + 1, self.record.checkpoint_dir)
+                elif not (dist.max(int(self.finite.error() is not None)) if dist.enabled
+                          else self.finite.error() is not None):
+                    self.checkpoint(self.iteration)
+            except Exception:  # the checkpoint on the way out failed (non-finite weights, a full disk)
+                self.logger.finish("failed")
+                raise
             self.logger.finish("interrupted")
             raise
         except Exception:
             self.logger.finish("failed")
             raise
-        return self._final_evaluation()
 
     def _step(self, images, targets) -> tuple:
         """One iteration: forward, the loss check, backward, clipping, the optimiser step.
@@ -204,7 +214,8 @@ class Trainer:
             terms, stats = p.net(images, targets)
         self.finite.observe(terms, it + 1)
         log_now = (it + 1) % self.log_every == 0 or it + 1 == plan.max_iters
-        if self.check_every_iteration or log_now or (it + 1) % self.checkpoint_every == 0:
+        check_now = self.check_every_iteration or log_now or (it + 1) % self.checkpoint_every == 0
+        if check_now:
             self._check_finite()
         total = sum(terms.values())
         p.optimizer.zero_grad(set_to_none=True)
@@ -215,6 +226,10 @@ class Trainer:
             total.backward()
         if self.cfg.schedule.get("grad_clip"):
             torch.nn.utils.clip_grad_norm_(p.model.parameters(), float(self.cfg.schedule.grad_clip))
+        if p.scaler is None:  # with fp16 the GradScaler skips steps with inf gradients itself
+            self.finite.observe_gradients(_gradients_finite(p.model), it + 1)
+            if check_now:
+                self._check_finite()  # before the step: the weights stay those of the last iteration
         if p.scaler is not None:
             p.scaler.step(p.optimizer)
             p.scaler.update()
@@ -256,19 +271,33 @@ class Trainer:
             self.record.append_history(row)
             self.logger.log(row, step=self.iteration)
 
+    def _kept(self) -> str:
+        """What a failing run leaves to resume from: the checkpoint on disk, if there is one."""
+        if self.saved_at is None:
+            return "No checkpoint had been written yet, so nothing is kept to resume from."
+        return f"The last good checkpoint (iteration {self.saved_at}) is kept in {self.record.checkpoint_dir}."
+
     def _check_finite(self) -> None:
-        dist, ckpt_dir = self.dist, self.record.checkpoint_dir
-        messages = dist.all_gather_object(self.finite.error(ckpt_dir)) if dist.enabled else [self.finite.error(ckpt_dir)]
+        dist = self.dist
+        mine = self.finite.error(self._kept())
+        messages = dist.all_gather_object(mine) if dist.enabled else [mine]
         for rank, message in enumerate(messages):
             if message:
                 raise TrainingError(message + (f" (rank {rank} of {dist.world_size})" if dist.enabled else ""))
 
     def checkpoint(self, it: int) -> None:
         """Write the checkpoint of iteration ``it`` (rank 0; every rank takes part in gathering the RNG
-        states), unless it is already on disk."""
+        states), unless it is already on disk. Weights or optimiser values that are not finite stop
+        the run instead: such a checkpoint is never written, the previous one stays."""
         if self.saved_at == it:
             return  # this iteration's checkpoint is already written
         p, dist = self.parts, self.dist
+        bad, total = nonfinite_tensors(p.model.state_dict(), p.optimizer.state_dict()["state"])
+        if dist.max(int(bool(bad))) if dist.enabled else bad:
+            raise TrainingError(f"the weights became NaN/inf by iteration {it}"
+                                + (f" ({len(bad)} of {total} tensors, first: {', '.join(bad[:3])})" if bad else
+                                   " on another rank")
+                                + f"; no checkpoint is written from them. {self._kept()} {FIX}")
         p.logged.sync(dist)
         rngs = dist.gather_object(rng_state()) if dist.enabled else None
         if self.main:
@@ -323,6 +352,14 @@ class Trainer:
         return metrics
 
 
+def _gradients_finite(model: torch.nn.Module) -> torch.Tensor | None:
+    """Whether every gradient of ``model`` is finite, as a device bool (no read-back); None without gradients."""
+    grads = [q.grad for q in model.parameters() if q.grad is not None]
+    if not grads:
+        return None
+    return torch.stack([torch.isfinite(g).all() for g in grads]).all()
+
+
 def train(cfg: Any, record, *, console: Console | None = None, resume_from: Path | None = None, dist=None,
           state: dict | None = None) -> dict:
     """Train ``cfg`` into ``record`` (a RunRecord) and return the final metrics.
@@ -333,7 +370,7 @@ def train(cfg: Any, record, *, console: Console | None = None, resume_from: Path
     ``record`` and returns the metrics (others ``{}``)."""
     trainer = Trainer(cfg, record, console=console, dist=dist)
     if resume_from is not None and state is None:
-        state = load_checkpoint(resume_from)
+        state = load_checkpoint(resume_from, allow_legacy=bool(cfg.get("legacy_checkpoint")))
     trainer.open_record(int(state["iteration"]) if state is not None else 0, resumed=state is not None)
     if state is not None:
         trainer.restore(state, resume_from)
