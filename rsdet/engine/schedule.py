@@ -101,6 +101,11 @@ def make_plan(schedule: Any, loss: Any, dataset_len: int) -> Plan:
     batch = int(schedule.batch_size)
     lr = schedule.get("lr") if schedule.get("lr") is not None else loss.lr
     base_lr = float(lr) * batch / float(schedule.get("reference_batch") or batch)
+    if not (math.isfinite(base_lr) and base_lr > 0):  # a finite lr can overflow (or vanish) when scaled
+        key = "schedule.lr" if schedule.get("lr") is not None else "loss.lr"
+        raise ConfigError(f"{key}={lr!r} scaled to schedule.batch_size={batch} (from reference_batch="
+                          f"{schedule.get('reference_batch')}) is {base_lr!r}, not a usable learning rate; the "
+                          "recipes use 0.001-0.02 (docs/training.md)")
     iters_per_epoch = max(1, math.ceil(dataset_len / batch))
     max_iters = schedule.get("max_iters")
     epochs = float(schedule.epochs)

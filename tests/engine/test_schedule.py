@@ -1,7 +1,7 @@
 import math
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import example, given, strategies as st
 from omegaconf import OmegaConf
 
 from rsdet.engine.schedule import make_plan
@@ -69,6 +69,7 @@ def test_numeric_options_are_checked_before_anything_is_built(key, value):
 
 
 @given(st.floats(allow_nan=True, allow_infinity=True) | st.integers(-10, 10) | st.text(max_size=5))
+@example(1.2e308)  # finite, but not once scaled to the batch
 def test_any_learning_rate_is_used_or_refused_with_a_config_error(value):
     try:
         plan = make_plan(_schedule(lr=value), OmegaConf.create({"lr": 0.01}), 1000)
