@@ -31,7 +31,8 @@ _FREQUENCIES = ("r", "c", "f")
 class Summary:
     """One evaluation: ``stats`` (COCO: the 12 ``COCOeval.stats``; LVIS: ``LVISEval.results`` with
     ``AR``/``ARs``/... for ``AR@N``/``ARs@N``/...), the precision array at area "all" and the
-    last max-detections cut (T, R, K), the category ids of its K axis, and oLRP per category."""
+    last max-detections cut (T, R, K) of the categories with ground truth, the category ids of its
+    K axis, and oLRP per category."""
 
     stats: list[float] | dict[str, float]
     precision: np.ndarray
@@ -66,4 +67,5 @@ class FastEvaluation:
             stats: list[float] | dict[str, float] = lvis_results(acc, self.freq_groups)
         else:
             stats = coco_stats(acc, self.matched.max_dets_list)
-        return Summary(stats, acc.precision[:, :, :, 0, -1], self.cat_ids, acc.lrp)
+        cat_ids = [self.cat_ids[k] for k in acc.cat_index.tolist()]
+        return Summary(stats, acc.precision[:, :, :, 0, -1], cat_ids, acc.lrp)
