@@ -527,7 +527,8 @@ def train(cfg: Any, record, *, console: Console | None = None, resume_from: Path
         dist.broadcast_buffers(model)  # every rank evaluates the checkpointed (rank 0's) model
         with _progress(console) as progress:
             metrics.update(evaluate_model(cfg, model, val_ds, device, record.predictions_path("bbox"),
-                                          cfg.eval.get("max_images"), progress=progress, dist=dist))
+                                          cfg.eval.get("max_images"), progress=progress, dist=dist,
+                                          per_class=True))
     if not main:
         return {}
     if every_epochs:  # Table S2: AP after epoch E beside the final AP (metric "epoch<E>/AP" in rsdet report)

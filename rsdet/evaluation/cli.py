@@ -2,6 +2,7 @@
 
     rsdet evaluate GT.json RESULTS.json [--iou-type bbox|segm] [--protocol coco|lvis]
                    [--max-dets N] [--per-class] [--score-thresholds 1e-4,1e-3,...] [--out DIR]
+                   [--backend auto|official|fast]
     rsdet evaluate RUN_DIR|CHECKPOINT.pt [--score-thresholds ...] [--out DIR] [--device cpu|cuda]
 
 The top-level ``rsdet`` CLI dispatches ``rsdet evaluate ...`` to :func:`main`.
@@ -16,11 +17,11 @@ from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from rsdet.errors import RsdetError
-from rsdet.evaluation.evaluator import evaluate, metric_keys
+from rsdet.evaluation.evaluator import BACKENDS, evaluate, metric_keys
 from rsdet.evaluation.io import read_json
+from rsdet.evaluation.per_class import rich_table as per_class_table
 from rsdet.evaluation.sweep import metrics_table, render_table, threshold_sweep, write_table
 from rsdet.records import atomic_write_text, dumps
 
@@ -32,6 +33,7 @@ examples:
   rsdet evaluate lvis_v1_val.json segm.json --iou-type segm --protocol lvis --per-class
   rsdet evaluate lvis_v1_val.json dets.json --score-thresholds 1e-4,1e-3,1e-2,0.1,0.4,0.6,0.8
   rsdet evaluate outputs/2024-01-01/12-00-00 --score-thresholds 1e-4,0.1,0.4,0.6 --device cuda
+  rsdet evaluate lvis_v1_val.json dets.json --backend official   the reference evaluators themselves
 
 metrics are fractions in metrics.json (-1 = undefined, e.g. no ground truth of that size) and
 percent in the printed tables. oLRP (lower is better) follows Oksuz et al., TPAMI 2021.
@@ -91,8 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
                              "file's directory, or the run directory)")
     parser.add_argument("--device", default="auto",
                         help="device for inference on a run/checkpoint (default: auto)")
+    parser.add_argument("--backend", choices=BACKENDS, default=None,
+                        help="auto/fast: rsdet's vectorised evaluator, the official numbers several times "
+                             "faster; official: pycocotools / lvis themselves (default: auto; a run "
+                             "directory uses its eval.backend unless this is given)")
     parser.add_argument("--verbose", action="store_true",
-                        help="show pycocotools' / lvis' own progress output")
+                        help="show pycocotools' / lvis' own progress output (official backend)")
     return parser
 
 
@@ -113,11 +119,13 @@ def _evaluate_run(args: argparse.Namespace) -> Any:
         raise RsdetError(
             f"evaluating a run directory or checkpoint needs rsdet.engine.inference "
             f"({err}); evaluate a results file instead: rsdet evaluate GT.json RESULTS.json") from err
+    extra = {"backend": args.backend} if args.backend else {}  # else the run's own eval.backend
     return evaluate_run(str(args.target), score_thresholds=args.score_thresholds,
-                        out_dir=str(args.out) if args.out else None, device=args.device)
+                        out_dir=str(args.out) if args.out else None, device=args.device, **extra)
 
 
-def _print_result(result: Any, console: Console, protocol: str | None = None) -> None:
+def _print_result(result: Any, console: Console, protocol: str | None = None,
+                  per_class: bool = False) -> None:
     if isinstance(result, dict) and "rows" in result:
         device = f" ({result['device']})" if result.get("device") else ""
         console.print(render_table(result["rows"], title="Score-threshold sweep, box AP" + device))
@@ -133,18 +141,9 @@ def _print_result(result: Any, console: Console, protocol: str | None = None) ->
             continue
         proto = protocol or ("lvis" if "APr" in metrics else "coco")
         console.print(metrics_table(metrics, metric_keys(proto), title=f"{iou_type} ({proto})"))
-        per_class = metrics.get("per_class")
-        if per_class:
-            table = Table(title=f"{iou_type}: per class (%)")
-            for col in ("id", "name", "AP", "oLRP", "oLRP_Loc", "oLRP_FP", "oLRP_FN", "LRP thr"):
-                table.add_column(col, justify="left" if col == "name" else "right")
-            for cat, c in per_class.items():
-                cells = [c[k] for k in ("AP", "oLRP", "oLRP_Loc", "oLRP_FP", "oLRP_FN")]
-                thr = c["lrp_optimal_threshold"]
-                table.add_row(str(cat), escape(c["name"]),
-                              *("–" if v < 0 else f"{100 * v:.1f}" for v in cells),
-                              "–" if thr < 0 else f"{thr:.3f}")
-            console.print(table)
+        classes = metrics.get("per_class") if per_class else None
+        if classes:
+            console.print(per_class_table(classes, title=f"{iou_type}: per class"))
 
 
 def _evaluate_files(args: argparse.Namespace, console: Console) -> dict:
@@ -154,15 +153,16 @@ def _evaluate_files(args: argparse.Namespace, console: Console) -> dict:
     out = args.out if args.out is not None else Path(args.results).resolve().parent
     # Paths, not loaded objects, go to evaluate(): its error messages then name the files.
     metrics = evaluate(args.target, args.results, iou_type=args.iou_type, protocol=protocol,
-                       max_dets=args.max_dets, per_class=args.per_class, verbose=args.verbose)
+                       max_dets=args.max_dets, per_class=args.per_class, verbose=args.verbose,
+                       backend=args.backend or "auto")
     result = {args.iou_type: metrics}
-    _print_result(result, console, protocol)
+    _print_result(result, console, protocol, per_class=args.per_class)
     atomic_write_text(out / "metrics.json", dumps(result))
     written = [out / "metrics.json"]
     if args.score_thresholds:
         rows = threshold_sweep(args.target, args.results, args.score_thresholds,
                                iou_type=args.iou_type, protocol=protocol, max_dets=args.max_dets,
-                               verbose=args.verbose)
+                               verbose=args.verbose, backend=args.backend or "auto")
         console.print(render_table(rows, title="Score-threshold sweep"))
         paths = write_table(rows, out, "threshold_sweep")
         atomic_write_text(out / "threshold_sweep.json", dumps({"iou_type": args.iou_type,
@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
                              "directory or checkpoint")
             if not target.exists():
                 raise RsdetError(f"checkpoint not found: {target}")
-            _print_result(_evaluate_run(args), console)
+            _print_result(_evaluate_run(args), console, per_class=args.per_class)
         else:
             if args.results is None:
                 parser.error("RESULTS is required when GT_OR_RUN is a ground-truth file "
