@@ -60,13 +60,13 @@ def label(inp: Inputs) -> Matched:
         gt_of = gt_of.transpose(1, 2, 0)                                 # (A, T, c)
         has = gt_of >= 0
         g = np.where(has, gt_of, 0)
-        nonzero = has & (inp.gt_id[g] != 0)       # a matched ground-truth id 0 counts as no match
+        nonzero = has & inp.gt_id_nonzero[g]      # a matched ground-truth id 0 counts as no match
         g_ign = gt_ignored(inp)[np.arange(n_area)[:, None, None], g]
         out_c = out[:, None, cand]
         ign = np.where(nonzero, g_ign, (has & g_ign) | out_c)
         tp[:, :, cand] = nonzero & ~ign
         fp[:, :, cand] = ~nonzero & ~ign
-        tp_iou[cand] = np.where(tp[0, 0, cand], iou_of[:, 0, 0], 0.0)
+        tp_iou[cand] = np.where(tp[0, 0, cand], iou_of, 0.0)
     cat = inp.dt_cat
     ranking = np.lexsort((inp.dt_rank, inp.dt_img, -inp.dt_score, cat))
     cat_start = np.searchsorted(cat[ranking], np.arange(len(inp.cat_ids) + 1), side="left")
@@ -142,7 +142,7 @@ def accumulate(m: Matched, keep: np.ndarray | None = None) -> Accumulated:
                 q = np.zeros((len(areas), n_thr, n_rec))
             precision[:, :, j, areas, mi] = q.transpose(1, 2, 0)
         if m.npig[k, 0] > 0:  # oLRP: area all, the last max-detections cut, IoU 0.5
-            lrp[int(inp.cat_ids[k])] = optimal_lrp(inp.dt_score[sel], m.tp[0, 0, sel], m.fp[0, 0, sel],
+            lrp[inp.cat_ids[k]] = optimal_lrp(inp.dt_score[sel], m.tp[0, 0, sel], m.fp[0, 0, sel],
                                                    m.tp_iou[sel], int(m.npig[k, 0]))
     return Accumulated(precision, recall, cats, lrp)
 

@@ -49,11 +49,11 @@ class Inputs:
     protocol: str
     iou_type: str
     max_dets: int
-    img_ids: np.ndarray
-    cat_ids: np.ndarray
+    img_ids: list[int]
+    cat_ids: list[int]
     # ground truth
     gt_group: np.ndarray
-    gt_id: np.ndarray
+    gt_id_nonzero: np.ndarray  # a match to ground-truth id 0 counts as no match (both evaluators)
     gt_area: np.ndarray
     gt_ignore: np.ndarray     # the protocol's own ignore flag, before area ranges
     gt_crowd: np.ndarray      # COCO iscrowd: IoU over the detection's area, may match many times
@@ -105,17 +105,20 @@ def _mask_areas(rles: list) -> np.ndarray:
 def prepare(dataset: dict, dets: list[dict], iou_type: str, protocol: str, max_dets: int) -> Inputs:
     """Arrays of ``dataset`` (checked by rsdet.evaluation.io) and ``dets`` (checked records)."""
     lvis = protocol == "lvis"
+    # ids stay Python integers (any size, as the evaluators allow); arrays hold their positions
     images = {im["id"]: im for im in dataset["images"]}
-    img_ids = np.array(sorted(images), dtype=np.int64)
-    cat_ids = np.array(sorted(c["id"] for c in dataset["categories"]), dtype=np.int64)
+    img_ids = sorted(images)
+    cat_ids = sorted(c["id"] for c in dataset["categories"])
+    img_index = {v: i for i, v in enumerate(img_ids)}
+    cat_index = {v: i for i, v in enumerate(cat_ids)}
     n_img = len(img_ids)
 
     # ------------------------------------------------------------------ ground truth
     anns = dataset["annotations"]
-    g_img = np.array([a["image_id"] for a in anns], dtype=np.int64)
-    g_cat = np.array([a["category_id"] for a in anns], dtype=np.int64)
+    g_img_i = np.fromiter((img_index[a["image_id"]] for a in anns), dtype=np.int64, count=len(anns))
+    g_cat_i = np.fromiter((cat_index[a["category_id"]] for a in anns), dtype=np.int64, count=len(anns))
     g_area = np.array([a["area"] for a in anns], dtype=float)
-    g_id = np.array([a["id"] for a in anns], dtype=np.int64)
+    g_id_nonzero = np.fromiter((a["id"] != 0 for a in anns), dtype=bool, count=len(anns))
     if lvis:
         g_keep = (g_area > 0) & (g_area < np.inf)
         g_ignore = np.array([bool(a.get("ignore", 0)) for a in anns], dtype=bool)
@@ -124,24 +127,22 @@ def prepare(dataset: dict, dets: list[dict], iou_type: str, protocol: str, max_d
         g_keep = np.ones(len(anns), dtype=bool)
         g_crowd = np.array([bool(a.get("iscrowd", 0)) for a in anns], dtype=bool)
         g_ignore = g_crowd.copy()
-    g_img_i = np.searchsorted(img_ids, g_img)
-    g_group = np.searchsorted(cat_ids, g_cat) * n_img + g_img_i
+    g_group = g_cat_i * n_img + g_img_i
     g_pos = np.arange(len(anns))
     kept = np.flatnonzero(g_keep)
     gorder = kept[np.lexsort((g_pos[kept], g_group[kept]))]
 
     # ------------------------------------------------------------------ detections
     n = len(dets)
-    d_img = np.fromiter((d["image_id"] for d in dets), dtype=np.int64, count=n)
-    d_cat = np.fromiter((d["category_id"] for d in dets), dtype=np.int64, count=n)
+    d_img_i = np.fromiter((img_index[d["image_id"]] for d in dets), dtype=np.int64, count=n)
+    d_cat_i = np.fromiter((cat_index[d["category_id"]] for d in dets), dtype=np.int64, count=n)
     d_score = np.fromiter((d["score"] for d in dets), dtype=float, count=n)
     if iou_type == "bbox":
         d_box = np.array([d["bbox"] for d in dets], dtype=float).reshape(n, 4)
         d_area = d_box[:, 2] * d_box[:, 3]
     else:
         d_area = _mask_areas([d["segmentation"] for d in dets])
-    d_img_i = np.searchsorted(img_ids, d_img)
-    d_group = np.searchsorted(cat_ids, d_cat) * n_img + d_img_i
+    d_group = d_cat_i * n_img + d_img_i
     d_pos = np.arange(n)
     d_keep = np.ones(n, dtype=bool)
     d_unlisted = np.zeros(n, dtype=bool)
@@ -154,11 +155,12 @@ def prepare(dataset: dict, dets: list[dict], iou_type: str, protocol: str, max_d
         d_keep &= img_rank < max_dets
         d_keep &= (d_area > 0) & (d_area < np.inf)
         # federated rules: categories present (after the area rule) or negative in the image
-        present = set(zip(g_img_i[kept].tolist(), g_cat[kept].tolist()))
-        neg = {i: set(images[int(img_ids[i])].get("neg_category_ids") or ()) for i in range(n_img)}
-        nel = {i: set(images[int(img_ids[i])].get("not_exhaustive_category_ids") or ())
-               for i in range(n_img)}
-        pairs = list(zip(d_img_i.tolist(), d_cat.tolist()))
+        present = set(zip(g_img_i[kept].tolist(), g_cat_i[kept].tolist()))
+        neg = [{cat_index[c] for c in images[i].get("neg_category_ids") or () if c in cat_index}
+               for i in img_ids]
+        nel = [{cat_index[c] for c in images[i].get("not_exhaustive_category_ids") or () if c in cat_index}
+               for i in img_ids]
+        pairs = list(zip(d_img_i.tolist(), d_cat_i.tolist()))
         d_keep &= np.fromiter(((i, c) in present or c in neg[i] for i, c in pairs), dtype=bool, count=n)
         d_unlisted = np.fromiter((c in nel[i] for i, c in pairs), dtype=bool, count=n)
     kept_d = np.flatnonzero(d_keep)
@@ -204,7 +206,7 @@ def prepare(dataset: dict, dets: list[dict], iou_type: str, protocol: str, max_d
 
     return Inputs(
         protocol=protocol, iou_type=iou_type, max_dets=max_dets, img_ids=img_ids, cat_ids=cat_ids,
-        gt_group=gt_group, gt_id=g_id[gorder], gt_area=g_area[gorder], gt_ignore=g_ignore[gorder],
+        gt_group=gt_group, gt_id_nonzero=g_id_nonzero[gorder], gt_area=g_area[gorder], gt_ignore=g_ignore[gorder],
         gt_crowd=g_crowd[gorder], dt_group=dt_group, dt_score=d_score[dorder], dt_area=d_area[dorder],
         dt_rank=rank, dt_unlisted=d_unlisted[dorder], groups=groups, grp_dt_start=grp_dt_start,
         grp_nd=grp_nd, grp_gt_start=grp_gt_start, grp_ng=grp_ng, pair_start=pair_start, ious=ious)

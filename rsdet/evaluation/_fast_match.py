@@ -45,14 +45,14 @@ def _last_best(score: np.ndarray, starts: np.ndarray, seg: np.ndarray, local: np
 def match(inp: Inputs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Greedy matching of every detection that can match at all.
 
-    Returns ``(cand, gt_of, iou_of)``: the indices of those detections (ascending) and, per
-    candidate, area range and IoU threshold, the index of the ground truth it took (-1: none) and
-    that pair's IoU (0 where none); shapes (n_candidates, A, T).
+    Returns ``(cand, gt_of, iou_of)``: the indices of those detections (ascending); per candidate,
+    area range and IoU threshold, the index of the ground truth it took (-1: none), shape
+    (n_candidates, A, T); and per candidate the IoU of its pair at area "all", IoU 0.5 (0 where
+    none), which is what oLRP needs.
     """
     n_area, n_thr = len(AREA_RNG), len(IOU_THRS)
     thr = np.minimum(IOU_THRS, 1 - 1e-10)
-    empty = (np.zeros(0, dtype=np.int64), np.zeros((0, n_area, n_thr), dtype=np.int64),
-             np.zeros((0, n_area, n_thr)))
+    empty = (np.zeros(0, dtype=np.int64), np.zeros((0, n_area, n_thr), dtype=np.int32), np.zeros(0))
     if not len(inp.groups):
         return empty
     # rows of the IoU blocks: one per detection of a matched group, ng entries each
@@ -71,8 +71,8 @@ def match(inp: Inputs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
     ignored = gt_ignored(inp).T                      # (n_gt, A)
     crowd = inp.gt_crowd
-    taken = np.zeros((len(inp.gt_id), n_area, n_thr), dtype=bool)
-    gt_of = np.full((len(c_det), n_area, n_thr), -1, dtype=np.int64)
+    taken = np.zeros((len(inp.gt_area), n_area, n_thr), dtype=bool)
+    gt_of = np.full((len(c_det), n_area, n_thr), -1, dtype=np.int32)
     by_round = np.argsort(c_round, kind="stable")
     bounds = np.searchsorted(c_round[by_round], np.arange(int(c_round.max()) + 2))
     for r in range(len(bounds) - 1):
@@ -93,6 +93,7 @@ def match(inp: Inputs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         g = got[s, a, t]
         keep = ~crowd[g]
         taken[g[keep], a[keep], t[keep]] = True
-    got_row = c_row[:, None, None] + gt_of - inp.grp_gt_start[c_grp][:, None, None]
-    iou_of = np.where(gt_of >= 0, inp.ious[np.where(gt_of >= 0, got_row, 0)], 0.0)
+    first_pick = gt_of[:, 0, 0].astype(np.int64)
+    got = c_row + first_pick - inp.grp_gt_start[c_grp]
+    iou_of = np.where(first_pick >= 0, inp.ious[np.where(first_pick >= 0, got, 0)], 0.0)
     return c_det, gt_of, iou_of

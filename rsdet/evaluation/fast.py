@@ -52,8 +52,7 @@ class FastEvaluation:
     def __init__(self, dataset: dict, dets: list[dict], iou_type: str, protocol: str, max_dets: int):
         self.protocol = protocol
         self.matched = label(prepare(dataset, dets, iou_type, protocol, max_dets))
-        cat_ids = self.matched.inp.cat_ids.tolist()
-        self.cat_ids = [int(c) for c in cat_ids]
+        self.cat_ids = list(self.matched.inp.cat_ids)
         if protocol == "lvis":
             freq = {c["id"]: c["frequency"] for c in dataset["categories"]}
             self.freq_groups = [[i for i, c in enumerate(self.cat_ids) if freq[c] == f]
