@@ -124,8 +124,7 @@ def _evaluate_run(args: argparse.Namespace) -> Any:
                         out_dir=str(args.out) if args.out else None, device=args.device, **extra)
 
 
-def _print_result(result: Any, console: Console, protocol: str | None = None,
-                  per_class: bool = False) -> None:
+def _print_result(result: Any, console: Console, protocol: str | None = None) -> None:
     if isinstance(result, dict) and "rows" in result:
         device = f" ({result['device']})" if result.get("device") else ""
         console.print(render_table(result["rows"], title="Score-threshold sweep, box AP" + device))
@@ -141,9 +140,18 @@ def _print_result(result: Any, console: Console, protocol: str | None = None,
             continue
         proto = protocol or ("lvis" if "APr" in metrics else "coco")
         console.print(metrics_table(metrics, metric_keys(proto), title=f"{iou_type} ({proto})"))
-        classes = metrics.get("per_class") if per_class else None
-        if classes:
-            console.print(per_class_table(classes, title=f"{iou_type}: per class"))
+        per_class = metrics.get("per_class")
+        if per_class:
+            console.print(per_class_table(per_class, title=f"{iou_type}: per class"))
+
+
+def _shown(result: Any, per_class: bool) -> Any:
+    """What the terminal shows: the per-class tables only with --per-class (a run's metrics always
+    carry them, docs/evaluation.md)."""
+    if per_class or not isinstance(result, dict):
+        return result
+    return {k: ({m: v for m, v in block.items() if m != "per_class"} if isinstance(block, dict) else block)
+            for k, block in result.items()}
 
 
 def _evaluate_files(args: argparse.Namespace, console: Console) -> dict:
@@ -156,7 +164,7 @@ def _evaluate_files(args: argparse.Namespace, console: Console) -> dict:
                        max_dets=args.max_dets, per_class=args.per_class, verbose=args.verbose,
                        backend=args.backend or "auto")
     result = {args.iou_type: metrics}
-    _print_result(result, console, protocol, per_class=args.per_class)
+    _print_result(_shown(result, args.per_class), console, protocol)
     atomic_write_text(out / "metrics.json", dumps(result))
     written = [out / "metrics.json"]
     if args.score_thresholds:
@@ -185,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
                              "directory or checkpoint")
             if not target.exists():
                 raise RsdetError(f"checkpoint not found: {target}")
-            _print_result(_evaluate_run(args), console, per_class=args.per_class)
+            _print_result(_shown(_evaluate_run(args), args.per_class), console)
         else:
             if args.results is None:
                 parser.error("RESULTS is required when GT_OR_RUN is a ground-truth file "
