@@ -123,9 +123,14 @@ def accumulate(m: Matched, keep: np.ndarray | None = None) -> Accumulated:
             idx = idx[keep[idx]]
         areas = np.flatnonzero(m.npig[k] > 0)
         npig = m.npig[k, areas]
-        for mi, max_det in enumerate(md_list):
-            sel = idx if inp.protocol == "lvis" else idx[inp.dt_rank[idx] < max_det]
-            n = len(sel)
+        kept = None
+        for mi in reversed(range(len(md_list))):  # the cuts are nested: when a smaller one keeps
+            sel = idx if inp.protocol == "lvis" else idx[inp.dt_rank[idx] < md_list[mi]]
+            if kept is not None and len(sel) == kept:  # every detection, it is the same evaluation
+                precision[:, :, j, :, mi] = precision[:, :, j, :, mi + 1]
+                recall[:, j, :, mi] = recall[:, j, :, mi + 1]
+                continue
+            kept = n = len(sel)
             tp_sum = np.cumsum(m.tp[:, :, sel][areas], axis=2).astype(float)
             fp_sum = np.cumsum(m.fp[:, :, sel][areas], axis=2).astype(float)
             rc = tp_sum / npig[:, None, None]
@@ -142,8 +147,9 @@ def accumulate(m: Matched, keep: np.ndarray | None = None) -> Accumulated:
                 q = np.zeros((len(areas), n_thr, n_rec))
             precision[:, :, j, areas, mi] = q.transpose(1, 2, 0)
         if m.npig[k, 0] > 0:  # oLRP: area all, the last max-detections cut, IoU 0.5
+            sel = idx if inp.protocol == "lvis" else idx[inp.dt_rank[idx] < md_list[-1]]
             lrp[inp.cat_ids[k]] = optimal_lrp(inp.dt_score[sel], m.tp[0, 0, sel], m.fp[0, 0, sel],
-                                                   m.tp_iou[sel], int(m.npig[k, 0]))
+                                              m.tp_iou[sel], int(m.npig[k, 0]))
     return Accumulated(precision, recall, cats, lrp)
 
 
