@@ -225,11 +225,15 @@ def check_iou_types(cfg: Any) -> list[str]:
     if "segm" in types and not cfg.dataset.get("with_masks"):
         raise RsdetError(f"eval.iou_types={types}: mask AP needs the data set's instance masks, but "
                          "dataset.with_masks=false; set dataset.with_masks=true or eval.iou_types=[bbox]")
+    from rsdet.evaluation.evaluator import resolve_backend
+
+    resolve_backend(eval_backend(cfg))  # a bad eval.backend fails before training, too
     return types
 
 
 def evaluate_model(cfg: Any, model, dataset, device: torch.device, predictions_path: Path,
-                   max_images: int | None = None, progress=None, dist=None) -> dict[str, Any]:
+                   max_images: int | None = None, progress=None, dist=None,
+                   per_class: bool = False) -> dict[str, Any]:
     """Evaluate ``model`` on ``dataset`` (the run's validation split) as configured by ``cfg``: inference
     at the run's test score threshold, the COCO results file written to ``predictions_path``, then
     COCO/LVIS AP and oLRP against the ground truth of the evaluated images.
@@ -237,6 +241,9 @@ def evaluate_model(cfg: Any, model, dataset, device: torch.device, predictions_p
     In a data-parallel run (``dist``, every rank calls this) rank ``r`` of ``W`` infers the images
     ``r, r + W, ...``, rank 0 gathers the detections in image order, writes and scores them, and
     returns the metrics; the other ranks return ``{}``.
+
+    ``per_class`` adds each IoU type's per-class block and PR curves (docs/evaluation.md); the
+    evaluator is ``eval.backend``.
 
     Used by training (``metrics.json``) and by ``rsdet evaluate RUN`` alike."""
     from rsdet.data.build import dataset_eval_info
@@ -265,13 +272,20 @@ def evaluate_model(cfg: Any, model, dataset, device: torch.device, predictions_p
     for iou_type in types:
         atomic_write_text(predictions_path_for(predictions_path, iou_type), dumps(per_type[iou_type], indent=None))
         result[iou_type] = evaluate(gt, per_type[iou_type], iou_type=iou_type, protocol=info["protocol"],
-                                    max_dets=cfg.dataset.get("max_dets"))
+                                    max_dets=cfg.dataset.get("max_dets"), per_class=per_class,
+                                    backend=eval_backend(cfg))
     return {**result, "eval_seconds": time.perf_counter() - start, "inference_seconds": infer_s,
             "num_detections": len(dets), "score_thresh": thr}
 
 
+def eval_backend(cfg: Any) -> str:
+    """``eval.backend`` (auto when a run's config predates it)."""
+    return str((cfg.get("eval") or {}).get("backend") or "auto")
+
+
 def evaluate_run(path, score_thresholds=None, out_dir=None, device: str = "auto", max_images: int | None = None,
-                 fps_images: int = 50, overwrite: bool = False, allow_legacy: bool = False) -> dict[str, Any]:
+                 fps_images: int = 50, overwrite: bool = False, allow_legacy: bool = False,
+                 backend: str | None = None) -> dict[str, Any]:
     """Evaluate a run directory or checkpoint on its configured validation split.
 
     Without ``score_thresholds`` the run's own test threshold is used (``evaluate_model``); the result
@@ -280,7 +294,7 @@ def evaluate_run(path, score_thresholds=None, out_dir=None, device: str = "auto"
     folder); with ``overwrite`` it replaces the run's ``predictions_<type>.json`` and its evaluation
     blocks in ``metrics.json`` (training time and ``epoch<E>`` blocks stay). With ``score_thresholds``,
     one row per threshold (metrics + fps) is returned and written as Markdown/CSV/LaTeX next to
-    metrics.json.
+    metrics.json. ``backend`` overrides the run's ``eval.backend``.
     """
     from rsdet.data.build import dataset_eval_info
     from rsdet.evaluation import threshold_sweep, write_table
@@ -288,13 +302,15 @@ def evaluate_run(path, score_thresholds=None, out_dir=None, device: str = "auto"
 
     dev = pick_device(device)
     cfg, model, val, run_dir = load_trained(Path(path), dev, allow_legacy=allow_legacy)
+    if backend is not None:
+        cfg.eval.backend = backend
     out = Path(out_dir) if out_dir else run_dir
     out.mkdir(parents=True, exist_ok=True)
     if not score_thresholds:
         in_record = is_run_dir(out)
         beside = in_record and not overwrite
         result = evaluate_model(cfg, model, val, dev, out / ("predictions_bbox_eval.json" if beside else
-                                                             "predictions_bbox.json"), max_images)
+                                                             "predictions_bbox.json"), max_images, per_class=True)
         if in_record and overwrite:
             record = RunRecord(out, create=False)
             atomic_write_text(out / METRICS_FILE, dumps({**(record.metrics or {}), **result}))
@@ -310,7 +326,8 @@ def evaluate_run(path, score_thresholds=None, out_dir=None, device: str = "auto"
     result: dict[str, Any] = {"device": str(dev)}
     for iou_type in sorted(types):  # bbox before segm: the mask table shows the box AP of the same detections
         rows = threshold_sweep(gt, per_type[iou_type], thresholds, iou_type=iou_type,
-                               protocol=info["protocol"], fps=fps, max_dets=cfg.dataset.get("max_dets"))
+                               protocol=info["protocol"], fps=fps, max_dets=cfg.dataset.get("max_dets"),
+                               backend=eval_backend(cfg))
         columns = None
         if iou_type == "bbox":
             result["rows"] = rows

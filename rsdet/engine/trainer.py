@@ -339,7 +339,8 @@ class Trainer:
             dist.broadcast_buffers(p.model)  # every rank evaluates the checkpointed (rank 0's) model
             with _progress(self.console) as progress:
                 metrics.update(evaluate_model(self.cfg, p.model, p.val_ds, p.device, record.predictions_path("bbox"),
-                                              self.cfg.eval.get("max_images"), progress=progress, dist=dist))
+                                              self.cfg.eval.get("max_images"), progress=progress, dist=dist,
+                                              per_class=True))
         if not self.main:
             return {}
         if self.every_epochs:  # Table S2: AP after epoch E beside the final AP (metric "epoch<E>/AP" in rsdet report)

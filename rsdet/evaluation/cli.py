@@ -2,6 +2,7 @@
 
     rsdet evaluate GT.json RESULTS.json [--iou-type bbox|segm] [--protocol coco|lvis]
                    [--max-dets N] [--per-class] [--score-thresholds 1e-4,1e-3,...] [--out DIR]
+                   [--backend auto|official|fast]
     rsdet evaluate RUN_DIR|CHECKPOINT.pt [--score-thresholds ...] [--out DIR] [--device cpu|cuda]
                    [--overwrite] [--legacy-checkpoint]
 
@@ -17,11 +18,11 @@ from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from rsdet.errors import RsdetError
-from rsdet.evaluation.evaluator import evaluate, metric_keys
+from rsdet.evaluation.evaluator import BACKENDS, evaluate, metric_keys
 from rsdet.evaluation.io import read_json
+from rsdet.evaluation.per_class import rich_table as per_class_table
 from rsdet.evaluation.sweep import metrics_table, render_table, threshold_sweep, write_table
 from rsdet.records import RunRecord, atomic_write_text, dumps, is_run_dir
 
@@ -33,6 +34,7 @@ examples:
   rsdet evaluate lvis_v1_val.json segm.json --iou-type segm --protocol lvis --per-class
   rsdet evaluate lvis_v1_val.json dets.json --score-thresholds 1e-4,1e-3,1e-2,0.1,0.4,0.6,0.8
   rsdet evaluate outputs/2024-01-01/12-00-00 --score-thresholds 1e-4,0.1,0.4,0.6 --device cuda
+  rsdet evaluate lvis_v1_val.json dets.json --backend official   the reference evaluators themselves
 
 metrics are fractions in metrics.json (-1 = undefined, e.g. no ground truth of that size) and
 percent in the printed tables. oLRP (lower is better) follows Oksuz et al., TPAMI 2021.
@@ -94,8 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
                              "file's directory, or the run directory)")
     parser.add_argument("--device", default="auto",
                         help="device for inference on a run/checkpoint (default: auto)")
+    parser.add_argument("--backend", choices=BACKENDS, default=None,
+                        help="auto/fast: rsdet's vectorised evaluator, the official numbers several times "
+                             "faster; official: pycocotools / lvis themselves (default: auto; a run "
+                             "directory uses its eval.backend unless this is given)")
     parser.add_argument("--verbose", action="store_true",
-                        help="show pycocotools' / lvis' own progress output")
+                        help="show pycocotools' / lvis' own progress output (official backend)")
     parser.add_argument("--overwrite", action="store_true",
                         help="in a run directory, replace the run's own metrics.json evaluation (training "
                              "time and epoch blocks stay) and predictions_*.json instead of writing "
@@ -124,6 +130,8 @@ def _evaluate_run(args: argparse.Namespace) -> Any:
             f"evaluating a run directory or checkpoint needs rsdet.engine.inference "
             f"({err}); evaluate a results file instead: rsdet evaluate GT.json RESULTS.json") from err
     extra = {k: True for k, on in (("overwrite", args.overwrite), ("allow_legacy", args.legacy_checkpoint)) if on}
+    if args.backend:
+        extra["backend"] = args.backend  # else the run's own eval.backend
     return evaluate_run(str(args.target), score_thresholds=args.score_thresholds,
                         out_dir=str(args.out) if args.out else None, device=args.device, **extra)
 
@@ -148,16 +156,16 @@ def _print_result(result: Any, console: Console, protocol: str | None = None) ->
         console.print(metrics_table(metrics, metric_keys(proto), title=f"{iou_type} ({proto})"))
         per_class = metrics.get("per_class")
         if per_class:
-            table = Table(title=f"{iou_type}: per class (%)")
-            for col in ("id", "name", "AP", "oLRP", "oLRP_Loc", "oLRP_FP", "oLRP_FN", "LRP thr"):
-                table.add_column(col, justify="left" if col == "name" else "right")
-            for cat, c in per_class.items():
-                cells = [c[k] for k in ("AP", "oLRP", "oLRP_Loc", "oLRP_FP", "oLRP_FN")]
-                thr = c["lrp_optimal_threshold"]
-                table.add_row(str(cat), escape(c["name"]),
-                              *("–" if v < 0 else f"{100 * v:.1f}" for v in cells),
-                              "–" if thr < 0 else f"{thr:.3f}")
-            console.print(table)
+            console.print(per_class_table(per_class, title=f"{iou_type}: per class"))
+
+
+def _shown(result: Any, per_class: bool) -> Any:
+    """What the terminal shows: the per-class tables only with --per-class (a run's metrics always
+    carry them, docs/evaluation.md)."""
+    if per_class or not isinstance(result, dict):
+        return result
+    return {k: ({m: v for m, v in block.items() if m != "per_class"} if isinstance(block, dict) else block)
+            for k, block in result.items()}
 
 
 def _evaluate_files(args: argparse.Namespace, console: Console) -> dict:
@@ -167,9 +175,10 @@ def _evaluate_files(args: argparse.Namespace, console: Console) -> dict:
     out = args.out if args.out is not None else Path(args.results).resolve().parent
     # Paths, not loaded objects, go to evaluate(): its error messages then name the files.
     metrics = evaluate(args.target, args.results, iou_type=args.iou_type, protocol=protocol,
-                       max_dets=args.max_dets, per_class=args.per_class, verbose=args.verbose)
+                       max_dets=args.max_dets, per_class=args.per_class, verbose=args.verbose,
+                       backend=args.backend or "auto")
     result = {args.iou_type: metrics}
-    _print_result(result, console, protocol)
+    _print_result(_shown(result, args.per_class), console, protocol)
     name = "metrics.json"
     if is_run_dir(out):  # a run's record: beside it, or (--overwrite) this IoU type's block replaced in it
         previous = RunRecord(out, create=False).metrics or {}
@@ -182,7 +191,7 @@ def _evaluate_files(args: argparse.Namespace, console: Console) -> dict:
     if args.score_thresholds:
         rows = threshold_sweep(args.target, args.results, args.score_thresholds,
                                iou_type=args.iou_type, protocol=protocol, max_dets=args.max_dets,
-                               verbose=args.verbose)
+                               verbose=args.verbose, backend=args.backend or "auto")
         console.print(render_table(rows, title="Score-threshold sweep"))
         paths = write_table(rows, out, "threshold_sweep")
         atomic_write_text(out / "threshold_sweep.json", dumps({"iou_type": args.iou_type,
@@ -205,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
                              "directory or checkpoint")
             if not target.exists():
                 raise RsdetError(f"checkpoint not found: {target}")
-            _print_result(_evaluate_run(args), console)
+            _print_result(_shown(_evaluate_run(args), args.per_class), console)
         else:
             if args.results is None:
                 parser.error("RESULTS is required when GT_OR_RUN is a ground-truth file "

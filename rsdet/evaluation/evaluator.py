@@ -1,7 +1,8 @@
-"""``evaluate()``: COCO/LVIS AP from the official evaluators plus optimal LRP, in one call."""
+"""``evaluate()``: COCO/LVIS AP (official evaluators or the equal fast backend) plus optimal LRP."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,10 @@ from rsdet.evaluation import _backends as backends
 from rsdet.evaluation.io import (DEFAULT_MAX_DETS, IOU_TYPES, PROTOCOLS, load_detections,
                                  load_ground_truth, validate_detections)
 from rsdet.evaluation.lrp import ClassLRP, class_lrp, summarize_lrp
+
+#: eval.backend / ``rsdet evaluate --backend``: auto = fast (equal to the official evaluators on
+#: every number, docs/evaluation.md "The fast path"); official = pycocotools / lvis themselves
+BACKENDS = ("auto", "official", "fast")
 
 COCO_AP_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl",
                 "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
@@ -33,6 +38,15 @@ def metric_keys(protocol: str) -> tuple[str, ...]:
     return COCO_AP_KEYS + LRP_KEYS
 
 
+def resolve_backend(backend: str) -> str:
+    """``official`` or ``fast`` for a configured backend (``auto`` is ``fast``: proven equal on
+    both protocols and IoU types); a ConfigError names the allowed values."""
+    if backend not in BACKENDS:
+        raise ConfigError(f"eval.backend={backend!r} is not one of {', '.join(BACKENDS)} (auto: the fast "
+                          f"backend, equal to pycocotools / lvis; official: those evaluators themselves).")
+    return "official" if backend == "official" else "fast"
+
+
 def check_options(iou_type: str, protocol: str, max_dets: int | None) -> int:
     """Validate the options shared by evaluate and threshold_sweep; return the max detections."""
     if iou_type not in IOU_TYPES:
@@ -48,7 +62,7 @@ def check_options(iou_type: str, protocol: str, max_dets: int | None) -> int:
 
 def evaluate(gt: str | Path | dict, detections: str | Path | list, iou_type: str = "bbox",
              protocol: str = "coco", max_dets: int | None = None, per_class: bool = False,
-             verbose: bool = False) -> dict[str, Any]:
+             verbose: bool = False, backend: str = "auto") -> dict[str, Any]:
     """Evaluate COCO-format detections with pycocotools/lvis AP and optimal LRP.
 
     Args:
@@ -62,78 +76,136 @@ def evaluate(gt: str | Path | dict, detections: str | Path | list, iou_type: str
         max_dets: detections per image; default 100 (COCO) / 300 (LVIS). The AR keys keep
             their names (COCO AR1/AR10/AR100, LVIS AR300/ARs300/ARm300/ARl300) and the last
             COCO one and the LVIS ones are measured at ``max_dets``.
-        per_class: also return ``"per_class"``: ``{category_id: {"name", "AP", "oLRP",
-            "oLRP_Loc", "oLRP_FP", "oLRP_FN", "lrp_optimal_threshold"}}`` for every class with
-            ground truth (AP at IoU .50:.95, area all).
-        verbose: let the evaluators print their usual progress and tables.
+        per_class: also return ``"per_class"``: ``{category_id: {"name", "AP", "AP50", "oLRP",
+            "oLRP_Loc", "oLRP_FP", "oLRP_FN", "lrp_optimal_threshold", "num_gt"[, "frequency"]}}``
+            for every class with ground truth (AP at area all; LVIS adds the frequency group), and
+            ``"pr_curve"``: ``{"recall": [101 points], "AP": [...], "AP50": [...], "AP75": [...]}``,
+            the interpolated precision at each recall point averaged over classes (and for "AP"
+            over the IoU thresholds .50:.95).
+        verbose: let the official evaluators print their usual progress and tables.
+        backend: ``"auto"`` / ``"fast"`` (rsdet.evaluation.fast, the same numbers, several times
+            faster) or ``"official"`` (pycocotools / lvis themselves).
 
     Returns:
         Fractions in [0, 1] (−1 where undefined, as pycocotools does). coco: AP, AP50, AP75, APs,
         APm, APl, AR1, AR10, AR100, ARs, ARm, ARl (= ``COCOeval.stats``), oLRP, oLRP_Loc, oLRP_FP,
-        oLRP_FN. lvis: AP, AP50, AP75, APs, APm, APl, APr, APc, APf, AR300, ARs300, ARm300, ARl300 (= ``LVISEval.results``; the
-        AR keys are its ``AR@<max_dets>``, ``ARs@<max_dets>``, ...), oLRP,
+        oLRP_FN. lvis: AP, AP50, AP75, APs, APm, APl, APr, APc, APf, AR300, ARs300, ARm300,
+        ARl300 (= ``LVISEval.results``; the AR keys are its ``AR@<max_dets>``, ...), oLRP,
         oLRP_Loc, oLRP_FP, oLRP_FN, oLRPr, oLRPc, oLRPf. oLRP follows Oksuz et al., TPAMI 2021
         (see :mod:`rsdet.evaluation.lrp`) under the evaluator's own matching at IoU 0.5.
 
     Raises:
         rsdet.errors.DataError: missing/unreadable files or a malformed record (named by index).
-        rsdet.errors.ConfigError: unknown ``iou_type``/``protocol`` or a bad ``max_dets``.
+        rsdet.errors.ConfigError: unknown ``iou_type``/``protocol``/``backend`` or a bad ``max_dets``.
     """
     max_dets = check_options(iou_type, protocol, max_dets)
+    resolve_backend(backend)
     dataset, _ = load_ground_truth(gt, protocol, check_masks=iou_type == "segm")
     records, source = load_detections(detections)
     dets = validate_detections(records, dataset, source, iou_type)
     # load_ground_truth / validate_detections returned fresh copies: no need to copy again
     return evaluate_prepared(dataset, dets, iou_type, protocol, max_dets, per_class, verbose,
-                             copy_records=False)
+                             copy_records=False, backend=backend)
+
+
+@dataclass
+class Outcome:
+    """What either backend hands to :func:`finish`: the AP/AR metrics under rsdet's keys, the
+    precision array at area all and the last max-detections cut (T, R, K) with the category ids of
+    its K axis, and oLRP per category."""
+
+    metrics: dict[str, float]
+    precision: np.ndarray
+    cat_ids: list[int]
+    lrp: dict[int, ClassLRP]
 
 
 def evaluate_prepared(dataset: dict, dets: list[dict], iou_type: str, protocol: str,
                       max_dets: int, per_class: bool = False, verbose: bool = False,
-                      copy_records: bool = True) -> dict:
+                      copy_records: bool = True, backend: str = "auto") -> dict:
     """``evaluate`` on inputs already passed through :mod:`rsdet.evaluation.io` (no re-checks).
 
-    With ``copy_records`` it works on copies of the annotation and detection records, which the
-    evaluators write into, so one prepared dataset can be evaluated many times (sweeps).
+    With ``copy_records`` the official backend works on copies of the annotation and detection
+    records, which those evaluators write into, so one prepared dataset can be evaluated many
+    times (sweeps); the fast backend never writes into them.
     """
+    if resolve_backend(backend) == "fast":
+        from rsdet.evaluation.fast import FastEvaluation  # noqa: PLC0415
+
+        summary = FastEvaluation(dataset, dets, iou_type, protocol, max_dets).summary()
+        return finish(fast_outcome(summary, protocol), dataset, protocol, per_class)
     if copy_records:
         dataset = {**dataset, "annotations": [dict(a) for a in dataset["annotations"]]}
         dets = [dict(d) for d in dets]
     with backends.quiet(verbose):
         if protocol == "coco":
-            ev, metrics, class_ap = _run_coco(dataset, dets, iou_type, max_dets)
+            ev, metrics, precision, cat_ids = _run_coco(dataset, dets, iou_type, max_dets)
         else:
-            ev, metrics, class_ap = _run_lvis(dataset, dets, iou_type, max_dets)
-    lrp = class_lrp(ev, protocol)
+            ev, metrics, precision, cat_ids = _run_lvis(dataset, dets, iou_type, max_dets)
+    return finish(Outcome(metrics, precision, cat_ids, class_lrp(ev, protocol)), dataset, protocol,
+                  per_class)
+
+
+def fast_outcome(summary: Any, protocol: str) -> Outcome:
+    """An :class:`Outcome` from :class:`rsdet.evaluation.fast.Summary` (rsdet's key names)."""
+    stats = summary.stats
+    if protocol == "coco":
+        metrics = {k: float(v) for k, v in zip(COCO_AP_KEYS, stats)}
+    else:
+        metrics = {k: float(stats[k]) for k in LVIS_AP_KEYS}
+        for key, area in zip(LVIS_AR_KEYS, ("", "s", "m", "l")):
+            metrics[key] = float(stats[f"AR{area}"])
+    return Outcome(metrics, summary.precision, summary.cat_ids, summary.lrp)
+
+
+def finish(outcome: Outcome, dataset: dict, protocol: str, per_class: bool) -> dict[str, Any]:
+    """The metrics dict: AP/AR, oLRP means (and LVIS groups), optionally per class and PR curves."""
+    metrics = dict(outcome.metrics)
     groups = None
     if protocol == "lvis":
         groups = {g: [c["id"] for c in dataset["categories"] if c["frequency"] == g]
                   for g in ("r", "c", "f")}
-    metrics.update(summarize_lrp(lrp, groups))
+    metrics.update(summarize_lrp(outcome.lrp, groups))
     if per_class:
-        names = {c["id"]: c.get("name", str(c["id"])) for c in dataset["categories"]}
-        metrics["per_class"] = {cat: _class_entry(names[cat], class_ap.get(cat, -1.0), lrp[cat])
-                                for cat in sorted(lrp)}
+        cats = {c["id"]: c for c in dataset["categories"]}
+        column = {cat: k for k, cat in enumerate(outcome.cat_ids)}
+        metrics["per_class"] = {
+            cat: _class_entry(cats[cat], outcome.precision[:, :, column[cat]], outcome.lrp[cat], protocol)
+            for cat in sorted(outcome.lrp)}
+        metrics["pr_curve"] = pr_curve(outcome.precision)
     return metrics
 
 
-def _class_entry(name: str, ap: float, c: ClassLRP) -> dict[str, Any]:
+def _defined_mean(p: np.ndarray) -> float:
+    p = p[p > -1]
+    return float(p.mean()) if p.size else -1.0
+
+
+def _class_entry(cat: dict, precision: np.ndarray, c: ClassLRP, protocol: str) -> dict[str, Any]:
+    """One class: AP over IoU .50:.95 and AP50 from its (T, R) precision, oLRP and components."""
     def defined(x: float) -> float:
         return -1.0 if np.isnan(x) else float(x)
 
-    return {"name": name, "AP": ap, "oLRP": defined(c.olrp), "oLRP_Loc": defined(c.loc),
-            "oLRP_FP": defined(c.fp), "oLRP_FN": defined(c.fn),
-            "lrp_optimal_threshold": defined(c.threshold)}
+    entry = {"name": cat.get("name", str(cat["id"])), "AP": _defined_mean(precision),
+             "AP50": _defined_mean(precision[0]), "oLRP": defined(c.olrp), "oLRP_Loc": defined(c.loc),
+             "oLRP_FP": defined(c.fp), "oLRP_FN": defined(c.fn),
+             "lrp_optimal_threshold": defined(c.threshold), "num_gt": int(c.num_gt)}
+    if protocol == "lvis":
+        entry["frequency"] = cat["frequency"]
+    return entry
 
 
-def _class_ap(precision: np.ndarray, cat_ids: list[int]) -> dict[int, float]:
-    """Per-class AP from a (T, R, K) precision slice at area all, mean over defined values."""
-    out = {}
-    for k, cat in enumerate(cat_ids):
-        p = precision[:, :, k]
-        p = p[p > -1]
-        out[int(cat)] = float(p.mean()) if p.size else -1.0
-    return out
+def pr_curve(precision: np.ndarray) -> dict[str, list[float]]:
+    """Precision at the 101 recall points, mean over the classes with ground truth: at IoU 0.5
+    (``AP50``), 0.75 (``AP75``) and averaged over .50:.95 (``AP``); −1 where no class is defined."""
+    from rsdet.evaluation._fast_inputs import REC_THRS  # noqa: PLC0415
+
+    def curve(p: np.ndarray) -> list[float]:  # p: (..., R, K) -> mean over the other axes per R
+        p = np.moveaxis(p, -2, 0).reshape(p.shape[-2], -1)
+        return [_defined_mean(row) for row in p]
+
+    return {"recall": [float(r) for r in REC_THRS], "AP": curve(precision),
+            "AP50": curve(precision[0]), "AP75": curve(precision[5])}
 
 
 def _run_coco(dataset: dict, dets: list[dict], iou_type: str, max_dets: int):
@@ -146,8 +218,7 @@ def _run_coco(dataset: dict, dets: list[dict], iou_type: str, max_dets: int):
     ev.summarize()
     metrics = {k: float(v) for k, v in zip(COCO_AP_KEYS, ev.stats)}
     # precision: (T, R, K, A, M); area "all" is index 0, max_dets the last entry.
-    class_ap = _class_ap(ev.eval["precision"][:, :, :, 0, -1], ev.params.catIds)
-    return ev, metrics, class_ap
+    return ev, metrics, ev.eval["precision"][:, :, :, 0, -1], list(ev.params.catIds)
 
 
 def _run_lvis(dataset: dict, dets: list[dict], iou_type: str, max_dets: int):
@@ -160,5 +231,4 @@ def _run_lvis(dataset: dict, dets: list[dict], iou_type: str, max_dets: int):
     for key, area in zip(LVIS_AR_KEYS, ("", "s", "m", "l")):
         metrics[key] = float(ev.results[f"AR{area}@{max_dets}"])
     # precision: (T, R, K, A); area "all" is index 0.
-    class_ap = _class_ap(ev.eval["precision"][:, :, :, 0], ev.params.cat_ids)
-    return ev, metrics, class_ap
+    return ev, metrics, ev.eval["precision"][:, :, :, 0], list(ev.params.cat_ids)

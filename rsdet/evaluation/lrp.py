@@ -18,11 +18,12 @@ but no true positive has oLRP = oLRP_FN = 1 and undefined Loc/FP/threshold; a cl
 (non-ignored) ground truth is skipped. Dataset values are means over classes of the defined
 values.
 
-The ranking and the TP/FP/ignored labels are read from COCOeval.evalImgs / LVISEval.eval_imgs
-at IoU 0.5, area "all", the protocol's max detections, in the order ``accumulate`` ranks them
-(per-image lists concatenated in image order, then a stable sort by descending score), so
-there is exactly one matcher. A TP's IoU is looked up in the evaluator's own ``ious`` matrix
-for the pair it was matched with.
+The ranking and the TP/FP/ignored labels are those of the AP evaluation at IoU 0.5, area "all",
+the protocol's max detections, in the order ``accumulate`` ranks them (per-image lists
+concatenated in image order, then a stable sort by descending score): :func:`class_lrp` reads
+them from COCOeval.evalImgs / LVISEval.eval_imgs (official backend) and looks a TP's IoU up in the
+evaluator's own ``ious`` matrix; the fast backend (rsdet.evaluation._fast_accumulate) passes the
+same labels and IoUs from its own, identical matching to :func:`optimal_lrp`.
 """
 
 from __future__ import annotations

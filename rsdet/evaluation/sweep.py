@@ -17,7 +17,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from rich.table import Table
 
-from rsdet.evaluation.evaluator import check_options, evaluate_prepared
+from rsdet.evaluation.evaluator import (check_options, evaluate_prepared, fast_outcome, finish,
+                                       resolve_backend)
 from rsdet.evaluation.io import load_detections, load_ground_truth, validate_detections
 
 # Display names: (markdown / terminal, LaTeX).
@@ -59,18 +60,24 @@ def _fps_for(fps: Mapping[float, float] | None, thr: float) -> float | None:
 def threshold_sweep(gt: str | Path | dict, detections: str | Path | list,
                     thresholds: Iterable[float], iou_type: str = "bbox", protocol: str = "coco",
                     fps: Mapping[float, float] | None = None, max_dets: int | None = None,
-                    verbose: bool = False) -> list[dict[str, Any]]:
+                    verbose: bool = False, backend: str = "auto") -> list[dict[str, Any]]:
     """Evaluate the same detections at several test score thresholds.
 
     At threshold ``t`` only detections with ``score > t`` are kept (the strict comparison of
     mmdetection's and detectron2's test ``score_thr``), before the per-image ``max_dets`` cut,
     as in a detector. A results file holds nothing below the threshold it was produced with,
     so rows below it repeat that row; for the true curve produce results at a low threshold
-    (the engine's ``evaluate_run`` reruns inference per threshold and measures fps).
+    (the engine's ``evaluate_run`` runs inference once at the lowest threshold and measures fps
+    per threshold).
+
+    The fast backend matches the detections once: a threshold keeps a prefix of every ranked
+    (image, category) list and of every category's ranking, so each row only re-accumulates
+    (docs/evaluation.md, "The fast path"); the official backend evaluates each row afresh.
 
     Args:
         thresholds: score thresholds, evaluated in the given order.
         fps: optional ``{threshold: images_per_second}`` measured during inference.
+        backend: ``"auto"``/``"fast"`` or ``"official"`` (as :func:`rsdet.evaluation.evaluate`).
         Others: as :func:`rsdet.evaluation.evaluate`.
 
     Returns:
@@ -80,11 +87,23 @@ def threshold_sweep(gt: str | Path | dict, detections: str | Path | list,
     dataset, _ = load_ground_truth(gt, protocol, check_masks=iou_type == "segm")
     records, source = load_detections(detections)
     dets = validate_detections(records, dataset, source, iou_type)
+    thresholds = [float(t) for t in thresholds]
     rows = []
+    if resolve_backend(backend) == "fast":
+        from rsdet.evaluation.fast import FastEvaluation  # noqa: PLC0415
+
+        if thresholds:  # nothing at or below the lowest threshold takes part in any row
+            low = min(thresholds)
+            dets = [d for d in dets if d["score"] > low]
+        fast = FastEvaluation(dataset, dets, iou_type, protocol, max_dets)
+        for thr in thresholds:
+            metrics = finish(fast_outcome(fast.summary(thr), protocol), dataset, protocol, False)
+            rows.append({"threshold": thr, "metrics": metrics, "fps": _fps_for(fps, thr)})
+        return rows
     for thr in thresholds:
-        thr = float(thr)
         kept = [d for d in dets if d["score"] > thr]
-        metrics = evaluate_prepared(dataset, kept, iou_type, protocol, max_dets, verbose=verbose)
+        metrics = evaluate_prepared(dataset, kept, iou_type, protocol, max_dets, verbose=verbose,
+                                    backend="official")
         rows.append({"threshold": thr, "metrics": metrics, "fps": _fps_for(fps, thr)})
     return rows
 

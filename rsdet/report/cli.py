@@ -40,6 +40,9 @@ examples:
   rsdet report multirun/... --metric all --filter loss=rs        all AP/oLRP columns, RS runs only
   rsdet report multirun/... --metric history_epoch1/ratio/rpn/task_neg_per_pos
                                                Table S7's measure: the first epoch's mean pos:neg task ratio
+  rsdet report outputs/runs/2026-01-05/10-00-00_rs --per-class --plot
+                                               per-class AP and oLRP components of the run (per_class.md/.csv
+                                               beside it) and its precision-recall curves (pr_curves.png)
 
 metrics: names from metrics.json, e.g. AP AP50 AP75 APs APm APl oLRP oLRP_Loc oLRP_FP oLRP_FN (box),
   segm/AP (mask), train_seconds (top level), history/<column> (mean over history.jsonl),
@@ -82,7 +85,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--filter", metavar="KEY=VALUE", action="append", default=[],
                    help="keep runs whose KEY equals VALUE (VALUE may be v1,v2; KEY!=VALUE excludes); repeatable")
     p.add_argument("--out", metavar="PATH_STEM", help="write PATH_STEM.{md,csv,tex} (default DIR/report)")
-    p.add_argument("--no-write", action="store_true", help="only print the table")
+    p.add_argument("--no-write", action="store_true", help="only print the table (or the per-class tables); write no file")
     p.add_argument("--raw", action="store_true", help="show fractions as stored instead of x100")
     p.add_argument("--list-axes", action="store_true", help="list varying settings and metric names, then exit")
     p.add_argument("--table", metavar="SN", help="lay the runs out as supplementary table SN (s1 ... s11): the "
@@ -91,7 +94,11 @@ def make_parser() -> argparse.ArgumentParser:
                    "beside each cell")
     p.add_argument("--plot", action="store_true", help="also draw PNG figures beside the table output (AP vs "
                    "δ_RS for S4, AP per sampler for S8, AP and fps vs score threshold for S10/S11, training "
-                   "curves of every run behind the table) and reference them from its Markdown file")
+                   "curves of every run behind the table) and reference them from its Markdown file; each "
+                   "run's precision-recall curves go beside the run (pr_curves.png)")
+    p.add_argument("--per-class", action="store_true", help="instead of the results table: each run's per-class "
+                   "AP, AP50, oLRP and its components and number of objects (box and mask), printed and written "
+                   "beside the run as per_class.md and per_class.csv")
     return p
 
 
@@ -189,6 +196,8 @@ def _run(args, out, err) -> int:
     if args.list_axes:
         _list_axes(runs, out)
         return 0
+    if args.per_class:
+        return _per_class(runs, args, out, err)
     if args.table:
         from rsdet.report.paper_table import report_paper_table, table_name
 
@@ -232,14 +241,33 @@ def _run(args, out, err) -> int:
     return 0
 
 
+def _per_class(runs, args, out, err) -> int:
+    from rsdet.report.per_class import report
+
+    try:
+        paths = report(runs, out, write=not args.no_write)
+        if args.plot and not args.no_write:
+            from rsdet.report.pr_curves import write_pr_curves
+
+            paths += [f.path for f in write_pr_curves(runs)]
+    except OSError as exc:
+        err.print(f"[red]rsdet report:[/red] could not write beside the runs ({_esc(str(exc))}); use --no-write "
+                  f"to only print the tables")
+        return 1
+    if paths:
+        out.print("wrote " + ", ".join(_esc(str(p)) for p in paths))
+    return 0
+
+
 def _plots(runs, table, stem: Path, markdown: Path | None, err):
     """Draw the figures into the folder of ``stem`` and append their references to ``markdown``."""
     from rsdet.report.plots import figures_markdown, write_plots
+    from rsdet.report.pr_curves import write_pr_curves
 
     stem = Path(stem)
     try:
         _unplant(*_planted_figures(stem))
-        figs = write_plots(runs, table, stem.parent, stem=stem.name)
+        figs = write_plots(runs, table, stem.parent, stem=stem.name) + write_pr_curves(runs)
         if markdown is not None and figs:
             md = Path(markdown)
             text = md.read_text(encoding="utf-8") if md.is_file() and not md.is_symlink() else ""

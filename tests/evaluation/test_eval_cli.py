@@ -29,7 +29,7 @@ def test_help_lists_the_options(capsys):
     assert exit_.value.code == 0
     out = capsys.readouterr().out
     for option in ("--iou-type", "--protocol", "--max-dets", "--per-class", "--score-thresholds",
-                   "--out", "--device", "oLRP", "examples:"):
+                   "--out", "--device", "--backend", "official", "oLRP", "examples:"):
         assert option in out
 
 
@@ -49,6 +49,20 @@ def test_results_file_with_sweep(coco_files, tmp_path, capsys):
     assert [r["threshold"] for r in sweep["rows"]] == [1e-3, 0.5]
     printed = capsys.readouterr().out
     assert "oLRP" in printed and "AP75" in printed and "1e-3" in printed and "class1" in printed
+
+
+def test_backend_option(coco_files, tmp_path, capsys):
+    gt, dets = coco_files
+    for backend in ("official", "fast"):
+        assert main([str(gt), str(dets), "--backend", backend, "--per-class", "--score-thresholds", "0.3,0.6",
+                     "--out", str(tmp_path / backend)]) == 0
+    read = lambda b, name: json.loads((tmp_path / b / name).read_text())  # noqa: E731
+    assert read("official", "metrics.json") == read("fast", "metrics.json")
+    assert read("official", "threshold_sweep.json") == read("fast", "threshold_sweep.json")
+    assert "class1" in capsys.readouterr().out  # --per-class prints the per-class table
+    with pytest.raises(SystemExit) as exit_:
+        main([str(gt), str(dets), "--backend", "pycoco"])
+    assert exit_.value.code == 2 and "auto" in capsys.readouterr().err
 
 
 def test_lvis_protocol_is_detected_and_results_dir_is_the_default_out(tmp_path, capsys):
@@ -81,16 +95,18 @@ def test_errors_are_reported_not_raised(coco_files, tmp_path, capsys):
 def test_run_directory_goes_to_the_engine(tmp_path, monkeypatch, capsys):
     calls = []
 
-    def evaluate_run(path, score_thresholds=None, out_dir=None, device="auto"):
-        calls.append((path, score_thresholds, out_dir, device))
+    def evaluate_run(path, score_thresholds=None, out_dir=None, device="auto", **extra):
+        calls.append((path, score_thresholds, out_dir, device, extra))
         return {"bbox": {"AP": 0.25, "AP50": 0.5, "oLRP": 0.75}}
 
     fake = types.ModuleType("rsdet.engine.inference")
     fake.evaluate_run = evaluate_run
     monkeypatch.setitem(sys.modules, "rsdet.engine.inference", fake)
     assert main([str(tmp_path), "--score-thresholds", "0.1,0.6", "--device", "cpu"]) == 0
-    assert calls == [(str(tmp_path), [0.1, 0.6], None, "cpu")]
+    assert calls == [(str(tmp_path), [0.1, 0.6], None, "cpu", {})]  # the run's own eval.backend
     assert "25.0" in capsys.readouterr().out
+    assert main([str(tmp_path), "--backend", "official"]) == 0
+    assert calls[-1][-1] == {"backend": "official"}
 
     with pytest.raises(SystemExit):  # a run directory takes no RESULTS
         main([str(tmp_path), "extra.json"])
