@@ -123,8 +123,11 @@ def _holds_default(ax: RunAxes, key: str, default) -> bool:
 
 
 def _row_metric(row: dict, metric: str) -> str:
-    """Rows of masks (Table S10's Instance Segmentation part) read the mask version of the column."""
-    if row.get("iou_type") == "segm" and metric != "fps" and not metric.startswith("segm/"):
+    """Rows of masks (Table S10's Instance Segmentation part, Table S7's LVIS row: its AP is Mask R-CNN's mask
+    AP) read the mask version of their AP-type columns; ratios, timings and fps stay as they are."""
+    from rsdet.report.metrics import is_percent  # noqa: PLC0415
+
+    if row.get("iou_type") == "segm" and is_percent(metric) and not metric.startswith("segm/"):
         return f"segm/{metric}"
     return metric
 
