@@ -131,9 +131,9 @@ def bench_loss(sizes, rounds: int, budget_s: float) -> list[dict]:
             loop_loss("rs", *inputs, max_pos=k)
             loop.append((time.perf_counter() - start) * 1e3 * p / k)
         out.append({"N": n, "P": p, "fast_ms": fast, "loop_ms": loop, "loop_positives": k, "extrapolated": k < p})
+        ratio = statistics.median(loop) / statistics.median(fast)
         print(f"N={n} P={p}: rsdet {statistics.median(fast):.1f} ms, per-positive loop "
-              f"{'~' if k < p else ''}{statistics.median(loop):.0f} ms (x{statistics.median(loop) / statistics.median(fast):.0f})",
-              flush=True)
+              f"{'~' if k < p else ''}{statistics.median(loop):.0f} ms (x{ratio:.0f})", flush=True)
     return out
 
 

@@ -182,8 +182,8 @@ def _s2(col: str) -> Callable[[Cells], list[Comparison]]:
 
 
 def _s5(c: Cells) -> list[Comparison]:
-    return [Comparison("RS Cascade − Cascade, AP", _d(c, "S5", ("RS Cascade R-CNN", "AP ↑"), ("Cascade R-CNN", "AP ↑")),
-                       "greater")]
+    d = _d(c, "S5", ("RS Cascade R-CNN", "AP ↑"), ("Cascade R-CNN", "AP ↑"))
+    return [Comparison("RS Cascade − Cascade, AP", d, "greater")]
 
 
 # ------------------------------------------------------------------------------------------ S11
@@ -236,7 +236,8 @@ def _s1_weightings(c: Cells) -> list[Comparison]:
         s = stats.summarize(list(per_seed.values()))
         d = Paired(s.mean, s.lo, s.hi, s.n, sorted(per_seed))
         where = "all five balancing columns" if len(cols) == 5 else (
-            f"{len(cols)} balancing column{'s' if len(cols) != 1 else ''}: " + ", ".join(x.split(" / ")[-1] for x in cols))
+            f"{len(cols)} balancing column{'s' if len(cols) != 1 else ''}: "
+            + ", ".join(x.split(" / ")[-1] for x in cols))
         out.append(Comparison(f"{w.split(' [')[0]} − score-based (mean over {where})", d, "similar", margin=M))
     return out
 
@@ -306,10 +307,12 @@ SPECS: list[FindingSpec] = [
                 f"the CI's lower end above −{M} AP (not worse)", _s8_rs_robust),
     FindingSpec("S8", "S8.2", "cross-entropy drops once the samplers are removed",
                 "the performance significantly drops once the samplers are removed for Cross-entropy Loss", "S3.5",
-                "CE AP with the samplers removed (None/Random, None/None) minus Random/Random: CI below 0", _s8_ce_drops),
+                "CE AP with the samplers removed (None/Random, None/None) minus Random/Random: CI below 0",
+                _s8_ce_drops),
     FindingSpec("S8", "S8.3", "focal loss (untuned) is worse than cross-entropy and RS",
                 "Focal Loss is not able to perform as good as Cross-entropy Loss and RS Loss with this configuration",
-                "S3.5", "focal AP minus CE (Random/Random) and minus RS at each sampler setting: CI below 0", _s8_focal),
+                "S3.5", "focal AP minus CE (Random/Random) and minus RS at each sampler setting: CI below 0",
+                _s8_focal),
     FindingSpec("S8", "S8.4", "without samplers RS beats every counterpart",
                 "our RS Loss outperforms all counterparts without sampling and tuning", "Table S7 caption",
                 "RS None/None AP minus CE None/None and focal None/None: CI above 0", _s8_rs_best_without),

@@ -297,11 +297,40 @@ def write_document(root: Path, out: Path, command_text: str, plan_text: str | No
             parts.append("\n" + figs)
     if plan_text:
         parts.append("\n## The plan that produced these runs\n\n" + plan_text + "\n")
+    costs = measured_costs(root)
+    if costs:
+        parts.append("\n" + costs)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("".join(parts), encoding="utf-8")
     (fig_dir / "cells.csv").write_text(cells_csv(cells), encoding="utf-8")
     (fig_dir / "findings.csv").write_text(findings_csv(found), encoding="utf-8")
     return out
+
+
+def measured_costs(root: Path) -> str:
+    """Seconds per iteration the runs under ``root`` measured (their metrics.json train_seconds over their
+    iterations), per setup, beside the rate the estimate assumed for a training beside another one
+    (SEC_PER_ITER x PARALLEL_SLOWDOWN): what to put into rsdet/report/mini_settings.py after a full run."""
+    import statistics  # noqa: PLC0415
+
+    lines = []
+    for setup in S.SETUPS.values():
+        rates = []
+        for path in sorted((Path(root) / setup.name).glob("*/seed*")):
+            rec = C._completed(path)  # noqa: SLF001
+            m = rec.metrics if rec is not None else None
+            sec, its = (m or {}).get("train_seconds"), (m or {}).get("iterations")
+            if isinstance(sec, (int, float)) and isinstance(its, (int, float)) and its > 0:
+                rates.append(sec / its)
+        if rates:
+            assumed = S.SEC_PER_ITER.get((setup.detector, setup.dataset))
+            lines.append(f"| {setup.name} | {len(rates)} | {statistics.median(rates):.3f} | "
+                         + (f"{assumed * S.PARALLEL_SLOWDOWN:.3f} |" if assumed else "— |"))
+    if not lines:
+        return ""
+    return ("**Measured cost.** Seconds per training iteration of these runs (median over the runs of each setup) "
+            "against what the estimate assumed for a training beside another one:\n\n"
+            "| setup | runs | measured s/iter | assumed s/iter |\n|---|---|---|---|\n" + "\n".join(lines) + "\n")
 
 
 def _figures(name: str, cells: dict, fig_dir: Path, doc_dir: Path, root: Path, mode) -> str:
@@ -333,7 +362,8 @@ def _figures(name: str, cells: dict, fig_dir: Path, doc_dir: Path, root: Path, m
                 curves.append(Figure(path, f"training curves of {label}"))
         if curves:
             text += ("\n<details><summary>Training curves of the first seed of each loss with its recipe's own "
-                     "samplers (loss terms, learning rate, pos:neg task ratio per stage)</summary>\n\n" + figures_markdown(curves, doc_dir) + "\n</details>\n")
+                     "samplers (loss terms, learning rate, pos:neg task ratio per stage)</summary>\n\n"
+                     + figures_markdown(curves, doc_dir) + "\n</details>\n")
     return text
 
 

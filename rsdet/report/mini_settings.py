@@ -37,7 +37,6 @@ class Setup:
     extra: tuple[str, ...] = ()       # overrides of every training of the setup
     per_loss: dict = field(default_factory=dict)   # loss -> overrides added for that loss only
     epoch_evals: bool = False         # eval.every_epochs=1: an evaluation after every epoch (Table S2)
-    why_cpu_differs: str = ""
 
 
 #: Keys whose default is the loss recipe's own sampler (conf/loss/<loss>.yaml, default_sampler)

@@ -35,7 +35,8 @@ HOW_TO = {
     "S6": "`rsdet train -m experiment=table_s6 detector=yolact` (needs the YOLACT detector)",
     "S7": "`rsdet train -m experiment=table_s8` (Table S7 reads the first epoch of each RS run's history.jsonl)",
     "S9": "runs of each detector with RS and with its standard loss, e.g. `rsdet train -m loss=rs,ce` and "
-          "`rsdet train -m detector=atss loss=rs,focal` (sec/iteration comes from history.jsonl)",
+          "`rsdet train -m detector=atss loss=rs,focal` (sec/iteration comes from history.jsonl; "
+          "`python scripts/bench_table_s9.py` times both on the same batches in one process)",
     "S10": "`rsdet train loss=rs`, then `rsdet evaluate RUN_DIR --score-thresholds 0.4` in the run directory "
            "(fps at the RS test threshold)",
     "S11": f"`rsdet train -m loss=rs,ce`, then `rsdet evaluate RUN_DIR --score-thresholds {_THRESHOLDS}` "

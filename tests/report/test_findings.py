@@ -122,7 +122,8 @@ def test_s9_loop_factor_decides_and_iteration_ratios_are_only_shown():
     ("S3.1", [30, 31, 32], [28, 29, 30], HOLDS), ("S6.2", [25.0, 25.2, 25.1], [25.1, 25.3, 25.0], HOLDS),
 ])
 def test_two_arm_findings(fid, a, b, verdict):
-    keys = {"S2.1": (("S2", "RS Loss", "Standard Training / Epoch 1"), ("S2", "aLRP Loss [13]", "Standard Training / Epoch 1")),
+    epoch1 = "Standard Training / Epoch 1"
+    keys = {"S2.1": (("S2", "RS Loss", epoch1), ("S2", "aLRP Loss [13]", epoch1)),
             "S5.1": (("S5", "RS Cascade R-CNN", "AP ↑"), ("S5", "Cascade R-CNN", "AP ↑")),
             "S3.1": (("S3", "AP", "1.50"), ("S3", "AP", "Default")),
             "S6.2": (("S6", "Dice", "Segmentation / AP"), ("S6", "IoU", "Segmentation / AP"))}[fid]
@@ -131,5 +132,6 @@ def test_two_arm_findings(fid, a, b, verdict):
 
 
 def test_mismatched_seeds_are_not_paired():
-    f = one("S5.1", {("S5", "RS Cascade R-CNN", "AP ↑"): {0: 60.0, 1: 61.0}, ("S5", "Cascade R-CNN", "AP ↑"): {2: 50.0}})
+    f = one("S5.1", {("S5", "RS Cascade R-CNN", "AP ↑"): {0: 60.0, 1: 61.0},
+                     ("S5", "Cascade R-CNN", "AP ↑"): {2: 50.0}})
     assert f.verdict == NOT_TESTED

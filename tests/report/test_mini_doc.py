@@ -140,7 +140,8 @@ def test_update_readme_lists_every_finding(generated):
     mini_doc.update_readme(readme, Path("docs/paper-mini.md"))
     text = readme.read_text()
     assert "\nold\n" not in text and text.endswith("after\n") and "[docs/paper-mini.md](docs/paper-mini.md)" in text
-    assert sum(ln.startswith("| S") for ln in text.splitlines()) == 21 and "| S8 | S8.2 cross-entropy drops once the samplers are removed | holds |" in text
+    assert sum(ln.startswith("| S") for ln in text.splitlines()) == 21
+    assert "| S8 | S8.2 cross-entropy drops once the samplers are removed | holds |" in text
 
 
 def test_a_wide_table_without_groups_is_split_in_halves_and_one_seed_has_no_ci():
