@@ -176,7 +176,8 @@ def _s7_more_data(c: Cells) -> list[Comparison]:
 # ------------------------------------------------------------------------------------------ S2 / S5
 def _s2(col: str) -> Callable[[Cells], list[Comparison]]:
     def compare(c: Cells) -> list[Comparison]:
-        return [Comparison(f"RS − aLRP, {col.split(' / ')[1]}",
+        when = "after epoch 1" if col.endswith("Epoch 1") else "at the end (the paper: epoch 12)"
+        return [Comparison(f"RS − aLRP, AP {when}",
                            _d(c, "S2", ("RS Loss", col), ("aLRP Loss [13]", col)), "greater")]
     return compare
 

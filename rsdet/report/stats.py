@@ -142,8 +142,8 @@ class Paired:
         else:
             def f(x):
                 return f"{x:+.{digits}f}"
-        ci = f" [{f(self.lo)}, {f(self.hi)}]" if self.lo is not None else " (no CI: n < 2)"
-        return f"{f(self.mean)}{' ' + unit if unit and not self.log else ''}{ci}, n={self.n}"
+        ci = f" [{f(self.lo)}, {f(self.hi)}], n={self.n}" if self.lo is not None else f", n={self.n} (no CI)"
+        return f"{f(self.mean)}{' ' + unit if unit and not self.log else ''}{ci}"
 
 
 def _common(a: Mapping, b: Mapping) -> list:
