@@ -24,6 +24,21 @@ from rsdet.report.findings import CPU_CAVEATS, SIMILAR_MARGIN_AP, Finding, findi
 from rsdet.report.paper import column_key, load_paper_tables
 from rsdet.report.stats import summarize
 
+#: What a document of a reduced mode covers (scripts/paper_mini.py --quick / --smoke)
+MODE_NOTES = {"quick": "This is the quick preview: only the cells of one finding per table, at half the iterations. ",
+              "smoke": "This is a smoke run (5 iterations on a 16-image split): its numbers mean nothing. "}
+#: What a reader needs to know about how a table's cells map to runs (docs/paper.md, "Mapping notes")
+TABLE_NOTES = {
+    "S1": "The ranking-based row trains with δ_loc 1.5: the paper's value in that row (39.9 with value "
+          "self-balance) is its Table S3 value at δ_loc 1.50, not the Default (39.5); that cell is Table S3's "
+          "δ_loc 1.50 cell, and the score-based/value cell is Table S4's δ_RS 0.50 cell (the same runs).",
+    "S2": "aLRP's self-balance weight is updated once per epoch (200 iterations here, `loss.alrp_period=200`) as "
+          "in the paper; 'Epoch 12' is the end of our schedule.",
+    "S7": "The COCO rows are Table S8's RS runs, the LVIS row Table S11's RS-Mask R-CNN runs; the LVIS row's AP is "
+          "mask AP, as the paper's 25.2 is.",
+    "S10": "The RS Faster R-CNN row is Table S8's RS runs without samplers; fps from `rsdet evaluate "
+           "--score-thresholds 0.4`.",
+}
 #: Value columns of one rendered table; wider tables are split (by column group where there are groups)
 MAX_VALUE_COLUMNS = 7
 
@@ -34,7 +49,7 @@ Generated {date} by `{command}` from the run records under `{root}` ({n_runs} ru
 {seeds}). Every key cell of Tables S1-S11 that rsdet can reproduce is trained on the embedded shapes
 data with the CPU presets (shallow random-init backbones, a few minutes per training): the paper's
 numbers are COCO/LVIS with ResNet-50 for 12 epochs, so absolute values differ by design and what can carry
-over is each finding. {timing}
+over is each finding. {mode_note}{timing}
 
 **How to read it.** A cell is `ours ± CI (paper)`: our mean over the seeds, the half-width of its 95%
 confidence interval (Student t with n − 1 degrees of freedom; no ± with one seed) and, in parentheses,
@@ -272,7 +287,7 @@ def write_document(root: Path, out: Path, command_text: str, plan_text: str | No
         timing += f"; this run took {elapsed_min:.0f} min." if elapsed_min is not None else "."
     parts = [HEADER.format(command=command_text, date=_dt.date.today().isoformat(), root=root, n_runs=len(runs),
                            mode=mode, seeds=", ".join(map(str, m.seeds)), margin=f"{SIMILAR_MARGIN_AP:g}",
-                           timing=timing)]
+                           timing=timing, mode_note=MODE_NOTES.get(mode, ""))]
     parts.append("\n## Findings\n\n| table | finding | verdict | paired difference [95% CI] |\n|---|---|---|---|\n"
                  + "\n".join(_summary_row(f) for f in found) + "\n")
     if failures:
@@ -281,6 +296,8 @@ def write_document(root: Path, out: Path, command_text: str, plan_text: str | No
     for name in C.TABLES:
         spec = tables[name]
         parts.append(f"\n## Table {name}: {spec['title']}\n\n{setting_line(name, m)}\n")
+        if name in TABLE_NOTES:
+            parts.append(f"\n{TABLE_NOTES[name]}\n")
         for f in (x for x in found if x.table == name):
             parts.append("\n" + finding_text(f) + "\n")
         parts.append("\n" + render_table(name, cells, keep_empty_rows=name not in ("S10", "S9")))

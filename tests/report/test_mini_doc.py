@@ -97,6 +97,7 @@ def test_each_table_states_its_runs_why_the_cpu_differs_and_its_findings(generat
     assert "| S9 | S9.1 RS's training overhead comes from its per-positive algorithm | holds |" in text
     assert "| S3 | S3.1 smoothing the ranking-based weights (δ_loc) can help | not tested |" in text
     assert "heavy training (100 epochs, SSD-style augmentation) is not run on the CPU" in text
+    assert "The ranking-based row trains with δ_loc 1.5" in text
     assert "| N=4e4, P=150 | 305 ± 12.4 | 3.03 ± 0.143 | ×" in text
     assert "estimated at 280 min" in text and "this run took 275 min" in text
     assert "Runs that failed:** x (exit 1)" in text and "PLAN" in text
