@@ -36,7 +36,7 @@ bench-eval: $(STAMP)
 	$(PY) scripts/bench_eval.py
 
 # Every key cell of Tables S1-S11 at CPU size (162 trainings: 54 settings x 3 seeds; sweeps; the S9 benchmark):
-# ~4.7 h on 2 free cores (the plan prints its estimate per table), then docs/paper-mini.md, its CSVs and
+# ~4.9 h on 2 free cores (the plan prints its estimate per table), then docs/paper-mini.md, its CSVs and
 # figures; resumable (completed runs are skipped). PAPER_MINI_ARGS="--only s8,s11" for some tables.
 PAPER_MINI_ARGS ?=
 paper-mini: $(STAMP)
