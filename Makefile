@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.rsdet-installed
 
-.PHONY: install demo test bench bench-eval paper-mini paper-mini-plan tune-baselines clean
+.PHONY: install demo test bench bench-eval paper-mini paper-mini-plan paper-mini-quick paper-mini-smoke tune-baselines clean
 
 # Bootstrap: a plain venv; torch/torchvision come from pip as ordinary requirements.
 $(STAMP): pyproject.toml
@@ -35,14 +35,23 @@ bench: $(STAMP)
 bench-eval: $(STAMP)
 	$(PY) scripts/bench_eval.py
 
-# CPU-sized Tables S8/S7, S11/S10, S4, S1/S3 (+S6 with YOLACT), ~62 min on 2 free cores, then
-# docs/paper-mini.md; resumable (completed runs are skipped). PAPER_MINI_ARGS="--only s8,s11 --budget-min 30".
+# Every key cell of Tables S1-S11 at CPU size (162 trainings: 54 settings x 3 seeds; sweeps; the S9 benchmark):
+# ~4.9 h on 2 free cores (the plan prints its estimate per table), then docs/paper-mini.md, its CSVs and
+# figures; resumable (completed runs are skipped). PAPER_MINI_ARGS="--only s8,s11" for some tables.
 PAPER_MINI_ARGS ?=
 paper-mini: $(STAMP)
 	WANDB_MODE=offline WANDB_SILENT=true $(PY) scripts/paper_mini.py --update-readme $(PAPER_MINI_ARGS)
 
 paper-mini-plan: $(STAMP)
 	$(PY) scripts/paper_mini.py --dry-run $(PAPER_MINI_ARGS)
+
+# One finding per table, 2 seeds, half the iterations (~40 min); runs and document in outputs/paper-mini-quick
+paper-mini-quick: $(STAMP)
+	WANDB_MODE=offline WANDB_SILENT=true $(PY) scripts/paper_mini.py --quick $(PAPER_MINI_ARGS)
+
+# The whole pipeline at a tiny size (1 seed, 5 iterations): outputs/paper-mini-smoke/paper-mini.md
+paper-mini-smoke: $(STAMP)
+	WANDB_MODE=offline WANDB_SILENT=true $(PY) scripts/paper_mini.py --smoke $(PAPER_MINI_ARGS)
 
 # The same lr grid for every baseline loss on the Faster R-CNN CPU preset (~37 min); docs/baselines.md
 tune-baselines: $(STAMP)

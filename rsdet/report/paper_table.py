@@ -35,7 +35,8 @@ HOW_TO = {
     "S6": "`rsdet train -m experiment=table_s6 detector=yolact` (needs the YOLACT detector)",
     "S7": "`rsdet train -m experiment=table_s8` (Table S7 reads the first epoch of each RS run's history.jsonl)",
     "S9": "runs of each detector with RS and with its standard loss, e.g. `rsdet train -m loss=rs,ce` and "
-          "`rsdet train -m detector=atss loss=rs,focal` (sec/iteration comes from history.jsonl)",
+          "`rsdet train -m detector=atss loss=rs,focal` (sec/iteration comes from history.jsonl; "
+          "`python scripts/bench_table_s9.py` times both on the same batches in one process)",
     "S10": "`rsdet train loss=rs`, then `rsdet evaluate RUN_DIR --score-thresholds 0.4` in the run directory "
            "(fps at the RS test threshold)",
     "S11": f"`rsdet train -m loss=rs,ce`, then `rsdet evaluate RUN_DIR --score-thresholds {_THRESHOLDS}` "
@@ -123,8 +124,11 @@ def _holds_default(ax: RunAxes, key: str, default) -> bool:
 
 
 def _row_metric(row: dict, metric: str) -> str:
-    """Rows of masks (Table S10's Instance Segmentation part) read the mask version of the column."""
-    if row.get("iou_type") == "segm" and metric != "fps" and not metric.startswith("segm/"):
+    """Rows of masks (Table S10's Instance Segmentation part, Table S7's LVIS row: its AP is Mask R-CNN's mask
+    AP) read the mask version of their AP-type columns; ratios, timings and fps stay as they are."""
+    from rsdet.report.metrics import is_percent  # noqa: PLC0415
+
+    if row.get("iou_type") == "segm" and is_percent(metric) and not metric.startswith("segm/"):
         return f"segm/{metric}"
     return metric
 

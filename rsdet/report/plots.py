@@ -37,12 +37,23 @@ class Figure:
     caption: str
 
 
-def _pct(values: list[float]) -> tuple[float | None, float | None]:
-    """Mean and std (None with fewer than two runs) of fractions, in percent."""
+def _pct(values: list[float], spread: str = "std") -> tuple[float | None, float | None]:
+    """Mean and error-bar half-width (``std``: the standard deviation; ``ci``: the 95% CI half-width;
+    None with fewer than two runs) of fractions, in percent."""
     if not values:
         return None, None
     mean = 100 * statistics.fmean(values)
-    return mean, (100 * statistics.stdev(values) if len(values) > 1 else None)
+    if len(values) < 2:
+        return mean, None
+    if spread == "ci":
+        from rsdet.report.stats import ci95_halfwidth
+
+        return mean, 100 * ci95_halfwidth(values)
+    return mean, 100 * statistics.stdev(values)
+
+
+#: Legend text of the error bars
+SPREAD_LABEL = {"std": "mean ± std over seeds", "ci": "mean ± 95% CI over seeds"}
 
 
 def _num(value) -> float | None:
@@ -50,12 +61,14 @@ def _num(value) -> float | None:
 
 
 # ------------------------------------------------------------------------------------------ data
-def delta_rs_curve(runs: list[RunRecord]) -> dict:
-    """Table S4: ``{"delta": [...], "ap": [mean % or None], "std": [...], "n": [...], "paper": [...]}``."""
-    spec, cells, _ = fill_table(runs, "S4")
-    out = {"delta": [], "ap": [], "std": [], "n": [], "paper": []}
+def delta_rs_curve(runs: list[RunRecord], filled=None, spread: str = "std") -> dict:
+    """Table S4: ``{"delta": [...], "ap": [mean % or None], "std": [error bar], "n": [...], "paper": [...]}``;
+    ``filled``: the table as :func:`fill_table` returns it (default: filled from ``runs``), ``spread``: the
+    error bar (``std`` or the 95% ``ci``)."""
+    spec, cells, _ = filled or fill_table(runs, "S4")
+    out = {"delta": [], "ap": [], "std": [], "n": [], "paper": [], "spread": spread}
     for col, cell in zip(spec["cols"], cells[0]):
-        mean, std = _pct(cell.values)
+        mean, std = _pct(cell.values, spread)
         out["delta"].append(float(col["config"]["loss.delta"]))
         out["ap"].append(mean)
         out["std"].append(std)
@@ -64,11 +77,11 @@ def delta_rs_curve(runs: list[RunRecord]) -> dict:
     return out
 
 
-def threshold_curves(runs: list[RunRecord]) -> dict:
+def threshold_curves(runs: list[RunRecord], filled=None) -> dict:
     """Table S11 per loss: ``{"ce": {"threshold": [...], "ap": [box AP %], "segm_ap": [mask AP %],
     "fps": [...], "paper_ap": [...], "paper_segm_ap": [...], "paper_fps": [...]}, "rs": {...}}``;
     a loss with no swept run is left out."""
-    spec, cells, _ = fill_table(runs, "S11")
+    spec, cells, _ = filled or fill_table(runs, "S11")
     thresholds = [float(r["config"]["score_threshold"]) for r in spec["rows"]]
     out: dict = {}
     for j, col in enumerate(spec["cols"]):
@@ -89,21 +102,25 @@ def threshold_curves(runs: list[RunRecord]) -> dict:
     return {loss: c for loss, c in out.items() if any(v is not None for v in c["ap"] + c["segm_ap"] + c["fps"])}
 
 
-def sampler_bars(runs: list[RunRecord]) -> dict:
-    """Table S8 per loss: ``{"rs": {"setting": [...3], "ap": [...], "std": [...], "paper": [...]}, ...}``;
-    a loss with no run is left out."""
-    spec, cells, _ = fill_table(runs, "S8")
+def sampler_bars(runs: list[RunRecord], filled=None, spread: str = "std") -> dict:
+    """Table S8 per loss: ``{"rs": {"setting": [...3], "ap": [...], "std": [error bar], "paper": [...]}, ...}``;
+    a loss with no run is left out (``filled``, ``spread``: as :func:`delta_rs_curve`)."""
+    spec, cells, _ = filled or fill_table(runs, "S8")
     ap_col = next(j for j, c in enumerate(spec["cols"]) if c["metric"] == "AP")
     out: dict = {}
     for row, row_cells in zip(spec["rows"], cells):
         loss = _LOSS_NAMES[row["cells"][0]]
         setting = " | ".join(row["cells"][1:])
         bars = out.setdefault(loss, {"setting": list(SAMPLER_SETTINGS), "ap": [None] * 3, "std": [None] * 3,
-                                     "paper": [None] * 3})
+                                     "paper": [None] * 3, "spread": spread})
         k = SAMPLER_SETTINGS.index(setting)
-        bars["ap"][k], bars["std"][k] = _pct(row_cells[ap_col].values)
+        bars["ap"][k], bars["std"][k] = _pct(row_cells[ap_col].values, spread)
         bars["paper"][k] = _num(row_cells[ap_col].paper)
     return {loss: b for loss, b in out.items() if any(v is not None for v in b["ap"])}
+
+
+def _spread_label(data: dict) -> str:
+    return SPREAD_LABEL.get(data.get("spread", "std"), SPREAD_LABEL["std"])
 
 
 _TERM = re.compile(r"^loss/(?!total$)")
@@ -158,7 +175,7 @@ def plot_delta_rs(data: dict, path: Path) -> Path:
     have = [(d, a, s or 0.0) for d, a, s in zip(data["delta"], data["ap"], data["std"]) if a is not None]
     xs, ys, errs = ([t[i] for t in have] for i in range(3))
     if xs:
-        ax.errorbar(xs, ys, yerr=errs, marker="o", color=_COLORS["rs"], capsize=3, label="ours (mean ± std over seeds)")
+        ax.errorbar(xs, ys, yerr=errs, marker="o", color=_COLORS["rs"], capsize=3, label=f"ours ({_spread_label(data)})")
     px, py = _points(data["delta"], data["paper"])
     ax.plot(px, py, linestyle="--", marker="s", color="gray", label="paper (COCO, Table S4)")
     ax.set_xlabel("δ_RS (smoothing of the step function)")
@@ -208,7 +225,8 @@ def plot_samplers(data: dict, path: Path) -> Path:
         have = [i for i, v in enumerate(b["ap"]) if v is not None]  # a setting without runs gets no bar
         ax.bar([xs[i] for i in have], [b["ap"][i] for i in have], width,
                yerr=[b["std"][i] or 0 for i in have], capsize=3 if any(b["std"][i] for i in have) else 0,
-               color=_COLORS.get(loss), alpha=0.85, label=f"{_LOSS_LABELS.get(loss, loss)}: ours")
+               color=_COLORS.get(loss), alpha=0.85,
+               label=f"{_LOSS_LABELS.get(loss, loss)}: ours" + (f" ({_spread_label(b)})" if k == 0 else ""))
         px = [x for x, p in zip(xs, b["paper"]) if p is not None]
         ax.scatter(px, [p for p in b["paper"] if p is not None], marker="D", color="black", zorder=3, s=18,
                    label="paper (COCO, Table S8)" if k == 0 else None)
@@ -260,32 +278,34 @@ def _slug(text: str) -> str:
 
 
 def write_plots(runs: list[RunRecord], table: str | None, out_dir: Path, stem: str = "",
-                curves: bool = True) -> list[Figure]:
+                curves: bool = True, filled=None, spread: str = "std") -> list[Figure]:
     """Draw the figures for ``table`` (S4, S8, S10/S11; others have only training curves) and, with
-    ``curves``, one training-curve figure per run behind the table (every run without a table)."""
+    ``curves``, one training-curve figure per run behind the table (every run without a table).
+    ``filled``: the table already filled (as :func:`fill_table` returns it; paper-mini passes its own
+    cells), ``spread``: the error bars (``std`` or the 95% ``ci``)."""
     out_dir = Path(out_dir)
     prefix = f"{stem}_" if stem else ""
     figs: list[Figure] = []
     name = table_name(table) if table else None
     if name == "S4":
-        data = delta_rs_curve(runs)
+        data = delta_rs_curve(runs, filled, spread)
         if any(v is not None for v in data["ap"]):
             figs.append(Figure(plot_delta_rs(data, out_dir / f"{prefix}delta_rs.png"),
                                "AP vs δ_RS (Table S4); gray squares: the paper's COCO values"))
     if name == "S8":
-        data = sampler_bars(runs)
+        data = sampler_bars(runs, filled, spread)
         if data:
             figs.append(Figure(plot_samplers(data, out_dir / f"{prefix}samplers.png"),
                                "AP vs samplers per loss (Table S8); black diamonds: the paper's COCO values"))
     if name in ("S10", "S11"):
-        data = threshold_curves(runs)
+        data = threshold_curves(runs, filled if name == "S11" else None)
         if data:
             figs.append(Figure(plot_thresholds(data, out_dir / f"{prefix}thresholds.png"),
                                "AP and fps vs test score threshold per loss (Tables S10/S11); dashed: the paper's "
                                "LVIS box AP"))
     if curves:
         if name:
-            _, cells, _ = fill_table(runs, name)
+            _, cells, _ = filled or fill_table(runs, name)
             chosen = used_runs(cells)
         else:
             chosen = [r for r in runs if r.history_path.is_file()]

@@ -1,5 +1,7 @@
-"""paper-mini's plan (budget, --only, resumable) and generated document; the baseline lr grid's block."""
+"""paper-mini's plan: every key cell with n ≥ 3, shared cells only where the configs are equal, the budget
+(full ≤ 5 h, quick ≤ 45 min), resumability, the dry run; its parallel execution; the baseline lr grid."""
 
+import json
 import os
 import re
 import runpy
@@ -8,45 +10,129 @@ from pathlib import Path
 
 import pytest
 
-from rsdet.report import mini, tuning
-from rsdet.report.plots import is_png
-from paper_fakes import box, fab_run, history, sweep
+from rsdet.report import mini, mini_cells, tuning
+from rsdet.report import mini_settings as S
+from rsdet.report.paper import column_key, load_paper_tables
+from paper_fakes import box, fab_run
 
 REPO = Path(__file__).resolve().parents[2]
 
+#: Key cells of the issue: rows × columns of every ablation table that paper-mini must fill
+KEY_CELLS = {"S1": 25, "S3": 6, "S4": 6, "S8": 27, "S5": 8, "S2": 4, "S11": 84, "S7": 28}
 
-def test_plan_fits_the_budget_in_priority_order_and_keeps_sweeps_with_their_trainings():
-    kept, dropped = mini.plan(75, yolact=False)
-    assert mini.estimate(kept) <= 75 and not dropped
-    assert [it.table for it in kept[:8]] == ["s8"] * 8  # Table S8 first
-    assert {it.table for it in kept} == {"s8", "s11", "s4", "s1", "s3"}
-    sweeps = [it for it in kept if it.sweep]
-    assert {it.name for it in sweeps} == {"s8/rs_none_seed0", "s8/ce_random_seed0", "s8/rs_none_seed1",
-                                          "s8/ce_random_seed1"}
-    small, dropped = mini.plan(12, only={"s8", "s11"}, yolact=False)
-    assert mini.estimate(small) <= 12 and dropped
-    trained = {it.name for it in small if not it.sweep}
-    assert all(it.name in trained for it in small if it.sweep)  # never a sweep without its training
-    assert all(it.table in ("s8", "s11") for it in small + dropped)
-    sweeps_only, _ = mini.plan(1000, only={"s10"}, seeds=1, yolact=False)  # S10 = the S11 sweeps + their runs
-    assert [(it.table, bool(it.sweep)) for it in sweeps_only] == [("s8", False)] * 2 + [("s11", True)] * 2
-    full, dropped = mini.plan(75, yolact=True)  # S6's first seed comes before S1/S3's second; what is left over
-    assert mini.estimate(full) <= 75 and [it.name for it in dropped] == ["s3/rank_1.0_seed1", "s6/binary_seed1",
-                                                                         "s6/iou_seed1"]
-    assert [it.name for it in full].index("s6/iou_seed0") < [it.name for it in full].index("s1/none_seed1")
-    parallel, dropped = mini.plan(75, yolact=True, jobs=2)  # two trainings at a time: everything fits
-    assert not dropped and len(parallel) == len(full) + 3
-    assert mini.estimate(parallel, jobs=2) == pytest.approx(sum(
-        it.minutes if it.sweep else it.minutes * mini.PARALLEL_SLOWDOWN / 2 for it in parallel))
-    with_yolact, _ = mini.plan(1000, only={"s6"}, yolact=True)
-    assert [it.detector for it in with_yolact] == ["yolact"] * 4
-    assert "detector=yolact" in with_yolact[0].describe()
+
+@pytest.fixture(scope="module")
+def full():
+    kept, dropped = mini.plan(mode="full", root=None, jobs=2)
+    return kept, dropped
+
+
+def test_the_full_plan_covers_every_key_cell_with_three_seeds_within_five_hours(full):
+    kept, dropped = full
+    assert not dropped and mini.estimate(kept, jobs=2) <= S.DEFAULT_BUDGET_MIN == 300
+    trained = {it.name for it in kept if it.kind == "train"}
+    swept = {it.name: it.sweep for it in kept if it.kind == "sweep"}
+    bindings = mini_cells.catalogue()
+    counts = {}
+    for b in bindings:
+        counts[b.table] = counts.get(b.table, 0) + 1
+        if b.setting is None:
+            continue
+        dirs = [str(mini_cells.run_dir(Path(), b.setting, s)) for s in S.SEEDS]
+        assert len(S.SEEDS) >= 3 and all(d in trained for d in dirs), b
+        if b.threshold is not None:  # a Table S11 row: each seed's run swept at that threshold
+            assert all(f"{b.threshold:g}" in swept[d].split(",") for d in dirs), b
+    for table, n in KEY_CELLS.items():
+        assert counts[table] == n, table
+    # S6: 4 labels x (3 mask + 3 box) columns; S9: every detector rsdet has, standard and RS
+    assert counts["S6"] == 24
+    s9 = {b.bench_detector for b in bindings if b.table == "S9"}
+    assert s9 == mini_cells.available_detectors() & {"faster_rcnn", "cascade_rcnn", "atss", "paa", "mask_rcnn",
+                                                        "yolact", "solov2_light"}
+    assert sum(it.kind == "bench" for it in kept) == 1
+    assert S.BENCH["rounds"] >= 3 and S.BENCH["loss_sizes"]
+
+
+def test_cells_share_runs_only_where_the_paper_s_cells_are_the_same_config():
+    by_key = {b.key: b.setting for b in mini_cells.catalogue()}
+    score_value = by_key[("S1", "Score-based [7]", "Self-balance (SB) / value")]
+    assert by_key[("S4", "AP", "0.50")] == score_value                       # δ_RS 0.5 = S1's recipe cell
+    rank_value = by_key[("S1", "Ranking-based [13]", "Self-balance (SB) / value")]
+    assert by_key[("S3", "AP", "1.50")] == rank_value                        # S1's ranking row uses δ_loc 1.5
+    assert rank_value.config["loss.delta_loc"] == 1.5 and "loss.delta_loc=1.5" in rank_value.overrides()
+    assert by_key[("S3", "AP", "Default")] != rank_value
+    rs_none = by_key[("S8", "RS Loss (Ours) | None | None", "AP")]
+    assert by_key[("S7", "COCO | None | None", "AP")] == rs_none
+    assert by_key[("S10", "Object Detection | RS-Faster R-CNN | R-50 | 12 | –", "fps")] == rs_none
+    assert by_key[("S2", "RS Loss", "Standard Training / Epoch 12")] != rs_none   # evaluates every epoch
+    lvis = by_key[("S7", "LVIS | None | None", "actual pos:neg task ratio / R-CNN")]
+    assert lvis == by_key[("S11", "0.60", "RS-Mask R-CNN / AP_mask")] and lvis.setup == "mask_lvis"
+    overrides = " ".join(lvis.overrides())
+    assert "detector=mask_rcnn" in overrides and "dataset=shapes_lvis" in overrides
+    # a constant-λ cell and the value cell of one weighting are different trainings
+    assert by_key[("S1", "No prioritization", "Constant weighting / 2")].config["loss.box_weight"] == 2.0
+    # every setting's folder name is unique
+    settings = mini_cells.settings_in_order(mini_cells.catalogue())
+    assert len({s.name for s in settings}) == len(settings) == 54
+
+
+def test_what_paper_mini_does_not_reproduce_is_listed_with_its_reason():
+    s2 = mini_cells.not_reproduced("S2")
+    assert len(s2) == 4 and all("heavy training" in why for *_, why in s2)
+    assert all("does not reproduce" in why or "LVIS-style" in why for *_, why in mini_cells.not_reproduced("S10"))
+    spec = load_paper_tables()["S8"]
+    assert not mini_cells.not_reproduced("S8") and len(spec["rows"]) * len(spec["cols"]) == 27
+
+
+def test_per_table_minutes_and_the_budget_drops_the_last_seed_first(full):
+    kept, _ = full
+    rows = mini.per_table(kept, jobs=2)
+    assert set(rows) == {"S8", "S2", "S5", "S11", "S10", "S1", "S3", "S4", "S6", "S9"}
+    assert rows["S1"]["train"] == 75 and rows["S3"]["train"] == 15 and rows["S4"]["train"] == 15  # shared cells
+    assert rows["S11"] == {"train": 6, "sweep": 6, "bench": 0, "done": 0, "minutes": pytest.approx(
+        sum(it.wall_minutes(2) for it in kept if it.tables and it.tables[0] == "S11"))}
+    assert sum(r["minutes"] for r in rows.values()) == pytest.approx(mini.estimate(kept, jobs=2))
+    small, dropped = mini.plan(100, mode="full", jobs=2)
+    assert mini.estimate(small, jobs=2) <= 100 and dropped
+    assert not any(it.name.endswith("seed0") for it in dropped)          # every cell keeps its first seed
+    assert any(it.name.endswith("seed2") for it in dropped)
+    assert all(any(k.name == it.name and k.kind == "train" for k in small) for it in small if it.kind == "sweep")
+
+
+def test_an_item_costs_its_iterations_at_the_measured_rate():
+    it = next(i for i in mini.items_for(mini.MODES["full"]) if i.detector == "atss")
+    want = (600 * S.SEC_PER_ITER[("atss", "shapes")] + S.EVAL_SECONDS["atss"] + S.OVERHEAD_SECONDS) / 60
+    assert it.iters == 600 and it.minutes == pytest.approx(want)
+    assert it.wall_minutes(2) == pytest.approx(want * S.PARALLEL_SLOWDOWN / 2)
+    s2 = next(i for i in mini.items_for(mini.MODES["full"], {"S2"}) if i.kind == "train")
+    assert s2.epoch_evals == 4 and "eval.every_epochs=1" in s2.overrides   # after epochs 1-4 of 4.5
+
+
+def test_quick_is_one_finding_per_table_with_two_seeds_in_45_minutes():
+    kept, dropped = mini.plan(1e9, mode="quick", jobs=2)
+    assert not dropped and mini.estimate(kept, jobs=2) <= 45
+    tables = {t for it in kept for t in it.tables}
+    assert tables >= {"S1", "S2", "S3", "S4", "S5", "S6", "S8", "S9", "S11"}  # S7 reads S8's quick runs
+    assert {it.name.rsplit("seed", 1)[1] for it in kept if it.kind == "train"} == {"0", "1"}
+    atss = next(it for it in kept if it.detector == "atss")
+    assert atss.iters == 300 and "schedule.max_iters=300" in atss.overrides
+    sweep = next(it for it in kept if it.kind == "sweep")
+    assert sweep.sweep == "0.0001,0.6"              # only the thresholds of its finding
+    assert mini.MODES["quick"].root != mini.MODES["full"].root
+
+
+def test_smoke_runs_every_cell_once_at_a_tiny_size():
+    kept, _ = mini.plan(1e9, mode="smoke", jobs=2)
+    trains = [it for it in kept if it.kind == "train"]
+    assert len(trains) == 54 and all("schedule.max_iters=5" in it.overrides for it in trains)
+    assert all("eval.max_images=4" in it.overrides and "seed=0" in it.overrides for it in trains)
+    assert next(it for it in kept if it.kind == "bench").bench["detectors"] == ("faster_rcnn",)
 
 
 def test_done_items_cost_nothing_and_resume_from_a_checkpoint(tmp_path):
-    items, _ = mini.plan(75, only={"s8"}, seeds=1, yolact=False)
+    items, _ = mini.plan(1e9, only={"S8"}, mode="full")
     first = items[0]
-    fab_run(first.run_dir(tmp_path), loss="rs", metrics=box(0.4))
+    fab_run(first.run_dir(tmp_path), loss="ce", metrics=box(0.3))
     assert first.done(tmp_path) and not items[1].done(tmp_path)
     assert mini.estimate(items, tmp_path) == pytest.approx(mini.estimate(items[1:]))
     assert "done, skipped" in mini.format_plan(items, [], 75, tmp_path)
@@ -54,72 +140,67 @@ def test_done_items_cost_nothing_and_resume_from_a_checkpoint(tmp_path):
     (items[1].run_dir(tmp_path) / "checkpoints" / "last.pt").write_bytes(b"x")
     cmd = mini.command(items[1], tmp_path)
     assert cmd[-1] == "resume=true" and f"hydra.run.dir={items[1].run_dir(tmp_path)}" in cmd
+    sweep = mini.Item("s11", "a/seed0", sweep="0.1,0.6", detector="mask_rcnn")
+    d = sweep.run_dir(tmp_path)
+    d.mkdir(parents=True)
+    (d / "threshold_sweep.json").write_text('{"rows": [{"threshold": 0.1}, {"threshold": 0.6}]}')
+    assert not sweep.done(tmp_path)                 # a mask detector's sweep needs its mask file too
+    (d / "threshold_sweep_segm.json").write_text('{"rows": [{"threshold": 0.1}]}')
+    assert not sweep.done(tmp_path)                 # ... with every threshold
+    (d / "threshold_sweep_segm.json").write_text('{"rows": [{"threshold": 0.1}, {"threshold": 0.6}]}')
+    assert sweep.done(tmp_path)
+    bench = mini.Item("s9", "s9", bench=dict(S.QUICK_BENCH), extra_minutes=1.0)
+    (tmp_path / "s9").mkdir()
+    (tmp_path / "s9" / "bench.json").write_text(json.dumps({"settings": mini._jsonable(S.BENCH)}))
+    assert not bench.done(tmp_path)                 # written with other settings (the full run's)
+    (tmp_path / "s9" / "bench.json").write_text(json.dumps({"settings": mini._jsonable(S.QUICK_BENCH)}))
+    assert bench.done(tmp_path) and mini.command(bench, tmp_path)[1].endswith("bench_table_s9.py")
 
 
-def test_dry_run_prints_the_plan_and_its_estimate(capsys, tmp_path):
+def test_dry_run_prints_the_plan_per_table_and_its_estimate(capsys, tmp_path):
     sys.path.insert(0, str(REPO / "scripts"))
     try:
         mod = runpy.run_path(str(REPO / "scripts" / "paper_mini.py"), run_name="paper_mini")
         # an empty root: runs a developer made under outputs/paper-mini must not count as done here
-        assert mod["main"](["--dry-run", "--only", "s8", "--seeds", "1", "--budget-min", "6", "--jobs", "1",
-                            "--root", str(tmp_path)]) == 0
+        assert mod["main"](["--dry-run", "--only", "s5", "--jobs", "1", "--root", str(tmp_path)]) == 0
+        with pytest.raises(SystemExit):
+            mod["main"](["--dry-run", "--only", "s12"])
     finally:
         sys.path.remove(str(REPO / "scripts"))
-    out = capsys.readouterr().out
-    assert re.search(r"paper-mini plan: 2 items, estimated 5\.5 min \(budget 6 min", out)
-    assert "dropped to fit the budget" in out and "rsdet train loss=rs sampler=random seed=0" in out
+    out = capsys.readouterr()
+    want = sum(it.minutes for it in mini.plan(300, {"S5"}, jobs=1)[0])
+    assert re.search(rf"paper-mini plan \(full, seeds 0, 1, 2\): 6 items, estimated {want:.1f} min \(budget 300", out.out)
+    assert "| S5 | 6 | 0 | 0 | 0 |" in out.out
+    assert "rsdet train detector=cascade_rcnn dataset=shapes loss=ce schedule.max_iters=600 seed=0" in out.out
+    assert "not a paper-mini table" in out.err
 
 
-def _fake_paper_mini(root):
-    for seed in (0, 1):
-        for loss, sampler, ap in (("rs", "random", 0.47), ("rs", "none", 0.48), ("ce", "random", 0.28),
-                                  ("ce", "none", 0.24)):
-            s = sweep([ap] * 4 + [ap * 0.99, ap * 0.98, ap * 0.7] if loss == "rs" else
-                      [ap, ap, ap * 0.95, ap * 0.8, ap * 0.5, ap * 0.3, ap * 0.1], [5.0 + k for k in range(7)])
-            fab_run(root / "s8" / f"{loss}_{sampler}_seed{seed}", loss=loss, seed=seed,
-                    sampler={"rpn": sampler, "rcnn": sampler}, metrics=box(ap + 0.005 * seed),
-                    history=history(rpn_task=3.0 if sampler == "random" else 2000.0),
-                    sweep=s if (loss, sampler) in (("rs", "none"), ("ce", "random")) else None)
-    for delta, ap in ((0.25, 0.38), (0.5, 0.40), (1.0, 0.39)):
-        fab_run(root / "s4" / f"delta{delta}", detector="atss", loss_cfg={"delta": delta}, metrics=box(ap))
-
-
-@pytest.fixture(scope="module")
-def generated(tmp_path_factory):
-    """One generated document (figures take a few seconds) shared by the document tests."""
-    tmp = tmp_path_factory.mktemp("mini")
-    root, doc = tmp / "runs", tmp / "docs" / "paper-mini.md"
-    _fake_paper_mini(root)
-    mini.write_document(root, doc, "python scripts/paper_mini.py", plan_text="PLAN", failures=["x (exit 1)"])
-    return tmp, doc
-
-
-def test_document_has_every_table_the_papers_numbers_verdicts_and_figures(generated):
-    _, doc = generated
-    text = doc.read_text()
-    assert text.startswith("<!-- GENERATED by scripts/paper_mini.py")
-    for name in mini.TABLES:
-        assert f"## Table {name}:" in text
-    assert "| S8 | RS Loss is robust to removing the samplers while cross-entropy degrades (Table S8) | holds |" in text
-    assert "| S11 |" in text and "| S4 | δ_RS has a mild optimum around 0.5 (Table S4) | holds |" in text
-    assert "| S3 |" in text and "not tested (runs missing)" in text
-    assert "| RS Loss (Ours) | None | None | 48.2 ± 0.4 | 39.6 | +8.6 |" in text  # Loss | RPN | R-CNN as printed
-    assert "Runs that failed:** x (exit 1)" in text and "PLAN" in text
-    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
-    assert "paper-mini/s8_samplers.png" in links and "paper-mini/s11_thresholds.png" in links
-    assert "paper-mini/s4_delta_rs.png" in links and any("/curves/" in link for link in links)
-    assert all(is_png(doc.parent / link) for link in links)
-
-
-def test_update_readme_fills_the_marked_block(generated):
-    tmp_path, doc = generated
-    readme = tmp_path / "README.md"
-    readme.write_text(f"# x\n{mini.README_BEGIN}\nold\n{mini.README_END}\nafter\n")
-    mini.update_readme(readme, Path("docs/paper-mini.md"))
-    text = readme.read_text()
-    assert "\nold\n" not in text and text.endswith("after\n") and "**Finding (holds):**" in text
-    assert "](docs/paper-mini/s8_samplers.png)" in text and "48.2 ± 0.4" in text
-    assert doc.is_file()
+def test_execute_runs_trainings_in_parallel_and_sweeps_alone(tmp_path, monkeypatch):
+    """--jobs 2: two trainings overlap, never three; a sweep starts only after every training ended,
+    and each parallel training gets cores/jobs torch threads."""
+    log = tmp_path / "events.txt"
+    script = ("import os, sys, time; f = open(sys.argv[2], 'a'); "
+              "f.write(f'start {sys.argv[1]} {time.time()} {os.environ.get(\"OMP_NUM_THREADS\", \"-\")}\\n'); "
+              "f.flush(); time.sleep(0.4); f.write(f'end {sys.argv[1]} {time.time()} 0\\n')")
+    monkeypatch.setattr(mini, "command", lambda it, root: [sys.executable, "-c", script, it.name.replace("/", "_"),
+                                                            str(log)])
+    items = [mini.Item("s8", f"s8/t{k}", [f"seed={k}"]) for k in range(3)]
+    items.insert(1, mini.Item("s11", "s8/t0", sweep="0.1"))   # listed early, must still run last
+    failures = mini.execute(items, tmp_path / "root", log=lambda *_: None, jobs=2)
+    assert failures == []
+    events = [ln.split() for ln in log.read_text().splitlines()]
+    assert len(events) == 8
+    live, peak = 0, 0
+    for kind, _name, _t, _threads in sorted(events, key=lambda e: float(e[2])):
+        live += 1 if kind == "start" else -1
+        peak = max(peak, live)
+    assert peak == 2
+    assert events[-2][0] == "start" and events[-1][0] == "end"      # the sweep: alone, last
+    sweep_start = float(events[-2][2])
+    train_ends = [float(e[2]) for e in events[:-2] if e[0] == "end"]
+    assert len(train_ends) == 3 and sweep_start >= max(train_ends)
+    starts = sorted((e for e in events if e[0] == "start"), key=lambda e: float(e[2]))
+    assert {e[3] for e in starts[:3]} == {str(max(1, (os.cpu_count() or 2) // 2))}   # the trainings
 
 
 def test_baseline_grid_picks_the_best_lr_and_rewrites_only_its_block(tmp_path):
@@ -161,29 +242,8 @@ def test_ap_curve_and_where_it_stops_rising(tmp_path):
     assert tuning.stops_rising([(900, 30.0)]) is None
 
 
-def test_execute_runs_trainings_in_parallel_and_sweeps_alone(tmp_path, monkeypatch):
-    """--jobs 2: two trainings overlap, never three; a sweep starts only after every training ended,
-    and each parallel training gets cores/jobs torch threads."""
-    log = tmp_path / "events.txt"
-    script = ("import os, sys, time; f = open(sys.argv[2], 'a'); "
-              "f.write(f'start {sys.argv[1]} {time.time()} {os.environ[\"OMP_NUM_THREADS\"]}\\n'); f.flush(); "
-              "time.sleep(0.4); f.write(f'end {sys.argv[1]} {time.time()} 0\\n')")
-    monkeypatch.setattr(mini, "command", lambda it, root: [sys.executable, "-c", script, it.name.replace("/", "_"),
-                                                            str(log)])
-    items = [mini.Item("s8", f"s8/t{k}", [f"seed={k}"]) for k in range(3)]
-    items.insert(1, mini.Item("s11", "s8/t0", sweep="0.1"))   # listed early, must still run last
-    failures = mini.execute(items, tmp_path / "root", log=lambda *_: None, jobs=2)
-    assert failures == []
-    events = [ln.split() for ln in log.read_text().splitlines()]
-    assert len(events) == 8
-    live, peak = 0, 0
-    for kind, _name, _t, _threads in sorted(events, key=lambda e: float(e[2])):
-        live += 1 if kind == "start" else -1
-        peak = max(peak, live)
-    assert peak == 2
-    assert events[-2][0] == "start" and events[-1][0] == "end"      # the sweep: alone, last
-    sweep_start = float(events[-2][2])
-    train_ends = [float(e[2]) for e in events[:-2] if e[0] == "end"]
-    assert len(train_ends) == 3 and sweep_start >= max(train_ends)
-    threads = {e[3] for e in events if e[0] == "start"}
-    assert threads == {str(max(1, (os.cpu_count() or 2) // 2))}
+def test_every_table_cell_key_is_a_paper_column():
+    tables = load_paper_tables()
+    for b in mini_cells.catalogue():
+        spec = tables[b.table]
+        assert b.row in [r["label"] for r in spec["rows"]] and b.col in [column_key(c) for c in spec["cols"]]

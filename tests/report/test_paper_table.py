@@ -53,9 +53,10 @@ def test_a_run_that_changes_an_axis_the_table_holds_fixed_fills_no_cell(tmp_path
     0.5 cell); a record without the key (an older rsdet) counts as the default."""
     runs = _sweep(tmp_path)
     rec = RunRecord(tmp_path / "rank")
-    rec.write_config({"seed": 0, "loss": {"name": "rs", "delta": 0.5, "weighting": "rank", "balance": "value"},
-                      "detector": {"name": "atss"}})
-    rec.start(choices={"loss": "rs", "detector": "atss"}, overrides=["loss.delta=0.5", "loss.weighting=rank"])
+    rec.write_config({"seed": 0, "loss": {"name": "rs", "delta": 0.5, "weighting": "rank", "balance": "value",
+                                          "delta_loc": 1.5}, "detector": {"name": "atss"}})
+    rec.start(choices={"loss": "rs", "detector": "atss"}, overrides=["loss.delta=0.5", "loss.weighting=rank",
+                                                                     "loss.delta_loc=1.5"])
     rec.write_metrics({"bbox": {"AP": 0.10}})
     rec.finish()
     spec, cells, used = fill_table([*runs, rec], "s4")
@@ -63,4 +64,4 @@ def test_a_run_that_changes_an_axis_the_table_holds_fixed_fills_no_cell(tmp_path
     assert used == 3 and cells[0][labels.index("0.50")].values == [0.41]
     spec, cells, _ = fill_table([*runs, rec], "s1")
     rank_value = cells[[r["label"] for r in spec["rows"]].index("Ranking-based [13]")][3]
-    assert rank_value.values == [0.10]   # ... but it is Table S1's ranking-based / value cell
+    assert rank_value.values == [0.10]   # ... but it is Table S1's ranking-based / value cell (δ_loc 1.5)

@@ -81,7 +81,8 @@ def test_every_reproducible_table_fills_from_real_records(tiny_sweep):
     assert s3["AP"]["1.00 (ours)"] != "—" and s3["AP"]["Default (ours)"] == "—"
     _, s1 = _cells(runs, "s1")
     assert s1["Score-based [7]"]["Self-balance (SB) / value (ours)"] != "—"  # the δ_RS 0.5 default run
-    # S1 holds δ_RS at 0.5 and δ_loc at its default: the δ_RS 1.0 run and the S3 run (δ_loc 1.0) fill no S1 cell
+    # S1 holds δ_RS at 0.5 (and its ranking row is δ_loc 1.5): the δ_RS 1.0 run and the S3 run (δ_loc 1.0) fill
+    # no S1 cell
     assert s1["Ranking-based [13]"]["Self-balance (SB) / value (ours)"] == "—"
     score_cell = fill_table(runs, "s1")[1][2][3]
     assert len(score_cell.values) == 1 and score_cell.runs[0].config["loss"]["delta"] == 0.5
