@@ -69,7 +69,7 @@ def test_train_config_declares_the_backend():
 def test_evaluate_run_uses_the_runs_backend_unless_overridden(stubbed, monkeypatch):
     cfg, calls, gt, dets, tmp = stubbed
     run_cfg = cfg(backend="official")
-    monkeypatch.setattr(inference, "load_trained", lambda path, dev: (run_cfg, None, None, tmp))
+    monkeypatch.setattr(inference, "load_trained", lambda path, dev, **kw: (run_cfg, None, None, tmp))
     monkeypatch.setattr(inference, "measure_fps", lambda *a, **k: 1.0)
     result = inference.evaluate_run(tmp, device="cpu")
     assert calls[-1]["backend"] == "official" and "per_class" in result["bbox"]
