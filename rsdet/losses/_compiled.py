@@ -39,10 +39,9 @@ def _positives(kernels, x, t, greater_than_zero: bool, threads: int):
     """(pos_index int64, s float64, y float64) of the positives, in entry order."""
     n = x.size
     blocks = _parallel.entry_blocks(n, 0)
-    if blocks == 1 or threads == 1:
-        bounds = [(0, n)]
-    else:
-        bounds = [_parallel.block_bounds(n, blocks, b) for b in range(blocks)]
+    if blocks == 1 or threads == 1 or n < _parallel.SPLIT_PARALLEL_MIN:
+        return kernels.split_positives(x, t, greater_than_zero)
+    bounds = [_parallel.block_bounds(n, blocks, b) for b in range(blocks)]
     counts = [0] * len(bounds)
 
     def count(b):
@@ -78,9 +77,10 @@ def _bin_tasks(kernels, x, t, edges, delta: float):
 
 
 class _Positives:
-    """The positives' side shared by the three losses: split, sorts, windows, binning tasks."""
+    """The positives' side shared by the three losses: split, sorts, windows, binning tasks
+    (and, with ``sort_labels``, the labels' order, next to the logits' on another thread)."""
 
-    def __init__(self, kernels, logits, targets, delta, greater_than_zero):
+    def __init__(self, kernels, logits, targets, delta, greater_than_zero, sort_labels=False):
         self.threads = _parallel.num_threads()
         self.x, self.t = _flat(logits, targets)
         self.delta = float(delta)
@@ -89,11 +89,19 @@ class _Positives:
         self.p = self.s.size
         if self.p == 0:
             return
-        self.order = kernels.stable_argsort(self.s)
-        (self.rank, self.lo, self.hi, self.edges, self.lo_pos,
-         self.hi_pos) = kernels.positive_windows(self.s, self.order, self.delta)
-        self.bin_tasks, self.bins, self.counts, self.sums = _bin_tasks(
-            kernels, self.x, self.t, self.edges, self.delta)
+
+        def windows():
+            self.order = kernels.stable_argsort(self.s)
+            (self.rank, self.lo, self.hi, self.edges, self.lo_pos,
+             self.hi_pos) = kernels.positive_windows(self.s, self.order, self.delta)
+            self.bin_tasks, self.bins, self.counts, self.sums = _bin_tasks(
+                kernels, self.x, self.t, self.edges, self.delta)
+
+        def labels():
+            self.label_order = kernels.stable_argsort(self.y)
+
+        _parallel.run([windows, labels] if sort_labels else [windows], self.threads,
+                      self.p * 8)
 
     def false_positives(self, kernels):
         count_cum, sum_cum = kernels.merge_bins(self.counts, self.sums, self.delta > 0)
@@ -112,13 +120,6 @@ class _Positives:
                             (value, slope, left), grad_l1)
 
 
-def _column_groups(m: int, threads: int) -> list[tuple[int, int]]:
-    """Weight columns per pass: all in one on one thread, else up to ``threads`` groups (each
-    column's sums do not depend on the grouping, so neither does the result)."""
-    groups = max(1, min(m, threads))
-    return [((m * g) // groups, (m * (g + 1)) // groups) for g in range(groups)]
-
-
 def sorting_terms(kernels, s, y, order, label_order, rank, lo, hi, delta, eps, threads=None,
                   extra_tasks=(), extra_work=0):
     """RS's sorting quantities (rank_plus, sort_loss, mis_mass, received), each (P,) float64, as
@@ -130,32 +131,33 @@ def sorting_terms(kernels, s, y, order, label_order, rank, lo, hi, delta, eps, t
     threads = _parallel.num_threads() if threads is None else threads
     p = s.size
     delta = float(delta)
-    work = p * 16              # ~ cost of one pass in units of binning one entry
+    blocks = _parallel.pair_blocks(p)
+    work = p * 8              # ~ cost of one pass in units of binning one entry
     label_rank, lab_lt, limits, cols, q_start, q_order = kernels.sorting_prepare(
         s, y, order, label_order, rank, lo, hi, delta)
-    low = np.zeros((p, limits.shape[1], cols.shape[1]))
+    part = np.empty((p, limits.shape[1], cols.shape[1]))
+    rows = np.zeros((blocks - 1, p + 1, cols.shape[1]))
     _parallel.run(list(extra_tasks) + [
-        partial(kernels.sums_pass, rank, label_order, cols, q_start, q_order, limits, c0, c1,
-                low) for c0, c1 in _column_groups(cols.shape[1], threads)],
-        threads, work + extra_work)
+        partial(kernels.sums_block, k, blocks, rank, label_order, cols, q_start, q_order,
+                limits, rows, part) for k in range(blocks)], threads, work + extra_work)
     rank_plus, sort_loss, mis_mass, coef, u = kernels.sums_finish(
-        s, order, label_order, lab_lt, limits, cols, low, delta, eps)
-    g = np.zeros((p, u.shape[2]))
-    _parallel.run([partial(kernels.spread_pass, rank, label_order, q_start, q_order, limits, u,
-                           c0, c1, g) for c0, c1 in _column_groups(u.shape[2], threads)],
-                  threads, work)
-    received = kernels.spread_finish(s, label_rank, lab_lt, coef, g, delta)
+        s, order, label_order, lab_lt, limits, cols, rows, part, delta, eps, blocks)
+    out = np.empty((p, u.shape[2]))
+    rows = np.zeros((blocks, p + 1, u.shape[2]))
+    _parallel.run([partial(kernels.spread_block, k, blocks, rank, label_order, q_start, q_order,
+                           limits, u, rows, out) for k in range(blocks)], threads, work)
+    received = kernels.spread_finish(s, rank, label_rank, lab_lt, coef, rows, out, delta,
+                                     blocks)
     return rank_plus, sort_loss, mis_mass, received
 
 
 def rank_sort(kernels, logits, targets, delta, eps):
     """RS forward: ((ranking loss, sorting loss), plan), or None without positives."""
-    pos = _Positives(kernels, logits, targets, delta, True)
+    pos = _Positives(kernels, logits, targets, delta, True, sort_labels=True)
     if pos.p == 0:
         return None
-    label_order = kernels.stable_argsort(pos.y)
     rank_plus, sort_loss, mis_mass, received = sorting_terms(
-        kernels, pos.s, pos.y, pos.order, label_order, pos.rank, pos.lo, pos.hi, pos.delta,
+        kernels, pos.s, pos.y, pos.order, pos.label_order, pos.rank, pos.lo, pos.hi, pos.delta,
         eps, pos.threads, pos.bin_tasks, pos.x.size)
     n_fp = pos.false_positives(kernels)
     rank_loss, sort_mean, coef, pos_grad = kernels.rs_terms(n_fp, rank_plus, sort_loss,

@@ -8,16 +8,17 @@ their blocks on several threads; docs/losses.md ("Compiled CPU kernels") describ
 * :mod:`rsdet.losses._numba_entries`: the N entries — positives, binning, backward's gather;
 * :mod:`rsdet.losses._numba_positives`: the P positives — sorts, windows, N_FP, AP/aLRP/RS terms,
   gradient tables;
-* :mod:`rsdet.losses._numba_sorting`: RS's sorting terms (Fenwick dominance sums).
+* :mod:`rsdet.losses._numba_sorting`: RS's sorting terms (Fenwick dominance sums by label blocks).
 """
 
 from __future__ import annotations
 
 from rsdet.losses._numba_entries import (bin_block, count_positives, fill_positives,  # noqa: F401
-                                         gather_block, grid_table, merge_bins)
+                                         gather_block, grid_table, merge_bins,
+                                         split_positives)
 from rsdet.losses._numba_positives import (alrp_terms, ap_terms, false_positives,  # noqa: F401
                                            gradient_l1, gradient_tables, positive_ranks,
                                            positive_windows, relation_sums, rs_terms,
                                            scale_tables, sort_keys, stable_argsort)
-from rsdet.losses._numba_sorting import (sorting_prepare, spread_finish,  # noqa: F401
-                                         spread_pass, sums_finish, sums_pass)
+from rsdet.losses._numba_sorting import (block_starts, sorting_prepare, spread_block,  # noqa: F401
+                                         spread_finish, sums_block, sums_finish)

@@ -112,30 +112,31 @@ def positive_windows(s, order, delta):
             lo[order[r]] = first
             hi[order[r]] = first
         return rank, lo, hi, sorted_s, lo, hi
-    a = 0
-    b = 0
+    # Window limits A, B and the merged edges' positions by forward pointers: the lower edge of
+    # sorted positive r sits after r lower edges and #{s_j + delta < s_r - delta} upper ones
+    # (lower edges first on ties), its upper edge after r upper edges and
+    # #{s_j - delta <= s_r + delta} lower ones.  No data-dependent branch but the pointers'.
+    edges = np.empty(2 * p)
+    lo_pos = np.empty(p, dtype=np.int64)
+    hi_pos = np.empty(p, dtype=np.int64)
+    a = b = c = d = 0
     for r in range(p):
         low, high = sorted_s[r] - delta, sorted_s[r] + delta
         while a < p and sorted_s[a] <= low:
             a += 1
         while b < p and sorted_s[b] <= high:
             b += 1
-        lo[order[r]] = a
-        hi[order[r]] = b
-    edges = np.empty(2 * p)
-    lo_pos = np.empty(p, dtype=np.int64)
-    hi_pos = np.empty(p, dtype=np.int64)
-    i = 0
-    j = 0
-    while i < p or j < p:
-        if j == p or (i < p and sorted_s[i] - delta <= sorted_s[j] + delta):
-            edges[i + j] = sorted_s[i] - delta
-            lo_pos[order[i]] = i + j
-            i += 1
-        else:
-            edges[i + j] = sorted_s[j] + delta
-            hi_pos[order[j]] = i + j
-            j += 1
+        while c < p and sorted_s[c] + delta < low:
+            c += 1
+        while d < p and sorted_s[d] - delta <= high:
+            d += 1
+        i = np.uint64(order[r])
+        lo[i] = a
+        hi[i] = b
+        lo_pos[i] = r + c
+        hi_pos[i] = r + d
+        edges[np.uint64(r + c)] = low
+        edges[np.uint64(r + d)] = high
     return rank, lo, hi, edges, lo_pos, hi_pos
 
 

@@ -28,9 +28,13 @@ import torch
 ENTRY_BLOCK_MIN = 1 << 14      # entries per block at least ...
 ENTRIES_PER_BIN = 4            # ... and at least this many per histogram bin (merge cost)
 MAX_ENTRY_BLOCKS = 64
+PAIR_BLOCK_MIN = 2048          # positives per label block of RS's sorting terms, at least
+MAX_PAIR_BLOCKS = 8
 # A batch of tasks runs on several threads only when it has at least this much work (entries
 # or positive-pair operations): below it, waking a thread costs more than it saves.
 PARALLEL_MIN_WORK = 1 << 15
+# Splitting the targets (two cheap passes) goes parallel from this many entries on.
+SPLIT_PARALLEL_MIN = 1 << 18
 
 _lock = threading.Lock()
 _pool: ThreadPoolExecutor | None = None
@@ -52,6 +56,12 @@ def entry_blocks(n: int, num_bins: int) -> int:
     should hold at least ``ENTRIES_PER_BIN`` entries per bin and ``ENTRY_BLOCK_MIN`` entries."""
     per = max(ENTRY_BLOCK_MIN, ENTRIES_PER_BIN * num_bins)
     return min(MAX_ENTRY_BLOCKS, _pow2_floor(n // per))
+
+
+def pair_blocks(p: int) -> int:
+    """Label blocks of RS's sorting terms (a power of two, from P only): each block sweeps
+    its own Fenwick tree; a block costs O(P) besides (a prefix-sum row), so blocks stay large."""
+    return min(MAX_PAIR_BLOCKS, _pow2_floor(p // PAIR_BLOCK_MIN))
 
 
 def block_bounds(n: int, num_blocks: int, b: int) -> tuple[int, int]:

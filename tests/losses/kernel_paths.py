@@ -3,8 +3,9 @@ thread, and the numba kernels on several threads with the work cut into many sma
 
 ``kernel`` is a parametrised fixture (import it into a test module); ``use_kernel`` sets
 RSDET_LOSS_KERNEL for one test and skips the numba cases when numba is not installed.
-``numba-mt`` runs 4 threads (whatever the machine has) over blocks of 64 entries, so that
-small test inputs go through the parallel code, its per-block histograms and their merge.
+``numba-mt`` runs 4 threads (whatever the machine has) over blocks of 64 entries and label
+blocks of 16 positives, so that small test inputs go through the parallel code, the per-block
+histograms and sorting-term rows, and their merge.
 """
 
 import pytest
@@ -16,10 +17,12 @@ KERNELS = ["torch", "numba", "numba-mt"]
 
 
 def many_blocks(monkeypatch, threads: int = 4) -> None:
-    """Small fixed blocks (64 entries) and ``threads`` threads for every batch of kernels."""
+    """Small fixed blocks (64 entries, 16 positives) and ``threads`` threads for every batch."""
     monkeypatch.setattr(_parallel, "ENTRY_BLOCK_MIN", 64)
     monkeypatch.setattr(_parallel, "ENTRIES_PER_BIN", 0)
     monkeypatch.setattr(_parallel, "PARALLEL_MIN_WORK", 0)
+    monkeypatch.setattr(_parallel, "SPLIT_PARALLEL_MIN", 0)
+    monkeypatch.setattr(_parallel, "PAIR_BLOCK_MIN", 16)
     monkeypatch.setattr(_parallel, "num_threads", lambda: threads)
 
 

@@ -141,40 +141,58 @@ def _dense_mask(label_rank, score_rank, lab, sco):
             & (score_rank[None, None, :] < sco[:, :, None])).double()      # (Q, T, P)
 
 
+def _blocked_dominance(label_order, rank, lab, sco, w, u, blocks):
+    """F (sums) and G (spread) from the block kernels, combined as sums_finish / spread_finish
+    combine them (rows summed over the blocks below / above, in block order)."""
+    p = rank.size
+    order = np.argsort(lab, kind="stable")
+    q_start = np.concatenate([[0], np.cumsum(np.bincount(lab, minlength=p + 1))])
+    cols = np.zeros((p, 4))
+    cols[:, : w.shape[1]] = w
+    part = np.empty((p, 2, 4))
+    rows = np.zeros((blocks - 1, p + 1, 4))
+    for k in range(blocks):
+        kernels.sums_block(k, blocks, rank, label_order, cols, q_start, order, sco, rows, part)
+    rows = np.cumsum(rows, axis=0)
+    starts = kernels.block_starts(p, blocks)
+    cum = np.zeros((p + 1, 4))
+    np.add.at(cum, rank + 1, cols)
+    cum = np.cumsum(cum, axis=0)
+    full = np.concatenate([np.zeros((1, p + 1, 4)), rows, cum[None]])
+    kq = np.searchsorted(starts, lab, side="right") - 1
+    kq[lab >= p] = blocks
+    f = full[kq[:, None], sco] + np.where((kq < blocks)[:, None, None], part, 0.0)
+    out = np.empty((p, u.shape[2]))
+    rows = np.zeros((blocks, p + 1, u.shape[2]))
+    for k in range(blocks):
+        kernels.spread_block(k, blocks, rank, label_order, q_start, order, sco, u, rows, out)
+    rows = np.cumsum(rows[::-1], axis=0)[::-1]
+    label_rank = np.argsort(label_order)
+    kj = np.searchsorted(starts, label_rank, side="right") - 1
+    return f[:, :, : w.shape[1]], out + rows[kj, rank]
+
+
 @pytest.mark.parametrize("p", [1, 97, 300])
-def test_sums_and_spread_passes_match_dense(p):
-    """The Fenwick passes against the dense mask and its transpose; all columns in one pass
-    and one column per pass give the same bits."""
+def test_block_dominance_matches_dense(p):
+    """The Fenwick sweeps of 1, 2, 3 and 8 label blocks against the dense mask (sums) and its
+    transpose (spread), queries with every label limit 0 .. P."""
     g = torch.Generator().manual_seed(p)
     label_order, rank = torch.randperm(p, generator=g), torch.randperm(p, generator=g)
     label_rank = torch.empty_like(label_order)
     label_rank[label_order] = torch.arange(p)
     lab = torch.randint(0, p + 1, (p,), generator=g)
     sco = torch.randint(0, p + 1, (p, 2), generator=g)
-    lab[:1], sco[:1, 0] = p, p
-    order = torch.argsort(lab)
-    q_start = torch.cat([torch.zeros(1).long(), torch.bincount(lab, minlength=p + 1).cumsum(0)])
-    args = (rank.numpy(), label_order.numpy())
-    buckets = (q_start.numpy(), order.numpy(), sco.numpy())
+    lab[:2], sco[:2, 0] = torch.tensor([p, 0])[:p], p
     mask = _dense_mask(label_rank, rank, lab, sco)
     w = torch.randn(p, 4, generator=g, dtype=torch.float64)
-    outs = []
-    for groups in ([(0, 4)], [(0, 1), (1, 2), (2, 3), (3, 4)]):
-        out = np.zeros((p, 2, 4))
-        for c0, c1 in groups:
-            kernels.sums_pass(*args, w.numpy(), *buckets, c0, c1, out)
-        outs.append(out)
-    assert np.array_equal(outs[0], outs[1])
-    assert np.allclose(outs[0], torch.einsum("qtj,jm->qtm", mask, w).numpy(), rtol=0, atol=1e-12)
     u = torch.randn(p, 2, 3, generator=g, dtype=torch.float64)
-    outs = []
-    for groups in ([(0, 3)], [(0, 2), (2, 3)]):
-        out = np.zeros((p, 3))
-        for c0, c1 in groups:
-            kernels.spread_pass(*args, *buckets, u.numpy(), c0, c1, out)
-        outs.append(out)
-    assert np.array_equal(outs[0], outs[1])
-    assert np.allclose(outs[0], torch.einsum("qtj,qtm->jm", mask, u).numpy(), rtol=0, atol=1e-12)
+    want_f = torch.einsum("qtj,jm->qtm", mask, w).numpy()
+    want_g = torch.einsum("qtj,qtm->jm", mask, u).numpy()
+    for blocks in (1, 2, 3, 8):
+        f, g_ = _blocked_dominance(label_order.numpy(), rank.numpy(), lab.numpy(), sco.numpy(),
+                                   w.numpy(), u.numpy(), blocks)
+        assert np.allclose(f, want_f, rtol=0, atol=1e-12), blocks
+        assert np.allclose(g_, want_g, rtol=0, atol=1e-12), blocks
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
