@@ -1,10 +1,12 @@
 """RS, AP and aLRP Loss on the CPU through the numba kernels, on torch's threads.
 
 The same quantities as the torch code in :mod:`rsdet.losses._ranking_impl` (docs/losses.md,
-"Compiled CPU kernels"); this module only orchestrates: it cuts the work into the fixed blocks
-of :mod:`rsdet.losses._parallel`, runs them on up to ``torch.get_num_threads()`` threads and
-wraps the results.  ``kernels`` is the module :func:`rsdet.losses._kernel.numba_kernels`
-returned.  Results are bit-for-bit the same for every thread count.
+"Compiled CPU kernels"); this module only orchestrates.  The work is cut into blocks fixed by
+the problem sizes (:mod:`rsdet.losses._parallel`): on one thread a whole loss is one kernel call
+(``*_serial`` in :mod:`rsdet.losses._numba_fused`), on several the same block kernels run in
+parallel batches.  Both run the same kernels in the same blocks, so every result is the same
+bits for any thread count.  ``kernels`` is the module :func:`rsdet.losses._kernel.numba_kernels`
+returned.
 """
 
 from __future__ import annotations
@@ -59,65 +61,58 @@ def _positives(kernels, x, t, greater_than_zero: bool, threads: int):
     return pos_index, s, y
 
 
-def _bin_tasks(kernels, x, t, edges, delta: float):
-    """Tasks that bin every entry (one per entry block) and what they fill:
-    (tasks, bins, counts, sums)."""
-    n = x.size
-    nb = edges.size + 1
-    blocks = _parallel.entry_blocks(n, nb)
-    with_sums = delta > 0
-    base, inv_width, start, cell_edge = kernels.grid_table(edges, n)
-    bins = np.empty(n, dtype=np.int32)
-    counts = np.empty((blocks, nb + 1), dtype=np.int64)
-    sums = np.empty((blocks, nb + 1) if with_sums else (blocks, 1))
-    tasks = [partial(kernels.bin_block, x, t, edges, delta == 0, with_sums, base, inv_width,
-                     start, cell_edge, *_parallel.block_bounds(n, blocks, b), bins, counts,
-                     sums, b) for b in range(blocks)]
-    return tasks, bins, counts, sums
+class _Call:
+    """One loss call: the flat inputs, the positives and the fixed work partition."""
 
-
-class _Positives:
-    """The positives' side shared by the three losses: split, sorts, windows, binning tasks
-    (and, with ``sort_labels``, the labels' order, next to the logits' on another thread)."""
-
-    def __init__(self, kernels, logits, targets, delta, greater_than_zero, sort_labels=False):
+    def __init__(self, kernels, logits, targets, delta, greater_than_zero):
+        self.kernels = kernels
+        self.logits = logits
+        self.cdtype = compute_dtype(logits.dtype)
         self.threads = _parallel.num_threads()
         self.x, self.t = _flat(logits, targets)
+        self.n = self.x.size
         self.delta = float(delta)
         self.pos_index, self.s, self.y = _positives(kernels, self.x, self.t, greater_than_zero,
                                                     self.threads)
         self.p = self.s.size
-        if self.p == 0:
-            return
+        num_bins = (2 * self.p if self.delta > 0 else self.p) + 1
+        self.entry_blocks = _parallel.entry_blocks(self.n, num_bins)
+        # One thread, or too little work to share: the whole loss in one kernel call.
+        self.serial = (self.threads == 1
+                       or self.n + 8 * self.p < _parallel.PARALLEL_MIN_WORK)
+
+    def side(self, sort_labels=False):
+        """Positives' side and binning tasks on several threads (labels sorted alongside)."""
+        k = self.kernels
 
         def windows():
-            self.order = kernels.stable_argsort(self.s)
-            (self.rank, self.lo, self.hi, self.edges, self.lo_pos,
-             self.hi_pos) = kernels.positive_windows(self.s, self.order, self.delta)
-            self.bin_tasks, self.bins, self.counts, self.sums = _bin_tasks(
-                kernels, self.x, self.t, self.edges, self.delta)
+            (self.order, self.rank, self.lo, self.hi, self.edges, self.lo_pos, self.hi_pos,
+             base, inv_width, start, cell_edge) = k.positives_side(self.s, self.delta, self.n)
+            blocks = self.entry_blocks
+            self.bins, self.counts, self.sums = k.bin_outputs(self.n, self.edges.size, blocks,
+                                                              self.delta > 0)
+            self.bin_tasks = [partial(
+                k.bin_block, self.x, self.t, self.edges, self.delta == 0, self.delta > 0, base,
+                inv_width, start, cell_edge, *_parallel.block_bounds(self.n, blocks, b),
+                self.bins, self.counts, self.sums, b) for b in range(blocks)]
 
         def labels():
-            self.label_order = kernels.stable_argsort(self.y)
+            self.label_order = k.stable_argsort(self.y)
 
         _parallel.run([windows, labels] if sort_labels else [windows], self.threads,
                       self.p * 8)
 
-    def false_positives(self, kernels):
-        count_cum, sum_cum = kernels.merge_bins(self.counts, self.sums, self.delta > 0)
-        return kernels.false_positives(count_cum, sum_cum, self.edges, self.lo_pos,
-                                       self.hi_pos, self.delta)
-
-    def plan(self, kernels, logits, coef, pos_grad) -> GradientPlan:
-        cdtype = compute_dtype(logits.dtype)
-        tables = torch.from_numpy(kernels.gradient_tables(coef, self.order, self.edges,
-                                                          self.lo_pos, self.hi_pos,
-                                                          self.delta, self.x))
+    def plan(self, pos_grad, tables, grad_l1) -> GradientPlan:
+        tables = torch.from_numpy(tables)
         value, slope, left = tables.unbind(0) if self.delta > 0 else (tables[0], None, None)
-        grad_l1 = torch.tensor(kernels.gradient_l1(pos_grad), dtype=cdtype)
-        return GradientPlan(logits.shape, logits.dtype, cdtype, torch.from_numpy(self.pos_index),
-                            torch.from_numpy(pos_grad).to(cdtype), torch.from_numpy(self.bins),
-                            (value, slope, left), grad_l1)
+        logits = self.logits
+        return GradientPlan(logits.shape, logits.dtype, self.cdtype,
+                            torch.from_numpy(self.pos_index), torch.from_numpy(pos_grad),
+                            torch.from_numpy(self.bins), (value, slope, left),
+                            torch.tensor(grad_l1, dtype=self.cdtype))
+
+    def scalar(self, value: float) -> torch.Tensor:
+        return torch.tensor(value, dtype=self.cdtype)
 
 
 def sorting_terms(kernels, s, y, order, label_order, rank, lo, hi, delta, eps, threads=None,
@@ -133,6 +128,8 @@ def sorting_terms(kernels, s, y, order, label_order, rank, lo, hi, delta, eps, t
     delta = float(delta)
     blocks = _parallel.pair_blocks(p)
     work = p * 8              # ~ cost of one pass in units of binning one entry
+    if not extra_tasks and (threads == 1 or work < _parallel.PARALLEL_MIN_WORK):
+        return kernels.sorting_all(s, y, order, label_order, rank, lo, hi, delta, eps, blocks)
     label_rank, lab_lt, limits, cols, q_start, q_order = kernels.sorting_prepare(
         s, y, order, label_order, rank, lo, hi, delta)
     part = np.empty((p, limits.shape[1], cols.shape[1]))
@@ -153,62 +150,73 @@ def sorting_terms(kernels, s, y, order, label_order, rank, lo, hi, delta, eps, t
 
 def rank_sort(kernels, logits, targets, delta, eps):
     """RS forward: ((ranking loss, sorting loss), plan), or None without positives."""
-    pos = _Positives(kernels, logits, targets, delta, True, sort_labels=True)
-    if pos.p == 0:
+    c = _Call(kernels, logits, targets, delta, True)
+    if c.p == 0:
         return None
-    rank_plus, sort_loss, mis_mass, received = sorting_terms(
-        kernels, pos.s, pos.y, pos.order, pos.label_order, pos.rank, pos.lo, pos.hi, pos.delta,
-        eps, pos.threads, pos.bin_tasks, pos.x.size)
-    n_fp = pos.false_positives(kernels)
-    rank_loss, sort_mean, coef, pos_grad = kernels.rs_terms(n_fp, rank_plus, sort_loss,
-                                                            mis_mass, received, eps)
-    cdtype = compute_dtype(logits.dtype)
-    outs = (torch.tensor(rank_loss, dtype=cdtype), torch.tensor(sort_mean, dtype=cdtype))
-    return outs, pos.plan(kernels, logits, coef, pos_grad)
+    if c.serial:
+        rank_loss, sort_mean, pos_grad, c.bins, tables, l1 = kernels.rs_serial(
+            c.x, c.t, c.s, c.y, c.delta, eps, c.entry_blocks, _parallel.pair_blocks(c.p))
+    else:
+        c.side(sort_labels=True)
+        terms = sorting_terms(kernels, c.s, c.y, c.order, c.label_order, c.rank, c.lo, c.hi,
+                              c.delta, eps, c.threads, c.bin_tasks, c.n)
+        rank_loss, sort_mean, pos_grad, tables, l1 = kernels.rs_finish(
+            c.counts, c.sums, c.edges, c.lo_pos, c.hi_pos, c.order, c.delta, eps, *terms, c.x)
+    return (c.scalar(rank_loss), c.scalar(sort_mean)), c.plan(pos_grad, tables, l1)
 
 
-def _binned(kernels, logits, targets, delta, greater_than_zero):
-    pos = _Positives(kernels, logits, targets, delta, greater_than_zero)
-    if pos.p == 0:
-        return pos, None
-    _parallel.run(pos.bin_tasks, pos.threads, pos.x.size)
-    return pos, pos.false_positives(kernels)
+def _binned(c: _Call) -> None:
+    c.side()
+    _parallel.run(c.bin_tasks, c.threads, c.n)
 
 
 def ap(kernels, logits, targets, delta):
     """AP forward: (loss, plan), or None without positives."""
-    pos, n_fp = _binned(kernels, logits, targets, delta, False)
-    if n_fp is None:
+    c = _Call(kernels, logits, targets, delta, False)
+    if c.p == 0:
         return None
-    loss, coef, pos_grad = kernels.ap_terms(pos.s, pos.order, pos.lo, pos.hi, n_fp, pos.delta)
-    return (torch.tensor(loss, dtype=compute_dtype(logits.dtype)),
-            pos.plan(kernels, logits, coef, pos_grad))
+    if c.serial:
+        loss, pos_grad, c.bins, tables, l1 = kernels.ap_serial(c.x, c.t, c.s, c.delta,
+                                                               c.entry_blocks)
+    else:
+        _binned(c)
+        loss, pos_grad, tables, l1 = kernels.ap_finish(c.counts, c.sums, c.edges, c.lo_pos,
+                                                       c.hi_pos, c.s, c.order, c.lo, c.hi,
+                                                       c.delta, c.x)
+    return c.scalar(loss), c.plan(pos_grad, tables, l1)
 
 
 def alrp(kernels, logits, targets, loc_errors, delta, eps, check):
-    """aLRP forward: ((loss, rank, order), plan), or None without positives; ``check(P)``
-    validates ``loc_errors`` (one value per positive) once P is known."""
-    pos = _Positives(kernels, logits, targets, delta, False)
-    check(loc_errors, pos.p)
-    if pos.p == 0:
+    """aLRP forward: ((loss, rank, order), plan), or None without positives; ``check(loc_errors,
+    P)`` validates the localisation errors (one per positive) once P is known."""
+    c = _Call(kernels, logits, targets, delta, False)
+    check(loc_errors, c.p)
+    if c.p == 0:
         return None
-    _parallel.run(pos.bin_tasks, pos.threads, pos.x.size)
-    n_fp = pos.false_positives(kernels)
     err = loc_errors.detach().reshape(-1).to(torch.float64).contiguous().numpy()
-    loss, rank, coef, pos_grad = kernels.alrp_terms(pos.s, pos.order, pos.lo, pos.hi, n_fp,
-                                                    err, pos.delta, eps)
-    cdtype = compute_dtype(logits.dtype)
-    outs = (torch.tensor(loss, dtype=cdtype), torch.from_numpy(rank).to(cdtype),
-            torch.from_numpy(pos.order))
-    return outs, pos.plan(kernels, logits, coef, pos_grad)
+    if c.serial:
+        loss, rank, order, pos_grad, c.bins, tables, l1 = kernels.alrp_serial(
+            c.x, c.t, c.s, err, c.delta, eps, c.entry_blocks)
+    else:
+        _binned(c)
+        order = c.order
+        loss, rank, pos_grad, tables, l1 = kernels.alrp_finish(
+            c.counts, c.sums, c.edges, c.lo_pos, c.hi_pos, c.s, order, c.lo, c.hi, err,
+            c.delta, eps, c.x)
+    outs = (c.scalar(loss), torch.from_numpy(rank).to(c.cdtype), torch.from_numpy(order))
+    return outs, c.plan(pos_grad, tables, l1)
 
 
 def positive_ranks(kernels, logits, targets, delta):
     """rank(i) of every positive (targets > 0), float64 numpy; empty without positives."""
-    pos, n_fp = _binned(kernels, logits, targets, delta, True)
-    if n_fp is None:
+    c = _Call(kernels, logits, targets, delta, True)
+    if c.p == 0:
         return np.zeros(0)
-    return kernels.positive_ranks(pos.s, pos.order, pos.lo, pos.hi, n_fp, pos.delta)
+    if c.serial:
+        return kernels.ranks_serial(c.x, c.t, c.s, c.delta, c.entry_blocks)
+    _binned(c)
+    return kernels.ranks_finish(c.counts, c.sums, c.edges, c.lo_pos, c.hi_pos, c.s, c.order,
+                                c.lo, c.hi, c.delta)
 
 
 def gather(kernels, plan: GradientPlan, logits: torch.Tensor, upstream: torch.Tensor):
@@ -220,13 +228,16 @@ def gather(kernels, plan: GradientPlan, logits: torch.Tensor, upstream: torch.Te
     tables = torch.stack([plan.value, plan.value if slope is None else slope,
                           plan.value if slope is None else plan.left]).numpy()
     pos_grad = plan.pos_grad.contiguous().numpy()
-    cast = tables.dtype.type
-    scaled, pos_scaled = kernels.scale_tables(tables, pos_grad, cast(float(upstream)))
-    out = np.empty(n, dtype=tables.dtype)
-    threads = _parallel.num_threads()
-    blocks = _parallel.entry_blocks(n, 0) if threads > 1 else 1
+    g = tables.dtype.type(float(upstream))
     bins = plan.bins.numpy()
     pos_index = plan.pos_index.numpy()
+    threads = _parallel.num_threads()
+    if threads == 1 or n < _parallel.PARALLEL_MIN_WORK:
+        return torch.from_numpy(kernels.gather_all(bins, x, tables, slope is not None,
+                                                   pos_index, pos_grad, g))
+    scaled, pos_scaled = kernels.scale_tables(tables, pos_grad, g)
+    out = np.empty(n, dtype=tables.dtype)
+    blocks = _parallel.entry_blocks(n, 0)
     _parallel.run([partial(kernels.gather_block, bins, x, scaled, slope is not None, pos_index,
                            pos_scaled, *_parallel.block_bounds(n, blocks, b), out)
                    for b in range(blocks)], threads, n)

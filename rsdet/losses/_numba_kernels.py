@@ -8,7 +8,8 @@ their blocks on several threads; docs/losses.md ("Compiled CPU kernels") describ
 * :mod:`rsdet.losses._numba_entries`: the N entries — positives, binning, backward's gather;
 * :mod:`rsdet.losses._numba_positives`: the P positives — sorts, windows, N_FP, AP/aLRP/RS terms,
   gradient tables;
-* :mod:`rsdet.losses._numba_sorting`: RS's sorting terms (Fenwick dominance sums by label blocks).
+* :mod:`rsdet.losses._numba_sorting`: RS's sorting terms (Fenwick dominance sums by label blocks);
+* :mod:`rsdet.losses._numba_fused`: whole losses on one thread, and the finishing steps.
 """
 
 from __future__ import annotations
@@ -22,3 +23,7 @@ from rsdet.losses._numba_positives import (alrp_terms, ap_terms, false_positives
                                            scale_tables, sort_keys, stable_argsort)
 from rsdet.losses._numba_sorting import (block_starts, sorting_prepare, spread_block,  # noqa: F401
                                          spread_finish, sums_block, sums_finish)
+from rsdet.losses._numba_fused import (alrp_finish, alrp_serial, ap_finish,  # noqa: F401,E402
+                                       ap_serial, bin_all, bin_outputs, gather_all,
+                                       positives_side, ranks_finish, ranks_serial, rs_finish,
+                                       rs_serial, sorting_all)
