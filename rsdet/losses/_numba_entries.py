@@ -88,15 +88,14 @@ def grid_table(edges, n):
     for k in range(ne):
         v = (edges[k] - base) * inv_width
         c = 0 if not v > 0.0 else (ncell - 1 if v > ncell - 1 else int(v))
-        start[c + 1] += 1
+        start[c + 1] += 1                   # edges in cell c, for now
         cell_edge[c] = edges[k]
-    several = np.empty(ncell, dtype=np.bool_)
-    for c in range(ncell):
-        several[c] = start[c + 1] > 1
-        start[c + 1] += start[c]
-    for c in range(ncell):
-        if several[c]:
-            start[c] = -1 - start[c]
+    below = 0
+    for c in range(ncell):                  # -> edges below cell c (negative: several in c)
+        count = start[c + 1]
+        start[c] = below if count <= 1 else -1 - below
+        below += count
+    start[ncell] = below
     return base, inv_width, start, cell_edge
 
 

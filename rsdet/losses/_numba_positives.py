@@ -120,8 +120,16 @@ def positive_windows(s, order, delta):
     lo_pos = np.empty(p, dtype=np.int64)
     hi_pos = np.empty(p, dtype=np.int64)
     a = b = c = d = 0
+    last = p - 1
     for r in range(p):
         low, high = sorted_s[r] - delta, sorted_s[r] + delta
+        # Pointers move by 0-2 steps per positive: two steps without branches, then a loop
+        # that rarely runs (an unpredictable loop exit per pointer cost ~2x).
+        for _ in range(2):
+            a += (a < p) & (sorted_s[min(a, last)] <= low)
+            b += (b < p) & (sorted_s[min(b, last)] <= high)
+            c += (c < p) & (sorted_s[min(c, last)] + delta < low)
+            d += (d < p) & (sorted_s[min(d, last)] - delta <= high)
         while a < p and sorted_s[a] <= low:
             a += 1
         while b < p and sorted_s[b] <= high:
@@ -145,6 +153,7 @@ def false_positives(count_cum, sum_cum, edges, lo_pos, hi_pos, delta):
     """(P,) N_FP(i) = sum over negatives k of H_delta(s_k - s_i), from the bins' prefix sums
     (as :meth:`rsdet.losses._intervals.NegativeIntervals.false_positives`)."""
     p = lo_pos.size
+    half_inv = 1.0 / (2 * delta) if delta > 0 else 0.0   # multiply: a division costs ~4x
     total = count_cum[count_cum.size - 1]
     n_fp = np.empty(p)
     for i in range(p):
@@ -153,7 +162,7 @@ def false_positives(count_cum, sum_cum, edges, lo_pos, hi_pos, delta):
         else:
             a, b = lo_pos[i] + 1, hi_pos[i] + 1
             n_win = np.float64(count_cum[b] - count_cum[a])
-            inside = ((sum_cum[b] - sum_cum[a]) - edges[lo_pos[i]] * n_win) / (2 * delta)
+            inside = ((sum_cum[b] - sum_cum[a]) - edges[lo_pos[i]] * n_win) * half_inv
             n_fp[i] = np.float64(total - count_cum[b]) + min(max(inside, 0.0), n_win)
     return n_fp
 
@@ -164,6 +173,7 @@ def relation_sums(s, order, lo, hi, weights, delta):
     :meth:`rsdet.losses._pairs.PositivePairs.relation_sums`: prefix sums of w and w s in score
     order read at the window limits."""
     p, m = weights.shape
+    half_inv = 1.0 / (2 * delta) if delta > 0 else 0.0   # multiply: a division costs ~4x
     cum = np.zeros((p + 1, 2 * m))
     for r in range(p):
         j = order[r]
@@ -178,7 +188,7 @@ def relation_sums(s, order, lo, hi, weights, delta):
                 out[i, c] = cum[p, c] - cum[a, c]
             else:
                 inside = (cum[b, m + c] - cum[a, m + c]) - (s[i] - delta) * (cum[b, c] - cum[a, c])
-                out[i, c] = (cum[p, c] - cum[b, c]) + inside / (2 * delta)
+                out[i, c] = (cum[p, c] - cum[b, c]) + inside * half_inv
     return out
 
 
@@ -253,6 +263,7 @@ def ap_terms(s, order, lo, hi, n_fp, delta):
     """AP Loss per positive (as rsdet.losses._ranking_impl._ap_forward): returns (loss,
     coef (P,), pos_grad (P,)) with coef the negatives' coefficients of the gradient tables."""
     p = s.size
+    inv_p = 1.0 / p
     h0 = 0.5 if delta > 0 else 1.0
     ones = np.ones((p, 1))
     above = relation_sums(s, order, lo, hi, ones, delta)
@@ -274,8 +285,8 @@ def ap_terms(s, order, lo, hi, n_fp, delta):
     total = 0.0
     for i in range(p):
         scale = 1.0 if prec_max[i] <= prec[i] else (1.0 - prec_max[i]) / (1.0 - prec[i])
-        coef[i] = scale / rank[i] / p
-        pos_grad[i] = -(1.0 - prec_max[i]) / p
+        coef[i] = scale / rank[i] * inv_p
+        pos_grad[i] = -(1.0 - prec_max[i]) * inv_p
         total += prec_max[i]
     return 1.0 - total / p, coef, pos_grad
 
@@ -285,6 +296,7 @@ def alrp_terms(s, order, lo, hi, n_fp, err, delta, eps):
     """aLRP Loss per positive (as rsdet.losses._ranking_impl._alrp_forward): returns (loss,
     rank (P,), coef (P,), pos_grad (P,))."""
     p = s.size
+    inv_p = 1.0 / p
     h0 = 0.5 if delta > 0 else 1.0
     w = np.empty((p, 2))
     for i in range(p):
@@ -300,8 +312,8 @@ def alrp_terms(s, order, lo, hi, n_fp, err, delta, eps):
         loc_above = both[i, 1] - h0 * err[i]
         active = n_fp[i] > eps
         update = (loc_above + n_fp[i]) / rank[i] if active else 0.0
-        coef[i] = (update / n_fp[i] if active else 0.0) / p
-        pos_grad[i] = -update / p
+        coef[i] = (update / n_fp[i] if active else 0.0) * inv_p
+        pos_grad[i] = -update * inv_p
         total += n_fp[i] / rank[i]
     return total / p, rank, coef, pos_grad
 
@@ -323,6 +335,7 @@ def rs_terms(n_fp, rank_plus, sort_loss, mis_mass, received, eps):
     """RS Loss per positive from N_FP and the sorting terms (as _rank_sort_forward): returns
     (ranking loss, sorting loss, coef (P,), pos_grad (P,)) — Eq. S7 (coef) and Eq. S16."""
     p = n_fp.size
+    inv_p = 1.0 / p
     coef = np.empty(p)
     pos_grad = np.empty(p)
     rank_sum = 0.0
@@ -330,9 +343,9 @@ def rs_terms(n_fp, rank_plus, sort_loss, mis_mass, received, eps):
     for i in range(p):
         rank_loss = n_fp[i] / (rank_plus[i] + n_fp[i])
         has_fp = n_fp[i] > eps
-        coef[i] = (rank_loss / n_fp[i] if has_fp else 0.0) / p
+        coef[i] = (rank_loss / n_fp[i] if has_fp else 0.0) * inv_p
         pos_grad[i] = (received[i] - (rank_loss if has_fp else 0.0)
-                       - (sort_loss[i] if mis_mass[i] > eps else 0.0)) / p
+                       - (sort_loss[i] if mis_mass[i] > eps else 0.0)) * inv_p
         rank_sum += rank_loss
         sort_sum += sort_loss[i]
     return rank_sum / p, sort_sum / p, coef, pos_grad

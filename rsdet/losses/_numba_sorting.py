@@ -158,6 +158,7 @@ def sums_finish(s, order, label_order, lab_lt, limits, cols, rows, part, delta, 
     c s); delta = 0: (c)).  A query of block k adds the rows of blocks 0 .. k - 1 (summed in
     block order); block T's (L = P) reads the 1-D prefix sums over all points."""
     p = s.size
+    half_inv = 1.0 / (2 * delta) if delta > 0 else 0.0   # multiply: a division costs ~4x
     mc = cols.shape[1]
     for k in range(1, blocks - 1):                 # rows[k] <- sum of the blocks 0 .. k
         for r in range(p + 1):
@@ -202,13 +203,13 @@ def sums_finish(s, order, label_order, lab_lt, limits, cols, rows, part, delta, 
             b = np.uint64(limits[i, 1])
             edge = s[i] - delta
             rp = (cum[p, 0] - cum[b, 0]) + (
-                (cum[b, 1] - cum[a, 1]) - edge * (cum[b, 0] - cum[a, 0])) / (2 * delta)
+                (cum[b, 1] - cum[a, 1]) - edge * (cum[b, 0] - cum[a, 0])) * half_inv
             cs = (cum[p, 2] - cum[b, 2]) + (
-                (cum[b, 3] - cum[a, 3]) - edge * (cum[b, 2] - cum[a, 2])) / (2 * delta)
+                (cum[b, 3] - cum[a, 3]) - edge * (cum[b, 2] - cum[a, 2])) * half_inv
             mm = (by_label[lt, 0] - low[1, 0]) + (
-                (low[1, 1] - low[0, 1]) - edge * (low[1, 0] - low[0, 0])) / (2 * delta)
+                (low[1, 1] - low[0, 1]) - edge * (low[1, 0] - low[0, 0])) * half_inv
             ms = (by_label[lt, 2] - low[1, 2]) + (
-                (low[1, 3] - low[0, 3]) - edge * (low[1, 2] - low[0, 2])) / (2 * delta)
+                (low[1, 3] - low[0, 3]) - edge * (low[1, 2] - low[0, 2])) * half_inv
         rank_plus[i] = rp
         mis_mass[i] = mm
         sort_loss[i] = cs / rp - (cs - ms) / (rp - mm)
@@ -297,6 +298,7 @@ def spread_finish(s, rank, label_rank, lab_lt, coef, rows, out, delta, blocks):
     block (``out``) plus the blocks above it (suffix over ``rows`` in block order), and the "1"
     term sum_i coef_i [label_j < L_i] (a cumulative sum in label order)."""
     p = s.size
+    half_inv = 1.0 / (2 * delta) if delta > 0 else 0.0   # multiply: a division costs ~4x
     m = rows.shape[2]
     for k in range(blocks - 2, -1, -1):            # rows[k] <- blocks k + 1 .. T
         for r in range(p + 1):
@@ -319,5 +321,5 @@ def spread_finish(s, rank, label_rank, lab_lt, coef, rows, out, delta, blocks):
         if delta == 0:
             received[j] = total - g[0]
         else:
-            received[j] = (total - g[0]) + ((s[j] + delta) * g[1] - g[2]) / (2 * delta)
+            received[j] = (total - g[0]) + ((s[j] + delta) * g[1] - g[2]) * half_inv
     return received
