@@ -2,11 +2,12 @@
 
 The same quantities as the torch code in :mod:`rsdet.losses._ranking_impl` (docs/losses.md,
 "Compiled CPU kernels"); this module only orchestrates.  The work is cut into blocks fixed by
-the problem sizes (:mod:`rsdet.losses._parallel`): on one thread a whole loss is one kernel call
-(``*_serial`` in :mod:`rsdet.losses._numba_fused`), on several the same block kernels run in
-parallel batches.  Both run the same kernels in the same blocks, so every result is the same
-bits for any thread count.  ``kernels`` is the module :func:`rsdet.losses._kernel.numba_kernels`
-returned.
+the problem sizes (:mod:`rsdet.losses._parallel`); the block kernels run in parallel batches
+on several threads, or one after the other on one — the same kernels in the same blocks, so
+every result is the same bits for any thread count.  (Kernels are not fused into bigger ones
+for the one-thread case: a numba call costs ~1 us, and every fused copy of a kernel is
+compiled again, which had made the first call in a fresh environment several times slower.)
+``kernels`` is the module :func:`rsdet.losses._kernel.numba_kernels` returned.
 """
 
 from __future__ import annotations
@@ -62,39 +63,34 @@ def _positives(kernels, x, t, greater_than_zero: bool, threads: int):
 
 
 class _Call:
-    """One loss call: the flat inputs, the positives and the fixed work partition."""
+    """One loss call: the flat inputs, the positives, their windows and the binning tasks."""
 
-    def __init__(self, kernels, logits, targets, delta, greater_than_zero):
-        self.kernels = kernels
+    def __init__(self, kernels, logits, targets, delta, greater_than_zero, sort_labels=False):
+        self.kernels = k = kernels
         self.logits = logits
         self.cdtype = compute_dtype(logits.dtype)
         self.threads = _parallel.num_threads()
         self.x, self.t = _flat(logits, targets)
-        self.n = self.x.size
-        self.delta = float(delta)
+        self.n = n = self.x.size
+        self.delta = delta = float(delta)
         self.pos_index, self.s, self.y = _positives(kernels, self.x, self.t, greater_than_zero,
                                                     self.threads)
         self.p = self.s.size
-        num_bins = (2 * self.p if self.delta > 0 else self.p) + 1
-        self.entry_blocks = _parallel.entry_blocks(self.n, num_bins)
-        # One thread, or too little work to share: the whole loss in one kernel call.
-        self.serial = (self.threads == 1
-                       or self.n + 8 * self.p < _parallel.PARALLEL_MIN_WORK)
-
-    def side(self, sort_labels=False):
-        """Positives' side and binning tasks on several threads (labels sorted alongside)."""
-        k = self.kernels
+        if self.p == 0:
+            return
 
         def windows():
-            (self.order, self.rank, self.lo, self.hi, self.edges, self.lo_pos, self.hi_pos,
-             base, inv_width, start, cell_edge) = k.positives_side(self.s, self.delta, self.n)
-            blocks = self.entry_blocks
-            self.bins, self.counts, self.sums = k.bin_outputs(self.n, self.edges.size, blocks,
-                                                              self.delta > 0)
+            self.order = k.stable_argsort(self.s)
+            (self.rank, self.lo, self.hi, self.edges, self.lo_pos,
+             self.hi_pos) = k.positive_windows(self.s, self.order, delta)
+            base, inv_width, start, cell_edge = k.grid_table(self.edges, n)
+            blocks = _parallel.entry_blocks(n, self.edges.size + 1)
+            self.bins, self.counts, self.sums = k.bin_outputs(n, self.edges.size, blocks,
+                                                              delta > 0)
             self.bin_tasks = [partial(
-                k.bin_block, self.x, self.t, self.edges, self.delta == 0, self.delta > 0, base,
-                inv_width, start, cell_edge, *_parallel.block_bounds(self.n, blocks, b),
-                self.bins, self.counts, self.sums, b) for b in range(blocks)]
+                k.bin_block, self.x, self.t, self.edges, delta == 0, delta > 0, base, inv_width,
+                start, cell_edge, *_parallel.block_bounds(n, blocks, b), self.bins,
+                self.counts, self.sums, b) for b in range(blocks)]
 
         def labels():
             self.label_order = k.stable_argsort(self.y)
@@ -102,7 +98,16 @@ class _Call:
         _parallel.run([windows, labels] if sort_labels else [windows], self.threads,
                       self.p * 8)
 
-    def plan(self, pos_grad, tables, grad_l1) -> GradientPlan:
+    def bin(self):
+        _parallel.run(self.bin_tasks, self.threads, self.n)
+
+    def false_positives(self):
+        return self.kernels.n_false_positives(self.counts, self.sums, self.edges, self.lo_pos,
+                                              self.hi_pos, self.delta)
+
+    def plan(self, coef, pos_grad) -> GradientPlan:
+        pos_grad, tables, grad_l1 = self.kernels.finish_tables(
+            coef, pos_grad, self.order, self.edges, self.lo_pos, self.hi_pos, self.delta, self.x)
         tables = torch.from_numpy(tables)
         value, slope, left = tables.unbind(0) if self.delta > 0 else (tables[0], None, None)
         logits = self.logits
@@ -128,8 +133,6 @@ def sorting_terms(kernels, s, y, order, label_order, rank, lo, hi, delta, eps, t
     delta = float(delta)
     blocks = _parallel.pair_blocks(p)
     work = p * 8              # ~ cost of one pass in units of binning one entry
-    if not extra_tasks and (threads == 1 or work < _parallel.PARALLEL_MIN_WORK):
-        return kernels.sorting_all(s, y, order, label_order, rank, lo, hi, delta, eps, blocks)
     label_rank, lab_lt, limits, cols, q_start, q_order = kernels.sorting_prepare(
         s, y, order, label_order, rank, lo, hi, delta)
     part = np.empty((p, limits.shape[1], cols.shape[1]))
@@ -150,24 +153,16 @@ def sorting_terms(kernels, s, y, order, label_order, rank, lo, hi, delta, eps, t
 
 def rank_sort(kernels, logits, targets, delta, eps):
     """RS forward: ((ranking loss, sorting loss), plan), or None without positives."""
-    c = _Call(kernels, logits, targets, delta, True)
+    c = _Call(kernels, logits, targets, delta, True, sort_labels=True)
     if c.p == 0:
         return None
-    if c.serial:
-        rank_loss, sort_mean, pos_grad, c.bins, tables, l1 = kernels.rs_serial(
-            c.x, c.t, c.s, c.y, c.delta, eps, c.entry_blocks, _parallel.pair_blocks(c.p))
-    else:
-        c.side(sort_labels=True)
-        terms = sorting_terms(kernels, c.s, c.y, c.order, c.label_order, c.rank, c.lo, c.hi,
-                              c.delta, eps, c.threads, c.bin_tasks, c.n)
-        rank_loss, sort_mean, pos_grad, tables, l1 = kernels.rs_finish(
-            c.counts, c.sums, c.edges, c.lo_pos, c.hi_pos, c.order, c.delta, eps, *terms, c.x)
-    return (c.scalar(rank_loss), c.scalar(sort_mean)), c.plan(pos_grad, tables, l1)
-
-
-def _binned(c: _Call) -> None:
-    c.side()
-    _parallel.run(c.bin_tasks, c.threads, c.n)
+    # The entries are binned in the first batch of the sorting terms, next to the sums.
+    rank_plus, sort_loss, mis_mass, received = sorting_terms(
+        kernels, c.s, c.y, c.order, c.label_order, c.rank, c.lo, c.hi, c.delta, eps, c.threads,
+        c.bin_tasks, c.n)
+    rank_loss, sort_mean, coef, pos_grad = kernels.rs_terms(
+        c.false_positives(), rank_plus, sort_loss, mis_mass, received, eps)
+    return (c.scalar(rank_loss), c.scalar(sort_mean)), c.plan(coef, pos_grad)
 
 
 def ap(kernels, logits, targets, delta):
@@ -175,15 +170,10 @@ def ap(kernels, logits, targets, delta):
     c = _Call(kernels, logits, targets, delta, False)
     if c.p == 0:
         return None
-    if c.serial:
-        loss, pos_grad, c.bins, tables, l1 = kernels.ap_serial(c.x, c.t, c.s, c.delta,
-                                                               c.entry_blocks)
-    else:
-        _binned(c)
-        loss, pos_grad, tables, l1 = kernels.ap_finish(c.counts, c.sums, c.edges, c.lo_pos,
-                                                       c.hi_pos, c.s, c.order, c.lo, c.hi,
-                                                       c.delta, c.x)
-    return c.scalar(loss), c.plan(pos_grad, tables, l1)
+    c.bin()
+    loss, coef, pos_grad = kernels.ap_terms(c.s, c.order, c.lo, c.hi, c.false_positives(),
+                                            c.delta)
+    return c.scalar(loss), c.plan(coef, pos_grad)
 
 
 def alrp(kernels, logits, targets, loc_errors, delta, eps, check):
@@ -194,17 +184,11 @@ def alrp(kernels, logits, targets, loc_errors, delta, eps, check):
     if c.p == 0:
         return None
     err = loc_errors.detach().reshape(-1).to(torch.float64).contiguous().numpy()
-    if c.serial:
-        loss, rank, order, pos_grad, c.bins, tables, l1 = kernels.alrp_serial(
-            c.x, c.t, c.s, err, c.delta, eps, c.entry_blocks)
-    else:
-        _binned(c)
-        order = c.order
-        loss, rank, pos_grad, tables, l1 = kernels.alrp_finish(
-            c.counts, c.sums, c.edges, c.lo_pos, c.hi_pos, c.s, order, c.lo, c.hi, err,
-            c.delta, eps, c.x)
-    outs = (c.scalar(loss), torch.from_numpy(rank).to(c.cdtype), torch.from_numpy(order))
-    return outs, c.plan(pos_grad, tables, l1)
+    c.bin()
+    loss, rank, coef, pos_grad = kernels.alrp_terms(c.s, c.order, c.lo, c.hi,
+                                                    c.false_positives(), err, c.delta, eps)
+    outs = (c.scalar(loss), torch.from_numpy(rank).to(c.cdtype), torch.from_numpy(c.order))
+    return outs, c.plan(coef, pos_grad)
 
 
 def positive_ranks(kernels, logits, targets, delta):
@@ -212,11 +196,8 @@ def positive_ranks(kernels, logits, targets, delta):
     c = _Call(kernels, logits, targets, delta, True)
     if c.p == 0:
         return np.zeros(0)
-    if c.serial:
-        return kernels.ranks_serial(c.x, c.t, c.s, c.delta, c.entry_blocks)
-    _binned(c)
-    return kernels.ranks_finish(c.counts, c.sums, c.edges, c.lo_pos, c.hi_pos, c.s, c.order,
-                                c.lo, c.hi, c.delta)
+    c.bin()
+    return kernels.positive_ranks(c.s, c.order, c.lo, c.hi, c.false_positives(), c.delta)
 
 
 def gather(kernels, plan: GradientPlan, logits: torch.Tensor, upstream: torch.Tensor):
@@ -232,12 +213,9 @@ def gather(kernels, plan: GradientPlan, logits: torch.Tensor, upstream: torch.Te
     bins = plan.bins.numpy()
     pos_index = plan.pos_index.numpy()
     threads = _parallel.num_threads()
-    if threads == 1 or n < _parallel.PARALLEL_MIN_WORK:
-        return torch.from_numpy(kernels.gather_all(bins, x, tables, slope is not None,
-                                                   pos_index, pos_grad, g))
     scaled, pos_scaled = kernels.scale_tables(tables, pos_grad, g)
     out = np.empty(n, dtype=tables.dtype)
-    blocks = _parallel.entry_blocks(n, 0)
+    blocks = _parallel.entry_blocks(n, 0) if threads > 1 else 1   # each entry on its own
     _parallel.run([partial(kernels.gather_block, bins, x, scaled, slope is not None, pos_index,
                            pos_scaled, *_parallel.block_bounds(n, blocks, b), out)
                    for b in range(blocks)], threads, n)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-_JIT = dict(cache=True, nogil=True)
+_JIT = dict(cache=True, nogil=True, error_model="numpy")   # IEEE results, no raise checks
 
 
 @numba.njit(**_JIT)
@@ -158,6 +158,15 @@ def bin_block(x, t, edges, right, with_sums, base, inv_width, start, cell_edge, 
     counts[row, :] = count
     if with_sums:
         sums[row, :] = total
+
+
+@numba.njit(**_JIT)
+def bin_outputs(n, num_edges, blocks, with_sums):
+    """Uninitialised outputs of :func:`bin_block` for ``blocks`` blocks: (bins, counts, sums)."""
+    bins = np.empty(n, dtype=np.int32)
+    counts = np.empty((blocks, num_edges + 2), dtype=np.int64)
+    sums = np.empty((blocks, num_edges + 2) if with_sums else (blocks, 1))
+    return bins, counts, sums
 
 
 @numba.njit(**_JIT)

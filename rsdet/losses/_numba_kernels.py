@@ -8,22 +8,18 @@ their blocks on several threads; docs/losses.md ("Compiled CPU kernels") describ
 * :mod:`rsdet.losses._numba_entries`: the N entries — positives, binning, backward's gather;
 * :mod:`rsdet.losses._numba_positives`: the P positives — sorts, windows, N_FP, AP/aLRP/RS terms,
   gradient tables;
-* :mod:`rsdet.losses._numba_sorting`: RS's sorting terms (Fenwick dominance sums by label blocks);
-* :mod:`rsdet.losses._numba_fused`: whole losses on one thread, and the finishing steps.
+* :mod:`rsdet.losses._numba_sorting`: RS's sorting terms (Fenwick dominance sums by label blocks).
 """
 
 from __future__ import annotations
 
-from rsdet.losses._numba_entries import (bin_block, count_positives, fill_positives,  # noqa: F401
-                                         gather_block, grid_table, merge_bins,
-                                         split_positives)
+from rsdet.losses._numba_entries import (bin_block, bin_outputs, count_positives,  # noqa: F401
+                                         fill_positives, gather_block, grid_table,
+                                         merge_bins, split_positives)
 from rsdet.losses._numba_positives import (alrp_terms, ap_terms, false_positives,  # noqa: F401
-                                           gradient_l1, gradient_tables, positive_ranks,
+                                           finish_tables, gradient_l1, gradient_tables,
+                                           n_false_positives, positive_ranks,
                                            positive_windows, relation_sums, rs_terms,
                                            scale_tables, sort_keys, stable_argsort)
 from rsdet.losses._numba_sorting import (block_starts, sorting_prepare, spread_block,  # noqa: F401
                                          spread_finish, sums_block, sums_finish)
-from rsdet.losses._numba_fused import (alrp_finish, alrp_serial, ap_finish,  # noqa: F401,E402
-                                       ap_serial, bin_all, bin_outputs, gather_all,
-                                       positives_side, ranks_finish, ranks_serial, rs_finish,
-                                       rs_serial, sorting_all)

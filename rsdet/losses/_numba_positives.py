@@ -12,15 +12,13 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-_JIT = dict(cache=True, nogil=True)
+from rsdet.losses._numba_entries import merge_bins
+
+_JIT = dict(cache=True, nogil=True, error_model="numpy")   # IEEE results, no raise checks
 
 _DIGIT = 11
 _BUCKETS = 1 << _DIGIT
 _SIGN = np.uint64(1) << np.uint64(63)
-
-
-# Below this many values numba's merge sort of the keys is cheaper than the radix passes.
-_RADIX_MIN = 256
 
 
 @numba.njit(**_JIT)
@@ -47,12 +45,11 @@ def stable_argsort(values):
 
     LSD radix sort of the order-preserving 64-bit keys (:func:`sort_keys`) in 11-bit digits; a
     digit every key shares is skipped (float64 copies of float32 values leave the low 29 bits
-    zero, so two to four of the six passes remain).  Few values: a merge sort of the keys.
+    zero, so two to four of the six passes remain).  (numba's own merge sort would be cheaper
+    for a few dozen values, but compiling it took longer than all the other kernels.)
     """
     n = values.size
     keys = sort_keys(values)
-    if n < _RADIX_MIN:
-        return np.argsort(keys, kind="mergesort").astype(np.int64)
     passes = (64 + _DIGIT - 1) // _DIGIT
     hist = np.zeros((passes, _BUCKETS), dtype=np.int32)
     for i in range(n):
@@ -168,6 +165,14 @@ def false_positives(count_cum, sum_cum, edges, lo_pos, hi_pos, delta):
 
 
 @numba.njit(**_JIT)
+def n_false_positives(counts, sums, edges, lo_pos, hi_pos, delta):
+    """N_FP of every positive from the blocks' histograms (:func:`merge_bins`, then
+    :func:`false_positives`)."""
+    count_cum, sum_cum = merge_bins(counts, sums, delta > 0)
+    return false_positives(count_cum, sum_cum, edges, lo_pos, hi_pos, delta)
+
+
+@numba.njit(**_JIT)
 def relation_sums(s, order, lo, hi, weights, delta):
     """(P, m) sum_j H_delta(s_j - s_i) weights[j] (self term included), as
     :meth:`rsdet.losses._pairs.PositivePairs.relation_sums`: prefix sums of w and w s in score
@@ -235,6 +240,14 @@ def gradient_tables(coef, order, edges, lo_pos, hi_pos, delta, like):
         if 0 < b < nb:
             out[0, b] = max(run_full + sl * le - run_inter, 0.0)
     return out
+
+
+@numba.njit(**_JIT)
+def finish_tables(coef, pos_grad, order, edges, lo_pos, hi_pos, delta, like):
+    """What the plan stores: (pos_grad in ``like``'s dtype, gradient tables, ||g||_1)."""
+    tables = gradient_tables(coef, order, edges, lo_pos, hi_pos, delta, like)
+    pos_grad_c = pos_grad.astype(like.dtype)
+    return pos_grad_c, tables, gradient_l1(pos_grad_c)
 
 
 @numba.njit(**_JIT)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-_JIT = dict(cache=True, nogil=True)
+_JIT = dict(cache=True, nogil=True, error_model="numpy")   # IEEE results, no raise checks
 _U0 = np.uint64(0)
 _U1 = np.uint64(1)
 
