@@ -165,7 +165,8 @@ def loop_loss(name, logits, targets, binary, loc, max_pos=None, delta=None):
 # ---------------------------------------------------------------------------------------------
 def median_times(fns: dict, repeats: int, sync, device: str = "cpu",
                  clock=time.perf_counter) -> dict:
-    """Median seconds per call of each function, repeats interleaved across the functions.
+    """Median seconds per call of each function, repeats interleaved across the functions (in
+    an order rotated every repeat).
 
     CUDA: device time between two events recorded around each call (the host synchronises once
     per repeat, after all calls, so launch overhead that the GPU hides is not counted twice).
@@ -176,10 +177,16 @@ def median_times(fns: dict, repeats: int, sync, device: str = "cpu",
     for f in fns.values():
         f()
         sync()
-    for _ in range(repeats):
+    names = list(fns)
+    for rep in range(repeats):
+        # Rotate the order every repeat: whichever call followed focal loss (which allocates
+        # and frees several N-sized buffers) took 1.4-2x its time elsewhere at N = 4e6 (one
+        # thread, shared box), and in a fixed order that was always RS.
+        order = names[rep % len(names):] + names[:rep % len(names)]
         if device == "cuda":
             events = {}
-            for k, f in fns.items():
+            for k in order:
+                f = fns[k]
                 start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
                 start.record()
                 f()
@@ -189,9 +196,9 @@ def median_times(fns: dict, repeats: int, sync, device: str = "cpu",
             for k, (start, end) in events.items():
                 times[k].append(start.elapsed_time(end) / 1e3)
             continue
-        for k, f in fns.items():
+        for k in order:
             start = clock()
-            f()
+            fns[k]()
             sync()
             times[k].append(clock() - start)
     return {k: statistics.median(v) for k, v in times.items()}
