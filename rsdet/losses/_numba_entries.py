@@ -1,4 +1,4 @@
-"""numba kernels over the N entries (one block of entries per call; see :mod:`rsdet.losses._parallel`).
+"""numba kernels over the N entries, one block of entries per call (see rsdet.losses._parallel).
 
 * :func:`count_positives` / :func:`fill_positives`: the positives' indices, logits and labels
   (two passes per block, so that blocks can run on different threads).

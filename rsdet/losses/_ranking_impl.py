@@ -11,8 +11,8 @@ and returns ``stored gradient x upstream gradient of the first output`` in backw
 Differences from the official code, all deliberate (docs/losses.md):
 * no Python loop: negatives are handled by :mod:`rsdet.losses._intervals` (exact piecewise-linear
   sums), positive pairs by prefix sums over the sorted positives (:mod:`rsdet.losses._pairs`);
-  on the CPU the hot parts (RS's whole forward) run as numba kernels when available
-  (:mod:`rsdet.losses._kernel`, ``RSDET_LOSS_KERNEL``);
+  on the CPU every forward and backward runs as numba kernels on torch's threads when numba is
+  available (:mod:`rsdet.losses._compiled`, :mod:`rsdet.losses._kernel`, ``RSDET_LOSS_KERNEL``);
 * zero positives give zero-valued outputs with an all-zero gradient instead of an exception;
 * any device, any float dtype; internal sums are float64 (see ``compute_dtype``);
 * AP/aLRP also accept delta = 0 (hard step); the official code divides by zero there.
