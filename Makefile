@@ -29,8 +29,11 @@ test: $(STAMP)
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests (exit 5); treating as success"; rc=0; fi; \
 	exit $$rc
 
+# The loss grid (RS/AP/aLRP vs sigmoid focal) with one torch thread and with the default, in one
+# process; BENCH_ARGS="--no-loop --no-memory" for the ratios only (scripts/bench_losses.py --help).
+BENCH_ARGS ?=
 bench: $(STAMP)
-	$(PY) scripts/bench_losses.py
+	$(PY) scripts/bench_losses.py $(BENCH_ARGS)
 
 bench-eval: $(STAMP)
 	$(PY) scripts/bench_eval.py

@@ -13,6 +13,11 @@ on CPU the peak resident set (VmHWM, reset through /proc/self/clear_refs once th
 minus the resident set at that moment; on CUDA ``torch.cuda.max_memory_allocated``.  The
 focal-loss column is measured the same way, for comparison.
 
+Every grid point is timed with each thread setting of ``--threads`` (default ``1,default``:
+one torch thread, then torch's default), in the same process; the ratios to focal loss are
+taken within one setting.  The ranking losses' CPU kernels use torch's thread count
+(docs/losses.md, "Threads and determinism").
+
 Examples:
     python scripts/bench_losses.py                      # --grid target: N in {1e5,1e6,4e6} x P in {100,1000,5000}
     python scripts/bench_losses.py --grid quick         # two small cases, few repeats (= --quick)
@@ -20,6 +25,7 @@ Examples:
     python scripts/bench_losses.py --no-loop --no-memory --threads 1   # ratios only, fast
     python scripts/bench_losses.py --no-loop --no-memory --threads 1 --timer thread   # shared box
     python scripts/bench_losses.py --no-loop --no-memory --threads 1 --losses rs --kernels torch,numba
+    python scripts/bench_losses.py --no-loop --no-memory --inputs wide   # issue 21's inputs
 """
 
 from __future__ import annotations
@@ -48,18 +54,23 @@ GRIDS = {
     "quick": [(100_000, 100), (1_000_000, 1000)],
 }
 DEFAULT_SIZES = GRIDS["target"]
-TARGET_RATIO = 1.5
+TARGET_RATIO = 1.0      # issue 21: RS, AP, aLRP fwd+bwd <= 1.0x sigmoid focal, any thread count
+# (scale, shift) of the logits and the positives' extra shift.
+INPUTS = {"early": (1.5, -4.0, 2.0), "wide": (2.0, 0.0, 1.0)}
 
 
-def make_inputs(n: int, p: int, device: str, seed: int = 0):
-    """Early-training-like scores: negatives ~ N(-4, 1.5), positives ~ N(-2, 1.5), IoU labels
-    U(0.1, 1), 1% ignored — nearly every negative is "relevant" (the loop's worst case)."""
+def make_inputs(n: int, p: int, device: str, seed: int = 0, kind: str = "early"):
+    """``early`` (default): early-training-like scores, negatives ~ N(-4, 1.5), positives
+    ~ N(-2, 1.5) — nearly every negative is "relevant" (the loop's worst case); ``wide``: the
+    inputs of issue 21, logits ~ N(0, 2^2), positives shifted by +1.  IoU labels U(0.1, 1),
+    1% ignored."""
+    scale, shift, pos_shift = INPUTS[kind]
     g = torch.Generator().manual_seed(seed)
-    logits = torch.randn(n, generator=g) * 1.5 - 4.0
+    logits = torch.randn(n, generator=g) * scale + shift
     targets = torch.zeros(n)
     targets[torch.randperm(n, generator=g)[: n // 100]] = -1.0
     pos = torch.randperm(n, generator=g)[:p]
-    logits[pos] += 2.0
+    logits[pos] += pos_shift
     targets[pos] = torch.rand(p, generator=g) * 0.9 + 0.1
     binary = torch.where(targets > 0, torch.ones_like(targets), targets)
     loc = torch.rand(p, generator=g) * 2.0
@@ -154,7 +165,8 @@ def loop_loss(name, logits, targets, binary, loc, max_pos=None, delta=None):
 # ---------------------------------------------------------------------------------------------
 def median_times(fns: dict, repeats: int, sync, device: str = "cpu",
                  clock=time.perf_counter) -> dict:
-    """Median seconds per call of each function, repeats interleaved across the functions.
+    """Median seconds per call of each function, repeats interleaved across the functions (in
+    an order rotated every repeat).
 
     CUDA: device time between two events recorded around each call (the host synchronises once
     per repeat, after all calls, so launch overhead that the GPU hides is not counted twice).
@@ -165,10 +177,16 @@ def median_times(fns: dict, repeats: int, sync, device: str = "cpu",
     for f in fns.values():
         f()
         sync()
-    for _ in range(repeats):
+    names = list(fns)
+    for rep in range(repeats):
+        # Rotate the order every repeat: whichever call followed focal loss (which allocates
+        # and frees several N-sized buffers) took 1.4-2x its time elsewhere at N = 4e6 (one
+        # thread, shared box), and in a fixed order that was always RS.
+        order = names[rep % len(names):] + names[:rep % len(names)]
         if device == "cuda":
             events = {}
-            for k, f in fns.items():
+            for k in order:
+                f = fns[k]
                 start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
                 start.record()
                 f()
@@ -178,9 +196,9 @@ def median_times(fns: dict, repeats: int, sync, device: str = "cpu",
             for k, (start, end) in events.items():
                 times[k].append(start.elapsed_time(end) / 1e3)
             continue
-        for k, f in fns.items():
+        for k in order:
             start = clock()
-            f()
+            fns[k]()
             sync()
             times[k].append(clock() - start)
     return {k: statistics.median(v) for k, v in times.items()}
@@ -218,7 +236,7 @@ def _status_kb(key: str) -> int:
     raise KeyError(key)
 
 
-def measure_peak_here(name: str, n: int, p: int, device: str) -> float:
+def measure_peak_here(name: str, n: int, p: int, device: str, kind: str = "early") -> float:
     """Run one forward+backward in THIS process and return its peak extra memory in MB.
 
     CPU: the process's resident set high-water mark (VmHWM) is reset after the inputs are built
@@ -229,7 +247,7 @@ def measure_peak_here(name: str, n: int, p: int, device: str) -> float:
     kernels: ~130 MB resident) are not counted as the loss's memory.
     """
     run_loss(name, *make_inputs(1000, 10, device, seed=1))
-    inputs = make_inputs(n, p, device)
+    inputs = make_inputs(n, p, device, kind=kind)
     if device == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -249,12 +267,12 @@ def measure_peak_here(name: str, n: int, p: int, device: str) -> float:
         return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024
 
 
-def peak_memory_mb(name: str, n: int, p: int, device: str) -> float:
+def peak_memory_mb(name: str, n: int, p: int, device: str, kind: str = "early") -> float:
     """Peak extra memory (MB) of one forward+backward, measured in a fresh subprocess."""
     code = (f"import sys, torch; sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r})\n"
             f"torch.set_num_threads({torch.get_num_threads()})\n"
             "import bench_losses as b\n"
-            f"print(b.measure_peak_here({name!r}, {n}, {p}, {device!r}))\n")
+            f"print(b.measure_peak_here({name!r}, {n}, {p}, {device!r}, {kind!r}))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])
 
@@ -276,6 +294,22 @@ def fmt_ms(seconds: float) -> str:
     return f"{ms:.1f}" if ms < 1000 else f"{ms:.0f}"
 
 
+def parse_threads(text: str) -> list[int]:
+    """``1,default`` -> [1, torch's default thread count]; duplicates dropped, order kept."""
+    out = []
+    for item in text.split(","):
+        item = item.strip()
+        value = DEFAULT_THREADS if item == "default" else int(item)
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"thread counts must be >= 1, got {item!r}")
+        if value not in out:
+            out.append(value)
+    return out
+
+
+DEFAULT_THREADS = torch.get_num_threads()     # before anything sets it
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=parse_sizes, default=None,
@@ -284,6 +318,9 @@ def main(argv=None) -> int:
                     help="target (default): N in {1e5, 1e6, 4e6} x P in {100, 1000, 5000}; "
                          "quick: 1e5:100 and 1e6:1000 with 5 repeats and a 2 s loop budget")
     ap.add_argument("--quick", action="store_true", help="same as --grid quick")
+    ap.add_argument("--inputs", choices=sorted(INPUTS), default="early",
+                    help="early (default): negatives N(-4, 1.5), positives N(-2, 1.5); wide: "
+                         "logits N(0, 2^2), positives +1 (issue 21's inputs)")
     ap.add_argument("--repeats", type=int, default=None, help="timed repeats (default 11)")
     ap.add_argument("--loop-budget", type=float, default=None,
                     help="seconds per loop measurement before extrapolating (default 5)")
@@ -296,9 +333,11 @@ def main(argv=None) -> int:
                          "columns like rs@torch and rs@numba (default: one column, the "
                          "environment's choice)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--threads", type=int, default=None,
-                    help="torch CPU threads (default: torch's default). On a shared box, "
-                         "--threads 1 avoids OpenMP stalls when another process holds a core")
+    ap.add_argument("--threads", type=parse_threads, default=None,
+                    help="comma-separated torch CPU thread counts to time every grid point "
+                         "with, 'default' = torch's default (%d here); default: 1,default. "
+                         "The loop and the memory are measured with the last one"
+                         % DEFAULT_THREADS)
     ap.add_argument("--timer", choices=("wall", "thread"), default="wall",
                     help="CPU only: wall = time.perf_counter (default); thread = CPU time of the "
                          "calling thread (time.thread_time), which on a shared, oversubscribed "
@@ -306,9 +345,8 @@ def main(argv=None) -> int:
                          "--threads 1 (all work then runs on the calling thread)")
     ap.add_argument("--json", help="also write the results to this file")
     args = ap.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.timer == "thread" and (args.device != "cpu" or torch.get_num_threads() != 1):
+    settings = args.threads or ([1, DEFAULT_THREADS] if args.device == "cpu" else [DEFAULT_THREADS])
+    if args.timer == "thread" and (args.device != "cpu" or settings != [1]):
         ap.error("--timer thread measures the calling thread only: use it with --threads 1 on "
                  "the CPU")
 
@@ -326,38 +364,37 @@ def main(argv=None) -> int:
     clock = time.thread_time if args.timer == "thread" else time.perf_counter
     timer = ("torch.cuda.Event" if args.device == "cuda"
              else "thread_time" if args.timer == "thread" else "perf_counter")
-    print(f"device={args.device} ({where}) threads={torch.get_num_threads()} "
-          f"torch={torch.__version__} repeats={repeats} timer={timer} "
+    print(f"device={args.device} ({where}) threads={','.join(map(str, settings))} "
+          f"torch={torch.__version__} repeats={repeats} timer={timer} inputs={args.inputs} "
           f"(medians, ms, forward+backward)")
     if args.device == "cpu" and hasattr(os, "getloadavg"):
         print("load average at start: " + " ".join(f"{v:.2f}" for v in os.getloadavg()))
 
     rows = []
     for n, p in sizes:
-        inputs = make_inputs(n, p, args.device)
+        inputs = make_inputs(n, p, args.device, kind=args.inputs)
         fns = {k: (lambda k=k: run_loss(k, *inputs)) for k in ["focal", *ranking]}
-        med = median_times(fns, repeats, sync, args.device, clock)
-        row = {"N": n, "P": p, **{f"{k}_ms": med[k] * 1e3 for k in med}}
+        for th in settings:
+            torch.set_num_threads(th)
+            med = median_times(fns, repeats, sync, args.device, clock)
+            row = {"N": n, "P": p, "threads": th, **{f"{k}_ms": med[k] * 1e3 for k in med}}
+            for k in ranking:
+                row[f"{k}/focal"] = med[k] / med["focal"]
+            if th == settings[-1]:
+                measure_extras(row, ranking, inputs, args, budget, sync, n, p)
+            rows.append(row)
+            print_row(row, ranking, args)
+            sys.stdout.flush()
+    torch.set_num_threads(DEFAULT_THREADS)
+    for th in settings:
+        print_table([r for r in rows if r["threads"] == th], ranking, args, th, th == settings[-1])
+    for th in settings:
+        mine = [r for r in rows if r["threads"] == th]
         for k in ranking:
-            row[f"{k}/focal"] = med[k] / med["focal"]
-            if not args.no_loop:
-                t_loop, extrap, diff = time_loop(k, inputs, budget, sync)
-                row[f"{k}_loop_ms"], row[f"{k}_loop_extrapolated"] = t_loop * 1e3, extrap
-                row[f"loop/{k}"] = t_loop / med[k]
-                if diff is not None:
-                    row[f"{k}_loop_max_grad_diff"] = diff
-        if not args.no_memory:
-            for k in ["focal", *ranking]:
-                row[f"{k}_peak_mb"] = peak_memory_mb(k, n, p, args.device)
-        rows.append(row)
-        print_row(row, ranking, args)
-        sys.stdout.flush()
-    print_table(rows, ranking, args)
-    for k in ranking:
-        worst = max(rows, key=lambda r: r[f"{k}/focal"])
-        verdict = "within" if worst[f"{k}/focal"] <= TARGET_RATIO else "ABOVE"
-        print(f"{k}: worst {k}/focal = {worst[f'{k}/focal']:.2f} at N={worst['N']:.0e} "
-              f"P={worst['P']} ({verdict} the {TARGET_RATIO}x target)")
+            worst = max(mine, key=lambda r: r[f"{k}/focal"])
+            verdict = "within" if worst[f"{k}/focal"] <= TARGET_RATIO else "ABOVE"
+            print(f"threads={th} {k}: worst {k}/focal = {worst[f'{k}/focal']:.2f} at "
+                  f"N={worst['N']:.0e} P={worst['P']} ({verdict} the {TARGET_RATIO}x target)")
     if args.device == "cpu" and hasattr(os, "getloadavg"):
         print("load average at end: " + " ".join(f"{v:.2f}" for v in os.getloadavg()))
     if args.json:
@@ -366,8 +403,23 @@ def main(argv=None) -> int:
     return 0
 
 
+def measure_extras(row, ranking, inputs, args, budget, sync, n, p):
+    """The naive loop (time, gradient check) and the peak memory, once per grid point."""
+    for k in ranking:
+        if not args.no_loop:
+            t_loop, extrap, diff = time_loop(k, inputs, budget, sync)
+            row[f"{k}_loop_ms"], row[f"{k}_loop_extrapolated"] = t_loop * 1e3, extrap
+            row[f"loop/{k}"] = t_loop / (row[f"{k}_ms"] / 1e3)
+            if diff is not None:
+                row[f"{k}_loop_max_grad_diff"] = diff
+    if not args.no_memory:
+        for k in ["focal", *ranking]:
+            row[f"{k}_peak_mb"] = peak_memory_mb(k, n, p, args.device, args.inputs)
+
+
 def print_row(row, ranking, args):
-    parts = [f"N={row['N']:.0e} P={row['P']}: focal {fmt_ms(row['focal_ms'] / 1e3)}"]
+    parts = [f"N={row['N']:.0e} P={row['P']} threads={row['threads']}: "
+             f"focal {fmt_ms(row['focal_ms'] / 1e3)}"]
     for k in ranking:
         parts.append(f"{k} {fmt_ms(row[f'{k}_ms'] / 1e3)} ({row[f'{k}/focal']:.2f}x focal)")
     print("  " + ", ".join(parts))
@@ -377,27 +429,31 @@ def print_row(row, ranking, args):
         print("    loop vs fast, max |grad difference|: " + ", ".join(checks))
 
 
-def print_table(rows, ranking, args):
+def print_table(rows, ranking, args, threads, extras):
     head = ["N", "P", "focal"] + [f"{k}" for k in ranking] + [f"{k}/focal" for k in ranking]
-    if not args.no_loop:
+    loop = extras and not args.no_loop
+    memory = extras and not args.no_memory
+    if loop:
         head += [f"{k} loop" for k in ranking] + [f"loop/{k}" for k in ranking]
-    if not args.no_memory:
+    if memory:
         head += ["focal MB"] + [f"{k} MB" for k in ranking]
-    print("\n| " + " | ".join(head) + " |")
+    print(f"\nthreads = {threads}")
+    print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for r in rows:
         cells = [f"{r['N']:.0e}".replace("e+0", "e"), str(r["P"]), fmt_ms(r["focal_ms"] / 1e3)]
         cells += [fmt_ms(r[f"{k}_ms"] / 1e3) for k in ranking]
         cells += [f"{r[f'{k}/focal']:.2f}" for k in ranking]
-        if not args.no_loop:
+        if loop:
             cells += [("~" if r[f"{k}_loop_extrapolated"] else "") + fmt_ms(r[f"{k}_loop_ms"] / 1e3)
                       for k in ranking]
             cells += [f"{r[f'loop/{k}']:.0f}" for k in ranking]
-        if not args.no_memory:
+        if memory:
             cells += [f"{r['focal_peak_mb']:.0f}"] + [f"{r[f'{k}_peak_mb']:.0f}" for k in ranking]
         print("| " + " | ".join(cells) + " |")
-    print("\n(~ = loop timed on a prefix of the positives and extrapolated linearly; "
-          "MB = peak extra resident memory of one forward+backward)")
+    if loop or memory:
+        print("\n(~ = loop timed on a prefix of the positives and extrapolated linearly; "
+              "MB = peak extra resident memory of one forward+backward)")
 
 
 if __name__ == "__main__":

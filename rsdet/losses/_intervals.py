@@ -37,8 +37,7 @@ from __future__ import annotations
 
 import torch
 
-from rsdet.losses._kernel import numba_kernels
-from rsdet.losses._pairs import as_numpy, inverse_permutation, stable_argsort, tie_bounds
+from rsdet.losses._pairs import inverse_permutation, stable_argsort, tie_bounds
 
 # Grid cells per edge: more cells = fewer entries needing the binary search, bigger table.
 _CELLS_PER_EDGE = 64
@@ -185,14 +184,6 @@ class NegativeIntervals:
             # First position of each positive's tie group: x >= s_i  <=>  bin(x) >= first_i + 1.
             self.first = tie_bounds(self.edges, rank)[0]
         self.num_bins = nb = self.edges.numel() + 1
-        kernels = numba_kernels(x) if x.numel() < 2**31 - 1 else None
-        if kernels is not None:   # compiled: bins, counts and sums in one pass over the entries
-            bins, counts, sums = kernels.bin_entries(as_numpy(x), as_numpy(negative),
-                                                     as_numpy(self.edges), self.delta == 0,
-                                                     self.delta > 0)
-            self.bin = torch.from_numpy(bins)
-            self._cumulate(torch.from_numpy(counts), torch.from_numpy(sums))
-            return
         binned = bucketize(x, self.edges, right=self.delta == 0)
         self.bin = torch.where(negative, binned, binned.new_full((), nb), out=binned)
         if x.device.type == "cpu":   # bincount is ~2x cheaper than index_add_ on the CPU

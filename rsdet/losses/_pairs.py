@@ -321,10 +321,12 @@ class PositivePairs:
         p, s, delta = self.p, self.s, self.delta
         kernels = numba_kernels(s, y)
         if kernels is not None:   # compiled: Fenwick trees instead of chunks, any P
+            from rsdet.losses import _compiled
+
             y = y.to(torch.float64)
-            out = kernels.sorting_terms(as_numpy(s), as_numpy(y), as_numpy(self.order),
-                                        as_numpy(stable_argsort(y)), as_numpy(self.lo),
-                                        as_numpy(self.hi), delta, float(eps))
+            out = _compiled.sorting_terms(kernels, as_numpy(s), as_numpy(y), as_numpy(self.order),
+                                          as_numpy(stable_argsort(y)), as_numpy(self.rank),
+                                          as_numpy(self.lo), as_numpy(self.hi), delta, float(eps))
             return tuple(torch.from_numpy(a) for a in out)
         if p <= DENSE_MAX:
             return self._dense_sorting_terms(y, eps)

@@ -11,8 +11,8 @@ and returns ``stored gradient x upstream gradient of the first output`` in backw
 Differences from the official code, all deliberate (docs/losses.md):
 * no Python loop: negatives are handled by :mod:`rsdet.losses._intervals` (exact piecewise-linear
   sums), positive pairs by prefix sums over the sorted positives (:mod:`rsdet.losses._pairs`);
-  on the CPU the hot parts (RS's whole forward) run as numba kernels when available
-  (:mod:`rsdet.losses._kernel`, ``RSDET_LOSS_KERNEL``);
+  on the CPU every forward and backward runs as numba kernels on torch's threads when numba is
+  available (:mod:`rsdet.losses._compiled`, :mod:`rsdet.losses._kernel`, ``RSDET_LOSS_KERNEL``);
 * zero positives give zero-valued outputs with an all-zero gradient instead of an exception;
 * any device, any float dtype; internal sums are float64 (see ``compute_dtype``);
 * AP/aLRP also accept delta = 0 (hard step); the official code divides by zero there.
@@ -27,10 +27,15 @@ from typing import NamedTuple
 
 import torch
 
+from rsdet.losses import _compiled
 from rsdet.losses._checks import LossInputError, compute_dtype
 from rsdet.losses._intervals import NegativeIntervals
 from rsdet.losses._kernel import numba_kernels
-from rsdet.losses._pairs import PositivePairs, as_numpy, self_relation, stable_argsort
+from rsdet.losses._pairs import PositivePairs, self_relation
+from rsdet.losses._plan import GradientPlan
+from rsdet.losses._plan import restore as _restore
+from rsdet.losses._plan import save as _save
+from rsdet.losses._plan import zero_plan as _zero_plan
 
 RS_EPS = 1e-10     # official guard on N_FP and on the mis-sorted mass D (docs/losses.md)
 ALRP_EPS = 1e-5    # official guard on N_FP in aLRP Loss (docs/losses.md)
@@ -47,90 +52,8 @@ class ALRPOutput(NamedTuple):
     order: torch.Tensor      # (P,) int64, ascending (stable) argsort of the positive logits
 
 
-class _GradientPlan:
-    """What backward needs to rebuild the stored gradient without an N-sized float buffer.
-
-    Its tensors travel through ``ctx.save_for_backward`` (see :meth:`pack`), so autograd frees
-    them after backward (unless ``retain_graph``) even while the loss tensor itself is kept;
-    only metadata and the O(1) ``grad_l1`` stay on the context.
-    """
-
-    _FIELDS = ("pos_index", "pos_grad", "bins", "value", "slope", "left")
-
-    def __init__(self, shape, dtype, cdtype, pos_index=None, pos_grad=None, bins=None,
-                 tables=(None, None, None)):
-        self.shape, self.dtype, self.cdtype = shape, dtype, cdtype
-        self.pos_index, self.pos_grad = pos_index, pos_grad
-        self.bins = bins
-        self.value, self.slope, self.left = tables
-        # L1 norm of the stored gradient in O(P): negatives only receive >= 0 and the gradient
-        # sums to zero, so sum over negatives = -sum over positives.
-        self.grad_l1 = (torch.zeros((), dtype=cdtype) if pos_grad is None
-                        else (pos_grad.abs() - pos_grad).sum())
-
-    def pack(self) -> tuple:
-        """Move the tensors out (for save_for_backward); :meth:`unpack` puts them back."""
-        present = tuple(name for name in self._FIELDS if getattr(self, name) is not None)
-        tensors = tuple(getattr(self, name) for name in present)
-        for name in present:
-            setattr(self, name, None)
-        self._present = present
-        return tensors
-
-    def unpack(self, tensors) -> None:
-        for name, tensor in zip(self._present, tensors):
-            setattr(self, name, tensor)
-
-    def gradient(self, logits: torch.Tensor, upstream: torch.Tensor) -> torch.Tensor:
-        if self.pos_index is None:  # no positives: zero gradient everywhere
-            return torch.zeros(self.shape, dtype=self.dtype, device=logits.device)
-        g = upstream.to(self.cdtype)
-        # The upstream scalar is folded into the (2P + 2)-sized tables, not the N-sized result.
-        # Positives and ignored entries sit in the last bin, whose value and slope are 0.
-        kernels = numba_kernels(self.bins, logits)
-        if kernels is not None:   # compiled: one pass instead of three gathers
-            value = as_numpy(self.value * g)
-            if self.slope is None:
-                grad = kernels.gather_gradient(as_numpy(self.bins), value, value, value, value,
-                                               False)
-            else:
-                x = as_numpy(logits.detach().reshape(-1).to(self.cdtype))
-                grad = kernels.gather_gradient(as_numpy(self.bins), x, value,
-                                               as_numpy(self.slope * g), as_numpy(self.left),
-                                               True)
-            grad = torch.from_numpy(grad)
-        else:
-            grad = self._gather(logits, g)
-        grad.index_copy_(0, self.pos_index, self.pos_grad * g)
-        return grad.view(self.shape).to(self.dtype)
-
-    def _gather(self, logits: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-        grad = (self.value * g).index_select(0, self.bins)
-        if self.slope is not None:
-            x = logits.detach().reshape(-1).to(self.cdtype)
-            offset = self.left.index_select(0, self.bins)
-            torch.sub(x, offset, out=offset)          # in place: one fresh N-sized buffer less
-            grad.addcmul_((self.slope * g).index_select(0, self.bins), offset)
-        return grad
-
-
-def _save(ctx, logits, plan: _GradientPlan) -> None:
-    ctx.plan = plan
-    ctx.save_for_backward(logits, *plan.pack())
-
-
-def _restore(ctx):
-    logits, *tensors = ctx.saved_tensors
-    ctx.plan.unpack(tensors)
-    return logits, ctx.plan
-
-
-def _zero_plan(logits: torch.Tensor) -> _GradientPlan:
-    return _GradientPlan(logits.shape, logits.dtype, compute_dtype(logits.dtype))
-
-
 def _prepare(logits: torch.Tensor, targets: torch.Tensor, positive: str):
-    """Flatten and split the entries.
+    """Flatten and split the entries (torch code).
 
     Returns (x, negative, pos_index): x the flat logits in the compute dtype, ``negative`` the
     (N,) mask of targets == 0 and ``pos_index`` the indices of the positives (``targets > 0``
@@ -140,22 +63,30 @@ def _prepare(logits: torch.Tensor, targets: torch.Tensor, positive: str):
     """
     x = logits.detach().reshape(-1).to(compute_dtype(logits.dtype))
     t = targets.detach().reshape(-1)
-    kernels = numba_kernels(t) if t.dtype in (torch.float32, torch.float64) else None
-    if kernels is not None:   # one pass instead of two comparisons and a nonzero
-        negative, pos_index = kernels.split_targets(as_numpy(t), positive == "gt0")
-        return x, torch.from_numpy(negative), torch.from_numpy(pos_index)
     positive_mask = t > 0 if positive == "gt0" else t == 1
     return x, t == 0, positive_mask.nonzero().squeeze(1)
 
 
-def _finish_plan(logits, pos_index, pos_grad, intervals, coef) -> _GradientPlan:
+def _compiled_kernels(logits: torch.Tensor):
+    """The numba kernels when this call runs compiled (CPU tensors, < 2^31 entries), else None."""
+    return numba_kernels(logits) if logits.numel() < 2**31 - 1 else None
+
+
+def _finish_plan(logits, pos_index, pos_grad, intervals, coef) -> GradientPlan:
     cdtype = compute_dtype(logits.dtype)
     tables = intervals.gradient_tables(coef, cdtype)
-    return _GradientPlan(logits.shape, logits.dtype, cdtype, pos_index, pos_grad.to(cdtype),
+    return GradientPlan(logits.shape, logits.dtype, cdtype, pos_index, pos_grad.to(cdtype),
                          intervals.bin, tables)
 
 
 def _rank_sort_forward(logits, targets, delta):
+    kernels = _compiled_kernels(logits)
+    if kernels is not None:   # CPU: the numba kernels, on torch's threads
+        out = _compiled.rank_sort(kernels, logits, targets, delta, RS_EPS)
+        if out is None:
+            zero = torch.zeros((), dtype=compute_dtype(logits.dtype))
+            return (zero, zero.clone()), _zero_plan(logits)
+        return out
     x, negative, pos_index = _prepare(logits, targets, "gt0")
     cdtype = compute_dtype(logits.dtype)
     p = pos_index.numel()
@@ -164,9 +95,6 @@ def _rank_sort_forward(logits, targets, delta):
         return (zero, zero.clone()), _zero_plan(logits)
     s = x.index_select(0, pos_index).to(torch.float64)
     y = targets.detach().reshape(-1).index_select(0, pos_index).to(torch.float64)
-    kernels = numba_kernels(x) if x.numel() < 2**31 - 1 else None
-    if kernels is not None:
-        return _rank_sort_forward_compiled(kernels, logits, x, negative, pos_index, s, y, delta)
     pairs = PositivePairs(s, delta)
     intervals = NegativeIntervals(x, negative, s, delta, pairs.order)
     n_fp = intervals.false_positives()
@@ -181,20 +109,19 @@ def _rank_sort_forward(logits, targets, delta):
     return (rank_loss.mean().to(cdtype), sort_loss.mean().to(cdtype)), plan
 
 
-def _rank_sort_forward_compiled(kernels, logits, x, negative, pos_index, s, y, delta):
-    """:func:`_rank_sort_forward` on the CPU in one numba call (same quantities, same order of
-    operations per quantity; rsdet.losses._numba_kernels.rank_sort_forward)."""
+def positive_ranks_forward(logits, targets, delta):
+    """rank(i) of every positive (``targets > 0``), in x's dtype (see ranking.positive_ranks)."""
     cdtype = compute_dtype(logits.dtype)
-    rank_loss, sort_loss, pos_grad, bins, value, slope, left = kernels.rank_sort_forward(
-        as_numpy(x), as_numpy(negative), as_numpy(s), as_numpy(y),
-        as_numpy(stable_argsort(s)), as_numpy(stable_argsort(y)), float(delta), RS_EPS,
-        cdtype == torch.float32)
-    value = torch.from_numpy(value).to(cdtype)
-    tables = ((value, None, None) if delta == 0 else
-              (value, torch.from_numpy(slope).to(cdtype), torch.from_numpy(left).to(cdtype)))
-    plan = _GradientPlan(logits.shape, logits.dtype, cdtype, pos_index,
-                         torch.from_numpy(pos_grad).to(cdtype), torch.from_numpy(bins), tables)
-    return (torch.tensor(rank_loss, dtype=cdtype), torch.tensor(sort_loss, dtype=cdtype)), plan
+    kernels = _compiled_kernels(logits)
+    if kernels is not None:
+        return torch.from_numpy(_compiled.positive_ranks(kernels, logits, targets, delta)
+                                ).to(cdtype)
+    x, negative, pos_index = _prepare(logits, targets, "gt0")
+    if pos_index.numel() == 0:
+        return torch.zeros(0, dtype=x.dtype, device=logits.device)
+    s = x.index_select(0, pos_index).to(torch.float64)
+    rank_plus, n_fp, _, _ = _positive_ranks(s, x, negative, delta)
+    return (rank_plus + n_fp).to(x.dtype)
 
 
 def _positive_ranks(s, x, negative, delta):
@@ -207,6 +134,12 @@ def _positive_ranks(s, x, negative, delta):
 
 
 def _ap_forward(logits, targets, delta):
+    kernels = _compiled_kernels(logits)
+    if kernels is not None:
+        out = _compiled.ap(kernels, logits, targets, delta)
+        if out is None:
+            return torch.zeros((), dtype=compute_dtype(logits.dtype)), _zero_plan(logits)
+        return out
     x, negative, pos_index = _prepare(logits, targets, "eq1")
     cdtype = compute_dtype(logits.dtype)
     p = pos_index.numel()
@@ -228,19 +161,33 @@ def _ap_forward(logits, targets, delta):
     return (1.0 - prec_max.mean()).to(cdtype), plan
 
 
-def _alrp_forward(logits, targets, loc_errors, delta):
-    x, negative, pos_index = _prepare(logits, targets, "eq1")
-    cdtype = compute_dtype(logits.dtype)
-    p = pos_index.numel()
+def _check_loc_errors(loc_errors, p):
     if loc_errors.numel() != p:
         raise LossInputError(
             f"alrp_loss: loc_errors has {loc_errors.numel()} entries but targets has {p} "
             "positives (entries == 1); pass one localisation error per positive, in flattened order")
+
+
+def _alrp_zero(logits):
+    cdtype = compute_dtype(logits.dtype)
+    zero = torch.zeros((), dtype=cdtype, device=logits.device)
+    empty = torch.zeros(0, dtype=cdtype, device=logits.device)
+    order = torch.zeros(0, dtype=torch.int64, device=logits.device)
+    return (zero, empty, order), _zero_plan(logits)
+
+
+def _alrp_forward(logits, targets, loc_errors, delta):
+    kernels = _compiled_kernels(logits)
+    if kernels is not None:
+        out = _compiled.alrp(kernels, logits, targets, loc_errors, delta, ALRP_EPS,
+                             _check_loc_errors)
+        return _alrp_zero(logits) if out is None else out
+    x, negative, pos_index = _prepare(logits, targets, "eq1")
+    cdtype = compute_dtype(logits.dtype)
+    p = pos_index.numel()
+    _check_loc_errors(loc_errors, p)
     if p == 0:
-        zero = torch.zeros((), dtype=cdtype, device=logits.device)
-        empty = torch.zeros(0, dtype=cdtype, device=logits.device)
-        order = torch.zeros(0, dtype=torch.int64, device=logits.device)
-        return (zero, empty, order), _zero_plan(logits)
+        return _alrp_zero(logits)
     s = x.index_select(0, pos_index).to(torch.float64)
     err = loc_errors.detach().reshape(-1).to(device=logits.device, dtype=torch.float64)
     pairs = PositivePairs(s, delta)

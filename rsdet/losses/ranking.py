@@ -20,8 +20,7 @@ import torch
 
 from rsdet.losses._checks import LossInputError, check_delta, check_pair
 from rsdet.losses._ranking_impl import (ALRP_EPS, RS_EPS, ALRPOutput, RankSortOutput, _ALRP, _AP,
-                                        _positive_ranks, _prepare,
-                                        _RankSort)
+                                        _RankSort, positive_ranks_forward)
 
 __all__ = ["rank_sort_loss", "ap_loss", "alrp_loss", "alrp_loc_loss", "alrp_loc_errors",
            "positive_ranks", "ranking_gradient_l1", "RankSortOutput", "ALRPOutput", "RS_EPS", "ALRP_EPS"]
@@ -192,12 +191,7 @@ def positive_ranks(logits: torch.Tensor, targets: torch.Tensor, delta: float = 0
     check_pair("positive_ranks", logits, targets)
     delta = check_delta("positive_ranks", delta)
     with torch.no_grad():
-        x, negative, pos_index = _prepare(logits, targets, "gt0")
-        if pos_index.numel() == 0:
-            return torch.zeros(0, dtype=x.dtype, device=logits.device)
-        s = x.index_select(0, pos_index).to(torch.float64)
-        rank_plus, n_fp, _, _ = _positive_ranks(s, x, negative, delta)
-        return (rank_plus + n_fp).to(x.dtype)
+        return positive_ranks_forward(logits, targets, delta)
 
 
 def ranking_gradient_l1(output: torch.Tensor) -> torch.Tensor:

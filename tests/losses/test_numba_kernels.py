@@ -1,50 +1,66 @@
-"""The numba CPU kernels (rsdet.losses._numba_kernels) against torch and dense computations, and
-the kernel selection (rsdet.losses._kernel).  Whole-loss checks against the loop reference run
-through both paths in test_ranking_reference.py / test_pairs.py (fixture in kernel_paths.py)."""
+"""The numba CPU kernels (rsdet.losses._numba_entries, _numba_positives, _numba_sorting) against
+torch and dense computations.  Whole-loss checks against the loop reference run through every
+path in test_ranking_reference.py / test_pairs.py (fixture in kernel_paths.py); the drivers
+and the thread determinism are tested in test_compiled.py."""
 
 import numpy as np
 import pytest
 import torch
 from kernel_paths import edge_case_bins, use_kernel
 
-from rsdet.errors import ConfigError
-from rsdet.losses import _kernel, rank_sort_loss
 from rsdet.losses._intervals import NegativeIntervals
 from rsdet.losses._pairs import PositivePairs
-from rsdet.losses._ranking_impl import _prepare, _rank_sort_forward
 
 kernels = pytest.importorskip("rsdet.losses._numba_kernels", reason="numba is not installed")
 
 
-def _check_bins(x, edges, right, negative=None):
-    """bin_entries against searchsorted (bins) and bincount (counts, sums) of the negatives."""
+def _bins(x, t, edges, right, blocks=1):
+    """bin_block over ``blocks`` blocks, merged: (bins, count_cum, sum_cum)."""
+    n, nb = x.size, edges.size + 1
+    base, inv, start, cell_edge = kernels.grid_table(edges, n)
+    bins = np.empty(n, dtype=np.int32)
+    counts = np.empty((blocks, nb + 1), dtype=np.int64)
+    sums = np.empty((blocks, nb + 1))
+    for b in range(blocks):
+        kernels.bin_block(x, t, edges, right, True, base, inv, start, cell_edge,
+                          n * b // blocks, n * (b + 1) // blocks, bins, counts, sums, b)
+    assert np.all(counts[:, nb] == 0) and np.all(sums[:, nb] == 0)   # the extra bin stays 0
+    return (bins,) + kernels.merge_bins(counts, sums, True)
+
+
+def _check_bins(x, edges, right, negative=None, blocks=1):
+    """Bins against searchsorted; prefix counts and sums against bincount of the negatives."""
     negative = torch.ones(x.numel(), dtype=torch.bool) if negative is None else negative
-    bins, counts, sums = kernels.bin_entries(x.numpy(), negative.numpy(), edges.numpy(), right,
-                                             True)
+    t = torch.where(negative, 0.0, -1.0).to(x.dtype)
+    bins, count_cum, sum_cum = _bins(x.numpy(), t.numpy(), edges.numpy(), right, blocks)
     want = torch.searchsorted(edges, x.double(), right=right)
     want[x.isnan()] = 0
     nb = edges.numel() + 1
     want = torch.where(negative, want, nb)
     assert torch.equal(torch.from_numpy(bins).long(), want)
-    # The extra bin (non-negatives) keeps count and sum 0.
-    assert torch.equal(torch.from_numpy(counts), torch.bincount(want[negative], minlength=nb + 1))
-    expected = torch.bincount(want[negative], weights=x[negative].double(), minlength=nb + 1)
-    assert torch.allclose(torch.from_numpy(sums), expected, rtol=1e-12, atol=1e-9,
-                          equal_nan=True)     # a NaN entry makes bin 0's sum NaN, as bincount
+    counts = torch.bincount(want[negative], minlength=nb + 1)[:nb]
+    assert torch.equal(torch.from_numpy(count_cum), torch.cat([torch.zeros(1).long(),
+                                                               counts.cumsum(0)]))
+    sums = torch.bincount(want[negative], weights=x[negative].double(), minlength=nb + 1)[:nb]
+    expected = torch.cat([torch.zeros(1).double(), sums.cumsum(0)])
+    assert torch.allclose(torch.from_numpy(sum_cum), expected, rtol=1e-12, atol=1e-9,
+                          equal_nan=True)     # a NaN entry makes the sums from bin 0 on NaN
 
 
 @pytest.mark.parametrize("ties", [True, False])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("right", [False, True])
-def test_bin_entries_match_searchsorted(dtype, right, ties):
-    """Entries on and next to the edges, infinities, huge values; tied edges stack in one cell."""
+def test_bin_block_matches_searchsorted(dtype, right, ties):
+    """Entries on and next to the edges, infinities, huge values; tied edges stack in one cell;
+    one block and seven."""
     g = torch.Generator().manual_seed(11)
     edges, x = edge_case_bins(dtype, ties, 20_000, g)
     negative = torch.rand(x.numel(), generator=g) > 0.1
-    _check_bins(x, edges, right, negative)
+    for blocks in (1, 7):
+        _check_bins(x, edges, right, negative, blocks)
 
 
-def test_bin_entries_edge_cases():
+def test_bin_block_edge_cases():
     """float32 entries next to edges float32 cannot represent; all-equal edges; NaN (bin 0);
     a single edge; a run of 40 tied edges in one cell (binary search) with entries on it."""
     e = torch.tensor([1.0 + 1e-9, 2.0 - 1e-10], dtype=torch.float64)
@@ -61,151 +77,160 @@ def test_bin_entries_edge_cases():
         _check_bins(torch.tensor([0.25, 0.2499, 0.2501, -5.0, 5.0] * 3), edges, right)
 
 
-def _dense_mask(label_rank, score_rank, lab, sco):
-    return ((label_rank[None, None, :] < lab[:, None, None])
-            & (score_rank[None, None, :] < sco[:, :, None])).double()      # (Q, T, P)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("gt0", [True, False])
+def test_positives_split_matches_torch(gt0, dtype):
+    """Positives t > 0 (RS) or t == 1 (AP/aLRP); NaN, -1, -0.0, 0.5 and 1e-7 too; in blocks."""
+    t = torch.tensor([0.0, -0.0, 1.0, 0.5, -1.0, float("nan"), 1.0, 0.0, 2.0, 1e-7],
+                     dtype=dtype).repeat(30)
+    x = torch.randn(300, dtype=dtype)
+    want = (t > 0 if gt0 else t == 1).nonzero().squeeze(1)
+    tn, xn = t.numpy(), x.numpy()
+    bounds = [(0, 7), (7, 7), (7, 150), (150, 300)]
+    counts = [kernels.count_positives(tn, gt0, lo, hi) for lo, hi in bounds]
+    p = sum(counts)
+    index, s, y = np.empty(p, dtype=np.int64), np.empty(p), np.empty(p)
+    for (lo, hi), at in zip(bounds, np.cumsum([0] + counts[:-1])):
+        kernels.fill_positives(xn, tn, gt0, lo, hi, at, index, s, y)
+    assert torch.equal(torch.from_numpy(index), want)
+    assert np.array_equal(s, x[want].double().numpy()) and np.array_equal(y, t[want].double())
 
 
-@pytest.mark.parametrize("p,q", [(1, 3), (97, 400), (300, 50)])
-def test_dominance_sums_and_spread_match_dense(p, q):
-    g = torch.Generator().manual_seed(p)
-    label_rank, score_rank = torch.randperm(p, generator=g), torch.randperm(p, generator=g)
-    lab = torch.randint(0, p + 1, (q,), generator=g)
-    sco = torch.randint(0, p + 1, (q, 2), generator=g)
-    lab[:3], sco[:3, 0] = torch.tensor([0, p, p]), torch.tensor([p, 0, p])
-    mask = _dense_mask(label_rank, score_rank, lab, sco)
-    w = torch.randn(p, 3, generator=g, dtype=torch.float64)
-    got = kernels.dominance_sums(label_rank.numpy(), score_rank.numpy(), w.numpy(), lab.numpy(),
-                                 sco.numpy())
-    assert np.allclose(got, torch.einsum("qtj,jm->qtm", mask, w).numpy(), rtol=0, atol=1e-12)
-    u = torch.randn(q, 2, 3, generator=g, dtype=torch.float64)
-    got = kernels.dominance_spread(label_rank.numpy(), score_rank.numpy(), lab.numpy(),
-                                   sco.numpy(), u.numpy())
-    assert np.allclose(got, torch.einsum("qtj,qtm->jm", mask, u).numpy(), rtol=0, atol=1e-12)
+@pytest.mark.parametrize("n", [5, 255, 3000])
+def test_stable_argsort_matches_torch_sort(n):
+    """Radix sort (n >= 256) and merge sort of the keys: ties keep index order, -0.0 ties with
+    +0.0, infinities at the ends, NaN last; float32 values and genuine float64 values."""
+    g = torch.Generator().manual_seed(n)
+    for v in (torch.round(torch.randn(n, generator=g) * 4) / 4,
+              torch.randn(n, generator=g, dtype=torch.float64) * 1e3):
+        v = v.double()
+        v[: n // 5] = 0.0
+        v[1:: 7] = -0.0
+        v[3], v[4] = float("inf"), -float("inf")
+        if n > 100:
+            v[::50] = float("nan")
+            v[n // 2:] = v[: n - n // 2].clone()          # every value twice (ties)
+        got = torch.from_numpy(kernels.stable_argsort(v.numpy()))
+        assert torch.equal(got, torch.sort(v, stable=True).indices)
 
 
 @pytest.mark.parametrize("delta", [0.0, 0.25, 0.5])
-def test_window_limits_and_edges_match_torch(delta, monkeypatch):
+def test_positive_windows_match_torch(delta, monkeypatch):
     """Logits on a grid of step delta: ties, and window edges that coincide with logits and
     with other edges (lower edges first on ties)."""
     use_kernel(monkeypatch, "torch")
     g = torch.Generator().manual_seed(4)
     s = (torch.round(torch.randn(3000, generator=g) * 4) / 4).double()
     pairs = PositivePairs(s, delta)
-    sorted_s = s[pairs.order].contiguous().numpy()
-    lo, hi = kernels.window_limits(sorted_s, pairs.order.numpy(), delta)
+    order = kernels.stable_argsort(s.numpy())
+    assert np.array_equal(order, pairs.order.numpy())
+    rank, lo, hi, edges, lo_pos, hi_pos = kernels.positive_windows(s.numpy(), order, delta)
+    assert np.array_equal(rank, pairs.rank.numpy())
     assert np.array_equal(lo, pairs.lo.numpy()) and np.array_equal(hi, pairs.hi.numpy())
+    iv = NegativeIntervals(torch.zeros(3), torch.ones(3, dtype=torch.bool), s, delta, pairs.order)
+    assert np.array_equal(edges, iv.edges.numpy())
     if delta > 0:
-        iv = NegativeIntervals(torch.zeros(3), torch.ones(3, dtype=torch.bool), s, delta,
-                               pairs.order)
-        edges, lo_pos, hi_pos = kernels.window_edges(sorted_s, pairs.order.numpy(), delta)
-        assert np.array_equal(edges, iv.edges.numpy())
         assert np.array_equal(lo_pos, iv.lo_pos.numpy())
         assert np.array_equal(hi_pos, iv.hi_pos.numpy())
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("delta", [0.0, 0.5])
-def test_fused_forward_matches_torch_plan(delta, dtype, monkeypatch):
-    """The fused numba RS forward gives the torch path's losses, bins (exactly) and gradient
-    tables (to rounding; left edges exactly)."""
-    g = torch.Generator().manual_seed(8)
-    x = (torch.round(torch.randn(30_000, generator=g) * 8) / 8).to(dtype)
-    t = torch.zeros(30_000, dtype=dtype)
-    t[torch.randperm(30_000, generator=g)[:3000]] = -1.0
-    pos = torch.randperm(30_000, generator=g)[:700]
-    t[pos] = torch.round(torch.rand(700, generator=g, dtype=dtype) * 8) / 8 + 0.05
-    plans = {}
-    for name in ("torch", "numba"):
-        use_kernel(monkeypatch, name)
-        plans[name] = _rank_sort_forward(x, t, delta)
-    (losses_t, plan_t), (losses_n, plan_n) = plans["torch"], plans["numba"]
-    for a, b in zip(losses_t, losses_n):
-        assert a.dtype == b.dtype and abs(a.item() - b.item()) <= 1e-12
-    assert torch.equal(plan_t.bins.long(), plan_n.bins.long())
-    assert torch.equal(plan_t.pos_index, plan_n.pos_index)
-    tol = dict(rtol=1e-10, atol=1e-12) if dtype == torch.float64 else dict(rtol=1e-6, atol=1e-9)
-    assert torch.allclose(plan_t.pos_grad, plan_n.pos_grad, **tol)
-    assert torch.allclose(plan_t.value, plan_n.value, **tol)
-    if delta > 0:
-        assert torch.allclose(plan_t.slope, plan_n.slope, **tol)
-        assert torch.equal(plan_t.left, plan_n.left)
     else:
-        assert plan_n.slope is None and plan_n.left is None
+        assert np.array_equal(lo_pos, iv.first.numpy())
 
 
-def test_selection(monkeypatch):
-    cpu = torch.zeros(3)
-    monkeypatch.setenv(_kernel.ENV, "torch")
-    assert _kernel.numba_kernels(cpu) is None
-    monkeypatch.setenv(_kernel.ENV, "auto")
-    assert _kernel.numba_kernels(cpu) is kernels
-    assert _kernel.numba_kernels(torch.zeros(3, device="meta")) is None   # off the CPU: torch
-    monkeypatch.setenv(_kernel.ENV, "fast")
-    with pytest.raises(ConfigError, match="RSDET_LOSS_KERNEL='fast'"):
-        _kernel.numba_kernels(cpu)
+def _dense_mask(label_rank, score_rank, lab, sco):
+    return ((label_rank[None, None, :] < lab[:, None, None])
+            & (score_rank[None, None, :] < sco[:, :, None])).double()      # (Q, T, P)
 
 
-def test_without_numba_auto_falls_back_and_numba_raises(monkeypatch):
-    """numba not importable: auto runs the torch code (same result), numba is a clear error."""
-    g = torch.Generator().manual_seed(1)
-    x = torch.randn(5000, generator=g)
-    t = torch.zeros(5000)
-    t[:600] = torch.rand(600, generator=g) + 0.01
-    monkeypatch.setenv(_kernel.ENV, "auto")
-    xn = x.clone().requires_grad_()
-    rn, sn = rank_sort_loss(xn, t)
-    (rn + sn).backward()
-    monkeypatch.setattr(_kernel, "_module", None)
-    monkeypatch.setattr(_kernel, "_import_error", "ModuleNotFoundError: No module named 'numba'")
-    assert _kernel.numba_kernels(x) is None
-    xt = x.clone().requires_grad_()
-    rt, st = rank_sort_loss(xt, t)
-    (rt + st).backward()
-    assert abs(rt.item() - rn.item()) <= 1e-6 and abs(st.item() - sn.item()) <= 1e-6
-    assert torch.allclose(xt.grad, xn.grad, rtol=1e-4, atol=1e-8)
-    monkeypatch.setenv(_kernel.ENV, "numba")
-    with pytest.raises(ConfigError, match="pip install"):
-        rank_sort_loss(x, t)
+def _blocked_dominance(label_order, rank, lab, sco, w, u, blocks):
+    """F (sums) and G (spread) from the block kernels, combined as sums_finish / spread_finish
+    combine them (rows summed over the blocks below / above, in block order)."""
+    p = rank.size
+    order = np.argsort(lab, kind="stable")
+    q_start = np.concatenate([[0], np.cumsum(np.bincount(lab, minlength=p + 1))])
+    cols = np.zeros((p, 4))
+    cols[:, : w.shape[1]] = w
+    part = np.empty((p, 2, 4))
+    rows = np.zeros((blocks - 1, p + 1, 4))
+    for k in range(blocks):
+        kernels.sums_block(k, blocks, rank, label_order, cols, q_start, order, sco, rows, part)
+    rows = np.cumsum(rows, axis=0)
+    starts = kernels.block_starts(p, blocks)
+    cum = np.zeros((p + 1, 4))
+    np.add.at(cum, rank + 1, cols)
+    cum = np.cumsum(cum, axis=0)
+    full = np.concatenate([np.zeros((1, p + 1, 4)), rows, cum[None]])
+    kq = np.searchsorted(starts, lab, side="right") - 1
+    kq[lab >= p] = blocks
+    f = full[kq[:, None], sco] + np.where((kq < blocks)[:, None, None], part, 0.0)
+    out = np.empty((p, u.shape[2]))
+    rows = np.zeros((blocks, p + 1, u.shape[2]))
+    for k in range(blocks):
+        kernels.spread_block(k, blocks, rank, label_order, q_start, order, sco, u, rows, out)
+    rows = np.cumsum(rows[::-1], axis=0)[::-1]
+    label_rank = np.argsort(label_order)
+    kj = np.searchsorted(starts, label_rank, side="right") - 1
+    return f[:, :, : w.shape[1]], out + rows[kj, rank]
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("positive", ["gt0", "eq1"])
-def test_split_targets_matches_torch(positive, dtype, monkeypatch):
-    """Negatives t == 0; positives t > 0 (RS) or t == 1 (AP/aLRP); NaN, -1, -0.0 and 0.5 too."""
-    t = torch.tensor([0.0, -0.0, 1.0, 0.5, -1.0, float("nan"), 1.0, 0.0, 2.0, 1e-7],
-                     dtype=dtype).repeat(3).view(5, 6)
-    x = torch.randn(5, 6, dtype=dtype)
-    out = {}
-    for name in ("torch", "numba"):
-        use_kernel(monkeypatch, name)
-        out[name] = _prepare(x, t, positive)
-    for a, b in zip(out["torch"], out["numba"]):
-        assert a.dtype == b.dtype and torch.equal(a, b)
+@pytest.mark.parametrize("p", [1, 97, 300])
+def test_block_dominance_matches_dense(p):
+    """The Fenwick sweeps of 1, 2, 3 and 8 label blocks against the dense mask (sums) and its
+    transpose (spread), queries with every label limit 0 .. P."""
+    g = torch.Generator().manual_seed(p)
+    label_order, rank = torch.randperm(p, generator=g), torch.randperm(p, generator=g)
+    label_rank = torch.empty_like(label_order)
+    label_rank[label_order] = torch.arange(p)
+    lab = torch.randint(0, p + 1, (p,), generator=g)
+    sco = torch.randint(0, p + 1, (p, 2), generator=g)
+    lab[:2], sco[:2, 0] = torch.tensor([p, 0])[:p], p
+    mask = _dense_mask(label_rank, rank, lab, sco)
+    w = torch.randn(p, 4, generator=g, dtype=torch.float64)
+    u = torch.randn(p, 2, 3, generator=g, dtype=torch.float64)
+    want_f = torch.einsum("qtj,jm->qtm", mask, w).numpy()
+    want_g = torch.einsum("qtj,qtm->jm", mask, u).numpy()
+    for blocks in (1, 2, 3, 8):
+        f, g_ = _blocked_dominance(label_order.numpy(), rank.numpy(), lab.numpy(), sco.numpy(),
+                                   w.numpy(), u.numpy(), blocks)
+        assert np.allclose(f, want_f, rtol=0, atol=1e-12), blocks
+        assert np.allclose(g_, want_g, rtol=0, atol=1e-12), blocks
 
 
-def test_unwritable_cache_retries_in_temp_dir(monkeypatch):
-    """numba refuses cached functions when no cache folder is writable ("cannot cache ..."):
-    the import is retried with numba's cache in a per-user temp folder; other errors propagate."""
-    import numba
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gather_block_and_scaled_tables(dtype):
+    """value[b] * g + slope[b] * g * (x - left[b]) in the tables' dtype, positives overwritten
+    by their own gradient times g, block by block."""
+    rng = np.random.default_rng(0)
+    n, nb = 1000, 9
+    bins = rng.integers(0, nb + 1, n).astype(np.int32)
+    x = rng.normal(size=n).astype(dtype)
+    tables = rng.random((3, nb + 1)).astype(dtype)
+    pos_index = np.sort(rng.choice(n, 40, replace=False)).astype(np.int64)
+    pos_grad = rng.normal(size=40).astype(dtype)
+    g = tables.dtype.type(0.7)
+    scaled, pos_scaled = kernels.scale_tables(tables, pos_grad, g)
+    assert scaled.dtype == dtype and np.array_equal(scaled[0], tables[0] * g)
+    assert np.array_equal(pos_scaled, pos_grad * g)
+    out = np.empty(n, dtype=dtype)
+    for lo, hi in ((0, 333), (333, 334), (334, 1000)):
+        kernels.gather_block(bins, x, scaled, True, pos_index, pos_scaled, lo, hi, out)
+    want = scaled[0][bins] + scaled[1][bins] * (x - scaled[2][bins])
+    want[pos_index] = pos_scaled
+    assert out.dtype == dtype and np.allclose(out, want, rtol=1e-6, atol=0)
 
-    calls = []
 
-    def fake_import(name):
-        calls.append(name)
-        if len(calls) == 1:
-            raise RuntimeError("cannot cache function 'bin_entries': no locator available")
-        return kernels
-
-    monkeypatch.setattr(numba.config, "CACHE_DIR", numba.config.CACHE_DIR)
-    monkeypatch.setattr(_kernel.importlib, "import_module", fake_import)
-    assert _kernel._import_kernels() is kernels
-    assert calls == ["rsdet.losses._numba_kernels"] * 2
-    assert numba.config.CACHE_DIR == _kernel.fallback_cache_dir()
-
-    def broken(name):
-        raise RuntimeError("something else")
-
-    monkeypatch.setattr(_kernel.importlib, "import_module", broken)
-    with pytest.raises(RuntimeError, match="something else"):
-        _kernel._import_kernels()
+@pytest.mark.parametrize("delta", [0.0, 0.25])
+def test_false_positives_exact(delta):
+    """N_FP from the merged bins of four blocks against the dense sum of H over negatives."""
+    g = torch.Generator().manual_seed(2)
+    x = torch.round(torch.randn(30_000, generator=g) * 4) / 4
+    pos = torch.randperm(30_000, generator=g)[:100]
+    t = torch.zeros(30_000)
+    t[pos] = 1.0
+    s = x[pos].double()
+    order = kernels.stable_argsort(s.numpy())
+    _, _, _, edges, lo_pos, hi_pos = kernels.positive_windows(s.numpy(), order, delta)
+    _, count_cum, sum_cum = _bins(x.numpy(), t.numpy(), edges, delta == 0, blocks=4)
+    n_fp = kernels.false_positives(count_cum, sum_cum, edges, lo_pos, hi_pos, delta)
+    diff = x[t == 0].double()[None, :] - s[:, None]
+    h = (diff >= 0).double() if delta == 0 else (diff / (2 * delta) + 0.5).clamp(0, 1)
+    assert np.allclose(n_fp, h.sum(1).numpy(), atol=1e-9, rtol=0)

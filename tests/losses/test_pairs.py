@@ -35,11 +35,12 @@ def _case(seed, p, ties):
     return s, y
 
 
-@pytest.fixture(params=["prefix", "dense", "numba"])
+@pytest.fixture(params=["prefix", "dense", "numba", "numba-mt"])
 def path(request, monkeypatch):
     """Run the sorting terms through the chunked prefix sums or the small-P dense matrix (torch
-    code), or through the numba kernel (Fenwick trees; skipped without numba)."""
-    use_kernel(monkeypatch, "numba" if request.param == "numba" else "torch")
+    code), or through the numba kernels (Fenwick trees) on one thread or on four (each weight
+    column its own pass; skipped without numba)."""
+    use_kernel(monkeypatch, request.param if request.param.startswith("numba") else "torch")
     monkeypatch.setattr(_pairs, "DENSE_MAX", 0 if request.param == "prefix" else 10**9)
     return request.param
 

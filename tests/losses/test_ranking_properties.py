@@ -140,7 +140,7 @@ def test_window_edges_merge_equals_stable_sort(delta):
 
 
 @pytest.mark.parametrize("delta", [0.0, 0.25])
-def test_false_positive_counts_exact(delta, kernel):
+def test_false_positive_counts_exact(delta):
     g = torch.Generator().manual_seed(2)
     x = torch.round(torch.randn(30_000, generator=g) * 4) / 4
     pos = torch.randperm(30_000, generator=g)[:100]

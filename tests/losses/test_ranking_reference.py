@@ -14,12 +14,12 @@ from rsdet.losses import _pairs, alrp_loss, ap_loss, rank_sort_loss
 DELTAS = [0.0, 0.25, 0.5, 1.0]
 
 
-@pytest.fixture(autouse=True, params=["prefix", "dense", "numba"])
+@pytest.fixture(autouse=True, params=["prefix", "dense", "numba", "numba-mt"])
 def pair_path(request, monkeypatch):
     """Every case runs through the torch code with RS's sorting terms from the chunked prefix
     sums and from the dense small-P matrix (the loss picks one by the number of positives), and
-    through the numba kernels (Fenwick trees, fused RS forward; skipped without numba)."""
-    use_kernel(monkeypatch, "numba" if request.param == "numba" else "torch")
+    through the numba kernels on one thread and on four (small blocks; skipped without numba)."""
+    use_kernel(monkeypatch, request.param if request.param.startswith("numba") else "torch")
     monkeypatch.setattr(_pairs, "DENSE_MAX", 0 if request.param == "prefix" else 10**9)
 
 
