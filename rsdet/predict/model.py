@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,13 +27,14 @@ CHECKPOINT = Path("checkpoints") / "last.pt"
 
 
 def _escape_interpolations(value: Any) -> Any:
-    """Every string with ``${`` made literal for OmegaConf (``\\${``), recursively."""
+    """Every string with ``${`` made literal for OmegaConf, recursively: ``${`` becomes ``\\${`` and the
+    backslashes before it are doubled (OmegaConf reads ``\\\\`` before ``${`` as one backslash)."""
     if isinstance(value, dict):
         return {k: _escape_interpolations(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_escape_interpolations(v) for v in value]
     if isinstance(value, str) and "${" in value:
-        return value.replace("\\${", "${").replace("${", "\\${")
+        return re.sub(r"(\\*)\$\{", lambda m: m.group(1) * 2 + "\\${", value)
     return value
 
 

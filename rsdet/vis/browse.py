@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from rsdet.errors import DataError
@@ -59,7 +60,11 @@ def dataset_config(name_or_path: str, root: str | None = None, overrides: tuple[
     for item in overrides:
         if "=" not in item:
             raise DataError(f"--set {item!r} is not KEY=VALUE (e.g. --set val.annotations=path/to/instances.json)")
-        key, value = item.split("=", 1)
+        key, text = item.split("=", 1)
+        try:
+            value = yaml.safe_load(text) if text else None  # numbers, lists, null as on Hydra's command line
+        except yaml.YAMLError:
+            value = text
         OmegaConf.update(cfg, key.removeprefix("dataset."), value, merge=True)
     return cfg
 
