@@ -313,6 +313,8 @@ def _evaluate_epoch(cfg, model, val_ds, device, record, logger, iteration: int, 
     scalars = {f"eval/{k}": v for k, v in result["bbox"].items() if isinstance(v, (int, float))}
     scalars.update({f"eval/segm/{k}": v for k, v in result.get("segm", {}).items() if isinstance(v, (int, float))})
     logger.log(scalars, step=iteration)
+    logger.log_evaluation(cfg, result, model=model, dataset=val_ds, device=device,  # W&B media (issue 20)
+                          predictions=record.dir / f"predictions_bbox_epoch{epoch}.json", step=iteration)
     log.info("epoch %d (iteration %d): AP %.1f%s", epoch, iteration, 100 * result["bbox"].get("AP", float("nan")),
              f", mask AP {100 * result['segm'].get('AP', float('nan')):.1f}" if "segm" in result else "")
 
@@ -418,7 +420,8 @@ def train(cfg: Any, record, *, console: Console | None = None, resume_from: Path
     log_every = int(cfg.logger.get("log_every", 10))
     checkpoint_every = int(cfg.schedule.checkpoint_every)
     iteration = start_iter
-    extra = {"num_classes": train_ds.num_classes, "world_size": dist.world_size}
+    extra = {"num_classes": train_ds.num_classes, "world_size": dist.world_size, "detector": str(cfg.detector.name),
+             "category_ids": list(train_ds.category_ids), "class_names": list(train_ds.category_names)}
     last_stage_pos = f"{model.stages[-1].name}/num_pos"  # "batches without positives" of the final stage
     finite = _FiniteWatch()
     check_every_iteration = device.type != "cuda"  # reading a CPU value back costs nothing
@@ -535,6 +538,12 @@ def train(cfg: Any, record, *, console: Console | None = None, resume_from: Path
             segm = {f"segm/{k}": v for k, v in (row.get("segm") or {}).items()}
             metrics[f"epoch{row['epoch']}"] = {**row["bbox"], **segm}
     record.write_metrics(metrics)
+    from rsdet.engine.complexity import model_complexity  # issue 20: parameters and FLOPs per image in run.json
+
+    record.update(complexity=model_complexity(model, cfg, device))
+    if val_ds is not None:
+        logger.log_evaluation(cfg, metrics, model=model, dataset=val_ds, device=device,
+                              predictions=record.predictions_path("bbox"), step=iteration)
     logger.summary(metrics)
     logger.finish("completed")
     return metrics
