@@ -11,6 +11,7 @@ as COCO results (``predictions_bbox.json``, ``predictions_segm.json`` for mask d
 from __future__ import annotations
 
 import argparse
+import functools
 import time
 from pathlib import Path
 
@@ -150,7 +151,8 @@ def predict(args: argparse.Namespace, console: Console) -> int:
     next_id = (max(gt.images) if gt is not None and gt.images else 0) + 1
     results, image_records, failed, unmatched = [], [], [], 0
     infer_s = draw_s = 0.0
-    with _progress(console) as progress, PngWriter() as writer:
+    writer = PngWriter()
+    with _progress(console) as progress, writer:
         task = progress.add_task("predicting", total=len(images), info="")
         for item in images:
             try:
@@ -169,12 +171,15 @@ def predict(args: argparse.Namespace, console: Console) -> int:
             results += _to_coco(det, image_id, predictor.category_ids)
             image_records.append({"id": image_id, "file_name": str(item.path), "width": int(image.shape[-1]),
                                   "height": int(image.shape[-2])})
-            if not args.no_draw:
+            if not args.no_draw:  # drawn and written by background threads (rsdet/vis/writer.py)
                 start = time.perf_counter()
-                writer.submit(_picture(image, det, predictor, gt, image_id, label_of, gt_names, display),
-                              out / f"{item.name}.png")
+                writer.submit_drawing(functools.partial(_picture, image, det, predictor, gt, image_id, label_of,
+                                                        gt_names, display), out / f"{item.name}.png")
                 draw_s += time.perf_counter() - start
             progress.update(task, advance=1, info=f"{len(results)} detections")
+        start = time.perf_counter()
+        writer.close()  # the pictures still being drawn
+        draw_s += time.perf_counter() - start
     types = ["bbox", "segm"] if predictor.predicts_masks else ["bbox"]
     for iou_type, records in split_iou_types(results, types, str(predictor.cfg.detector.name)).items():
         atomic_write_text(out / f"predictions_{iou_type}.json", dumps(records, indent=None))
@@ -182,7 +187,7 @@ def predict(args: argparse.Namespace, console: Console) -> int:
     write_images_json(out / "images.json", image_records, categories)
     console.print(f"{len(image_records)} images, {len(results)} detections above {predictor.score_thresh:g} -> "
                   f"{escape(str(out))} (inference {infer_s:.1f} s"
-                  + ("" if args.no_draw else f", drawing {draw_s:.1f} s") + ")", soft_wrap=True)
+                  + ("" if args.no_draw else f", waiting for drawing {draw_s:.1f} s") + ")", soft_wrap=True)
     if unmatched:
         console.print(f"[yellow]note:[/yellow] {unmatched} images are not in {escape(str(args.gt))} (matched by "
                       "file_name): drawn without ground truth, with new image ids", soft_wrap=True)
