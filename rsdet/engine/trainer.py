@@ -353,7 +353,12 @@ def train(cfg: Any, record, *, console: Console | None = None, resume_from: Path
     if dist.enabled and len(train_ds) < global_batch:
         raise ConfigError(f"the training split has {len(train_ds)} images, fewer than the global batch "
                           f"schedule.batch_size={global_batch}; lower it to at most {len(train_ds)}")
-    model = build_detector(cfg, train_ds.num_classes).to(device)
+    model = build_detector(cfg, train_ds.num_classes)
+    if resume_from is None and (cfg.detector.get("init") if cfg.get("detector") else None):  # issue 20: torchvision weights
+        from rsdet.models.torchvision_init import init_detector
+
+        init_detector(model, cfg, train_ds.category_ids)
+    model = model.to(device)
     if dist.enabled and (cfg.get("distributed") or {}).get("sync_bn"):
         if device.type != "cuda":
             raise ConfigError("distributed.sync_bn=true needs CUDA (torch's SyncBatchNorm has no CPU kernel); on "

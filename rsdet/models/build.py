@@ -32,7 +32,9 @@ def build_detector(cfg: Any, num_classes: int) -> nn.Module:
     name = cfg.detector.name
     if name not in DETECTORS:
         raise ConfigError(f"detector={name!r} is not available; choose one of {', '.join(sorted(DETECTORS))}")
-    return DETECTORS[name](cfg, num_classes)
+    from rsdet.models.torchvision_init import prepare_for_init  # detector.init: structure only, no file read
+
+    return prepare_for_init(DETECTORS[name](cfg, num_classes), cfg)
 
 
 def detector_class(name: str) -> type:
