@@ -7,8 +7,8 @@ test-time forward pass of one image at the detector's input size: a mid-grey ima
 192 x 192 on the shapes data, 800 x 1333 for COCO).
 The count of the parts that run per proposal or per detection depends on the image: the R-CNN box
 head always sees the proposals kept at test time, a mask head only the detections, so a mask
-detector's figure is that of the grey image's detections (a trained detector finds none there, so the
-mask head is left out of it).
+detector's figure counts its mask head for the grey image's detections only (not at all when it finds
+nothing there).
 """
 
 from __future__ import annotations
