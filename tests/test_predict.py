@@ -11,30 +11,16 @@ import pytest
 import torch
 from PIL import Image
 
-from rsdet import train_cli
 from rsdet.cli import main as rsdet_main
-from rsdet.data.build import dataset_paths
 from rsdet.predict.cli import build_parser
 from rsdet.predict.model import read_run_config
-from rsdet.records import find_runs
-
-from conftest import TINY
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory, shapes_cache):
-    """A tiny Faster R-CNN run (4 iterations on 96 px shapes) and its validation split."""
-    root = tmp_path_factory.mktemp("predict")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("RSDET_CACHE", str(shapes_cache))
-    mp.chdir(root)
-    try:
-        assert train_cli.main([*TINY, "eval.score_thresh=0.0"]) == 0
-        run = find_runs(root / "outputs")[0].dir
-        val, ann = dataset_paths(read_run_config(run / "config.yaml").dataset, "val")
-    finally:
-        mp.undo()
-    return run, val, ann
+
+@pytest.fixture
+def trained(trained_tiny_run):
+    """The shared tiny run (tests/conftest.py): run directory, validation images, their annotations."""
+    return trained_tiny_run
 
 
 def test_predict_writes_a_png_per_image_and_coco_results_that_evaluate(trained, tmp_path, capsys):

@@ -83,16 +83,11 @@ def test_the_artifact_holds_the_checkpoint_and_the_run_record_with_its_final_sta
     assert json.loads(staged.read_text()) == {"status": "completed", "iteration": 4}
 
 
-@pytest.mark.slow
-def test_an_offline_training_run_holds_the_media_table_plots_and_checkpoint_artifact(tiny_run, monkeypatch):
-    from rsdet import train_cli
-    from rsdet.records import find_runs
+def test_an_offline_training_run_holds_the_media_table_plots_and_checkpoint_artifact(trained_tiny_run):
+    from rsdet.records import RunRecord
 
-    monkeypatch.delenv("WANDB_DATA_DIR", raising=False)
-    overrides = [o for o in tiny_run if not o.startswith("logger")]
-    assert train_cli.main([*overrides, "logger=wandb", "logger.log_every=2", "logger.media_images=3",
-                           "eval.score_thresh=0.0"]) == 0
-    run = find_runs(Path("outputs"))[0]
+    run_dir, _, annotations = trained_tiny_run  # logger=wandb offline, logger.media_images=3 (tests/conftest.py)
+    run = RunRecord(run_dir, create=False)
     folder = offline_run(run.dir).resolve()
     keys = history_keys(folder)
     assert keys["eval/predictions/_type"] == "table-file" and keys["eval/predictions/nrows"] == 3
@@ -113,12 +108,6 @@ def test_an_offline_training_run_holds_the_media_table_plots_and_checkpoint_arti
     cell = table["data"][0][1]
     assert cell["_type"] == "image-file" and set(cell["boxes"]) == {"predictions", "ground_truth"}
     image_ids = [row[0] for row in table["data"]]
-    assert image_ids == [im["id"] for im in json.loads(
-        Path(run.config["dataset"]["val"]["annotations"] or _val_annotations(run)).read_text())["images"][:3]]
+    assert image_ids == [im["id"] for im in json.loads(Path(annotations).read_text())["images"][:3]]
     assert run.info["complexity"]["parameters"] > 0 and run.info["complexity"]["flops_per_image"] > 0
 
-
-def _val_annotations(run):
-    from rsdet.data.build import dataset_paths
-
-    return dataset_paths(run.config["dataset"], "val")[1]
