@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("images", metavar="IMAGE_OR_FOLDER", type=Path, nargs="+",
                         help="image files and/or folders (searched recursively for .jpg, .png, .bmp, .tif, "
                              ".webp, ...)")
-    parser.add_argument("--out", type=Path, default=None,
+    parser.add_argument("--out", type=Path, default=None, metavar="DIR",
                         help="output folder (default: outputs/predict/<run name>); PNGs keep the images' "
                              "relative paths inside a folder")
     parser.add_argument("--score-thresh", type=_score, default=None, metavar="T",
