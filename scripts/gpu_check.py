@@ -91,12 +91,11 @@ def _train(detector: str, amp: str, iters: int, workdir: Path, extra: list[str] 
 
 
 def amp_training(rows: list, quick: bool, workdir: Path) -> int:
-    from rsdet.models.build import DETECTORS, _load_all
+    from rsdet.models.build import available_detectors
 
-    _load_all()  # faster_rcnn, atss, paa (and cascade_rcnn once it is registered)
     iters = 15 if quick else 40
     worst = 0
-    jobs = [(name, "fp16") for name in sorted(DETECTORS)] + [("faster_rcnn", "bf16")]
+    jobs = [(name, "fp16") for name in available_detectors()] + [("faster_rcnn", "bf16")]
     for detector, amp in jobs:
         code, out, secs, run = _train(detector, amp, iters, workdir)
         if code or run is None or run.status != "completed":

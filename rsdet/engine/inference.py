@@ -202,23 +202,28 @@ def iou_types_of(cfg: Any) -> list[str]:
 
 
 def check_iou_types(cfg: Any) -> list[str]:
-    """``eval.iou_types``: bbox is evaluated for every detector and always included; segm (mask AP) is
-    allowed exactly when the configured detector predicts masks (``Detector.predicts_masks``).
-    Returns the checked list."""
-    from rsdet.models.build import detector_predicts_masks
+    """``eval.iou_types``: bbox (box AP: every detector returns boxes, a mask-only one takes them from its
+    masks) and segm (mask AP), the latter allowed exactly when the configured detector predicts masks
+    (``Detector.predicts_masks``). Either may be evaluated alone. Returns the checked list."""
+    from rsdet.models.build import available_detectors, detector_predicts_masks
 
     types = iou_types_of(cfg)
     unknown = sorted(set(types) - {"bbox", "segm"})
     if unknown:
         raise RsdetError(f"eval.iou_types={types}: {unknown} is not an evaluation type; use bbox and, with a mask "
                          "detector, segm (e.g. eval.iou_types=[bbox,segm])")
+    if len(set(types)) != len(types):
+        raise RsdetError(f"eval.iou_types={types} names a type twice; list each of bbox, segm once")
     if "segm" in types and not detector_predicts_masks(cfg.detector.name):
+        mask_detectors = [name for name in available_detectors() if detector_predicts_masks(name)]
         raise RsdetError(f"eval.iou_types={types}: mask AP needs a mask detector, and detector="
                          f"{cfg.detector.name} predicts boxes only; use eval.iou_types=[bbox] or a mask detector "
-                         "(detector=mask_rcnn or detector=yolact)")
-    if "bbox" not in types:
-        raise RsdetError(f"eval.iou_types={types}: box AP is evaluated for every detector; include bbox "
-                         "(e.g. eval.iou_types=[bbox,segm])")
+                         f"({' or '.join('detector=' + name for name in mask_detectors)})")
+    if "bbox" not in types and (cfg.get("eval") or {}).get("every_epochs"):
+        # the training loop's periodic rows (metrics_history.jsonl, epoch<E>/AP) are keyed by box AP
+        raise RsdetError(f"eval.iou_types={types} with eval.every_epochs={cfg.eval.every_epochs}: evaluation during "
+                         "training records box AP; include bbox (eval.iou_types=[bbox,segm]) or unset "
+                         "eval.every_epochs")
     if "segm" in types and not cfg.dataset.get("with_masks"):
         raise RsdetError(f"eval.iou_types={types}: mask AP needs the data set's instance masks, but "
                          "dataset.with_masks=false; set dataset.with_masks=true or eval.iou_types=[bbox]")
@@ -293,7 +298,7 @@ def evaluate_run(path, score_thresholds=None, out_dir=None, device: str = "auto"
     per_type = split_iou_types(run_inference(model, val, dev, thresholds[0], max_images), types, cfg.detector.name)
     fps = {t: measure_fps(model, val, dev, t, num_images=fps_images) for t in thresholds}
     result: dict[str, Any] = {"device": str(dev)}
-    for iou_type in types:  # bbox first (check_iou_types insists on it)
+    for iou_type in sorted(types):  # bbox before segm: the mask table shows the box AP of the same detections
         rows = threshold_sweep(gt, per_type[iou_type], thresholds, iou_type=iou_type,
                                protocol=info["protocol"], fps=fps, max_dets=cfg.dataset.get("max_dets"))
         columns = None
@@ -302,9 +307,9 @@ def evaluate_run(path, score_thresholds=None, out_dir=None, device: str = "auto"
             stem = "threshold_sweep"
         else:
             # Table S11: mask AP (with APr/APc/APf on LVIS), the box AP of the same detections, oLRP, fps
-            for row, box_row in zip(rows, result["rows"]):
+            for row, box_row in zip(rows, result.get("rows") or []):
                 row["metrics"]["APbox"] = box_row["metrics"]["AP"]
-            columns = mask_sweep_columns(info["protocol"])
+            columns = mask_sweep_columns(info["protocol"], with_box_ap="bbox" in types)
             result[f"rows_{iou_type}"] = rows
             stem = f"threshold_sweep_{iou_type}"
         write_table(rows, out, stem, columns=columns)
@@ -312,7 +317,8 @@ def evaluate_run(path, score_thresholds=None, out_dir=None, device: str = "auto"
     return result
 
 
-def mask_sweep_columns(protocol: str) -> list[str]:
-    """Columns of a mask-AP threshold sweep, laid out like supplementary Table S11."""
+def mask_sweep_columns(protocol: str, with_box_ap: bool = True) -> list[str]:
+    """Columns of a mask-AP threshold sweep, laid out like supplementary Table S11 (APbox when box AP
+    is evaluated too)."""
     head = ["AP", "APr", "APc", "APf"] if protocol == "lvis" else ["AP", "AP50", "AP75"]
-    return head + ["APbox", "oLRP", "fps"]
+    return head + (["APbox"] if with_box_ap else []) + ["oLRP", "fps"]

@@ -118,14 +118,16 @@ def _evaluate_run(args: argparse.Namespace) -> Any:
 
 
 def _print_result(result: Any, console: Console, protocol: str | None = None) -> None:
-    if isinstance(result, dict) and "rows" in result:
+    if isinstance(result, dict) and ("rows" in result or "rows_segm" in result):
         device = f" ({result['device']})" if result.get("device") else ""
-        console.print(render_table(result["rows"], title="Score-threshold sweep, box AP" + device))
+        if "rows" in result:
+            console.print(render_table(result["rows"], title="Score-threshold sweep, box AP" + device))
         if result.get("rows_segm"):
             from rsdet.engine.inference import mask_sweep_columns  # noqa: PLC0415 - torch is heavy
 
             lvis = any("APr" in r["metrics"] for r in result["rows_segm"])
-            console.print(render_table(result["rows_segm"], columns=mask_sweep_columns("lvis" if lvis else "coco"),
+            columns = mask_sweep_columns("lvis" if lvis else "coco", with_box_ap="rows" in result)
+            console.print(render_table(result["rows_segm"], columns=columns,
                                        title="Score-threshold sweep, mask AP" + device))
         return
     for iou_type, metrics in (result or {}).items():

@@ -10,7 +10,9 @@ Instance weights (Eq. S18/S21): instance_weights, weighted_mean, centerness_weig
     score_weights, iou_weights, ranking_weights
 Task balancing (Eq. S17): build_task_balancer, ConstantBalance, ValueSelfBalance,
     MagnitudeSelfBalance, ALRPSelfBalance
-Factory: build_cls_loss, classifier_of
+Registry (one call shape per loss: adapter(fn, StagePositives) -> ClassificationTerms):
+    LOSSES, register_loss, classification_loss, StagePositives, ClassificationTerms,
+    build_cls_loss, classifier_of
 
 See docs/losses.md for the algorithm and benchmark.
 """
@@ -24,7 +26,9 @@ from rsdet.losses.labels import LABEL_KINDS, box_iou_aligned, continuous_labels,
 from rsdet.losses.ranking import (ALRPOutput, RankSortOutput, alrp_loc_errors, alrp_loc_loss,
                                   alrp_loss, ap_loss, positive_ranks, rank_sort_loss,
                                   ranking_gradient_l1)
-from rsdet.losses.registry import CLASSIFIERS, CLS_LOSSES, build_cls_loss, classifier_of
+from rsdet.losses.registry import (CLASSIFIERS, CLS_LOSSES, LOSSES, ClassificationLoss, ClassificationTerms,
+                                   StagePositives, build_cls_loss, classification_loss, classifier_of,
+                                   register_loss)
 from rsdet.losses.score import binary_cross_entropy, sigmoid_focal_loss, softmax_cross_entropy
 from rsdet.losses.weighting import (WEIGHT_KINDS, centerness_weights, instance_weights,
                                     iou_weights, ranking_weights, score_weights, weighted_mean)
@@ -40,4 +44,5 @@ __all__ = [
     "TaskBalancer", "ConstantBalance", "ValueSelfBalance", "MagnitudeSelfBalance",
     "ALRPSelfBalance", "build_task_balancer", "BALANCE_KINDS",
     "build_cls_loss", "CLS_LOSSES", "CLASSIFIERS", "classifier_of", "LossInputError",
+    "LOSSES", "ClassificationLoss", "ClassificationTerms", "StagePositives", "classification_loss", "register_loss",
 ]

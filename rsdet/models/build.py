@@ -1,48 +1,35 @@
-"""The detector registry: ``detector.name`` -> class; ``build_detector(cfg, num_classes)``."""
+"""Building a detector by name: ``build_detector(cfg, num_classes)`` picks ``cfg.detector.name``.
+
+Importing ``rsdet.models.detectors`` registers every detector (``rsdet.models.registry``); no list
+of detector modules is kept here (docs/detectors.md, "Adding a detector").
+"""
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 from torch import nn
 
+import rsdet.models.detectors  # noqa: F401  (registers every detector)
 from rsdet.errors import ConfigError
+from rsdet.models.registry import DETECTORS, register
 
-DETECTORS: dict[str, type] = {}
-
-
-def register(name: str) -> Callable[[type], type]:
-    """Class decorator: make a ``Detector`` subclass available as ``detector=<name>``."""
-
-    def wrap(cls: type) -> type:
-        DETECTORS[name] = cls
-        return cls
-
-    return wrap
-
-
-def _load_all() -> None:
-    # Importing the modules registers their detectors.
-    from rsdet.models.detectors import cascade_rcnn, faster_rcnn, mask_rcnn, one_stage, yolact  # noqa: F401
-
-
-def build_detector(cfg: Any, num_classes: int) -> nn.Module:
-    """Build the detector named by ``cfg.detector.name`` for ``num_classes`` foreground classes."""
-    _load_all()
-    name = cfg.detector.name
-    if name not in DETECTORS:
-        raise ConfigError(f"detector={name!r} is not available; choose one of {', '.join(sorted(DETECTORS))}")
-    from rsdet.models.torchvision_init import prepare_for_init  # detector.init: structure only, no file read
-
-    return prepare_for_init(DETECTORS[name](cfg, num_classes), cfg)
+__all__ = ["DETECTORS", "register", "build_detector", "detector_class", "detector_predicts_masks",
+           "available_detectors"]
 
 
 def detector_class(name: str) -> type:
     """The class registered as ``detector=<name>`` (a ConfigError listing the others if none is)."""
-    _load_all()
     if name not in DETECTORS:
         raise ConfigError(f"detector={name!r} is not available; choose one of {', '.join(sorted(DETECTORS))}")
     return DETECTORS[name]
+
+
+def build_detector(cfg: Any, num_classes: int) -> nn.Module:
+    """Build the detector named by ``cfg.detector.name`` for ``num_classes`` foreground classes."""
+    from rsdet.models.torchvision_init import prepare_for_init  # detector.init: structure only, no file read
+
+    return prepare_for_init(detector_class(cfg.detector.name)(cfg, num_classes), cfg)
 
 
 def detector_predicts_masks(name: str) -> bool:
@@ -51,5 +38,4 @@ def detector_predicts_masks(name: str) -> bool:
 
 
 def available_detectors() -> list[str]:
-    _load_all()
     return sorted(DETECTORS)

@@ -72,11 +72,16 @@ def stage_loss_config(cfg: Any, spec: StageSpec) -> StageLossConfig:
         elif spec.dense:
             raise ConfigError(
                 f"loss.cls={cls} needs a softmax classifier with a background class, which the one-stage "
-                f"stage '{spec.name}' does not have; use one of {sorted(_sigmoid_losses())} "
+                f"stage '{spec.name}' does not have; use one of {sorted(_sigmoid_losses(spec))} "
                 "(e.g. loss=focal for the standard one-stage baseline, loss=rs for Rank & Sort)")
+    loss = L.classification_loss(cls)
+    if loss.needs_boxes and not spec.boxes:
+        raise ConfigError(
+            f"loss.cls={cls} needs the box localisation error of every positive, but stage '{spec.name}' has no "
+            f"box regression; use one of {sorted(_valid_losses(spec))}")
     delta = float(get("delta", 0.5))
-    if delta < 0 or (delta == 0 and cls in ("ap", "alrp")):
-        need = "> 0 (AP/aLRP have no hard-step branch)" if cls in ("ap", "alrp") else ">= 0"
+    if delta < 0 or (delta == 0 and loss.positive_delta):
+        need = f"> 0 ({cls} has no hard-step branch)" if loss.positive_delta else ">= 0"
         raise ConfigError(f"loss.delta={delta} is invalid for loss.cls={cls}: δ must be {need}")
     weights = cfg.get("stage_weights") or {}
     stage_weight = weights.get(spec.name)
@@ -87,6 +92,9 @@ def stage_loss_config(cfg: Any, spec: StageSpec) -> StageLossConfig:
                 f"loss.{spec.name}.label={label} is a mask label (Dice of the predicted mask), but stage "
                 f"'{spec.name}' predicts no masks; use binary or iou there")
         label = "iou"  # a mask detector's box-only stages (the RPN) keep IoU labels (docs/detectors.md)
+    if not spec.boxes:
+        label = _boxless_label(spec, label, "label" in stage_cfg)
+        _check_boxless_options(spec, stage_cfg, get("weighting", "none"))
     mask = get("mask") or ("bce" if L.classifier_of(cls) == "softmax" else "dice")
     if mask not in MASK_LOSSES:
         raise ConfigError(f"loss.mask={mask!r} is not one of {MASK_LOSSES}")
@@ -110,8 +118,52 @@ def stage_loss_config(cfg: Any, spec: StageSpec) -> StageLossConfig:
     )
 
 
-def _sigmoid_losses() -> list[str]:
-    return [name for name in L.CLS_LOSSES if L.classifier_of(name) == "sigmoid" and name != "bce"]
+def _valid_losses(spec: StageSpec) -> list[str]:
+    """The recipe losses a stage can train with: no softmax loss on a one-stage head, no loss that
+    needs boxes on a box-less stage."""
+    return [name for name, loss in L.LOSSES.items()
+            if loss.listed and (spec.boxes or not loss.needs_boxes)
+            and not (spec.dense and not spec.objectness and loss.classifier == "softmax")]
+
+
+def _sigmoid_losses(spec: StageSpec) -> list[str]:
+    return [name for name in _valid_losses(spec) if L.classifier_of(name) == "sigmoid"]
+
+
+#: continuous labels that need the box IoU of a positive (rsdet.losses.continuous_labels)
+BOX_LABEL_KINDS = ("iou", "mean", "iou_dice", "iou+dice")
+#: instance weightings computed from boxes (rsdet.losses.instance_weights)
+BOX_WEIGHTINGS = ("iou", "centerness")
+#: per-stage keys that only configure the box term
+BOX_ONLY_KEYS = ("box", "box_weight")
+
+
+def _boxless_label(spec: StageSpec, label: str, per_stage: bool) -> str:
+    """The continuous label of a stage without boxes: the box IoU does not exist there, so the recipe's
+    ``iou`` becomes the Dice of the predicted mask (binary on a stage without masks either; supplementary
+    Table S6: SOLOv2 is trained with Dice labels "since it has no box regression head"). IoU asked for
+    on this stage (``loss.<stage>.label``) or the IoU + Dice mean is a configuration error."""
+    if label not in BOX_LABEL_KINDS:
+        return label
+    valid = "binary or dice" if spec.masks else "binary"
+    if per_stage or label != "iou":
+        raise ConfigError(
+            f"loss{'.' + spec.name if per_stage else ''}.label={label} needs the box IoU of each positive, but stage "
+            f"'{spec.name}' has no box regression; use {valid} (its default is {'dice' if spec.masks else 'binary'})")
+    return "dice" if spec.masks else "binary"
+
+
+def _check_boxless_options(spec: StageSpec, stage_cfg: dict, weighting: str) -> None:
+    """Box-only options on a stage without boxes are configuration errors naming the valid choices."""
+    if weighting in BOX_WEIGHTINGS:
+        raise ConfigError(
+            f"loss.weighting={weighting} weighs positives by their boxes, but stage '{spec.name}' has no box "
+            "regression; use none, score or rank")
+    for key in BOX_ONLY_KEYS:
+        if key in stage_cfg:
+            raise ConfigError(
+                f"loss.{spec.name}.{key}={stage_cfg[key]} configures the box term, but stage '{spec.name}' has no box "
+                "regression (no box term); set loss.mask / loss.mask_weight for its mask term instead")
 
 
 def check_mask_labels(cfg: Any, stages: Sequence[StageSpec], detector: str | None) -> None:
@@ -144,7 +196,9 @@ class Criterion(nn.Module):
     """Computes the loss terms of every stage a detector declares.
 
     Holds the only training state the losses have (the task balancers, e.g. aLRP's epoch-based
-    self-balance); it travels with the model's ``state_dict`` (``criterion._extra_state``)."""
+    self-balance); it travels with the model's ``state_dict`` (``criterion._extra_state``).
+    Classification losses are reached through their registry entry (``rsdet.losses.LOSSES``), so the
+    criterion never branches on a loss name."""
 
     def __init__(self, loss_cfg: Any, stages: Sequence[StageSpec], group_images: int | None = None,
                  detector: str | None = None):
@@ -157,29 +211,25 @@ class Criterion(nn.Module):
         self.group_images = int(group_images) if group_images else None
         self.balancers = {}
         self.mask_balancers = {}
+        self.losses = {}
         self.cls_losses = {}
         for stage, cfg in self.cfg.items():
-            if self.specs[stage].masks:
-                kind = cfg.balance if cfg.balance in ("value", "magnitude") and cfg.cls != "alrp" else "constant"
+            spec = self.specs[stage]
+            loss = L.classification_loss(cfg.cls)
+            if spec.masks:
+                kind = cfg.balance if cfg.balance in ("value", "magnitude") and loss.balancer is None else "constant"
                 self.mask_balancers[stage] = (L.build_task_balancer(kind, value=cfg.mask_weight) if kind == "constant"
                                               else L.build_task_balancer(kind))
-            if cfg.cls == "alrp":
-                balancer = L.build_task_balancer("alrp", init_weight=float(loss_cfg.get("alrp_init_weight", 50.0)),
-                                                 period=int(loss_cfg.get("alrp_period", 500)))
+            if loss.balancer is not None:
+                self.balancers[stage] = loss.balancer(loss_cfg)
+            elif not spec.boxes:
+                pass  # no box term to balance
             elif cfg.balance == "constant":
-                balancer = L.build_task_balancer("constant", value=cfg.box_weight)
+                self.balancers[stage] = L.build_task_balancer("constant", value=cfg.box_weight)
             else:
-                balancer = L.build_task_balancer(cfg.balance)
-            self.balancers[stage] = balancer
-            self.cls_losses[stage] = L.build_cls_loss(cfg.cls, **self._loss_options(cfg))
-
-    @staticmethod
-    def _loss_options(cfg: StageLossConfig) -> dict:
-        if cfg.cls in ("rs", "ap", "alrp"):
-            return {"delta": cfg.delta}
-        if cfg.cls == "focal":
-            return {"alpha": cfg.focal_alpha, "gamma": cfg.focal_gamma, "reduction": "sum"}
-        return {}
+                self.balancers[stage] = L.build_task_balancer(cfg.balance)
+            self.losses[stage] = loss
+            self.cls_losses[stage] = loss.bind(cfg)
 
     # ------------------------------------------------------------------ state
     def get_extra_state(self) -> dict:
@@ -218,32 +268,41 @@ class Criterion(nn.Module):
 
     def _stage_terms(self, out: StageOutput, num_images: int) -> tuple[dict[str, Tensor], dict[str, float]]:
         cfg = self.cfg[out.name]
+        loss = self.losses[out.name]
         keep = torch.nonzero(out.gt_classes >= -1).flatten()  # samplers ran in the heads; drop ignored rows
-        logits = out.cls_logits[keep]
-        classes = out.gt_classes[keep]
-        pos = torch.nonzero(classes >= 0).flatten()
-        deltas = out.box_deltas[keep][pos]
-        ref = out.ref_boxes[keep][pos]
-        gt = out.gt_boxes[keep][pos]
-        pred_boxes = out.box_coder.decode_single(deltas, ref)
-
-        stats = self._ratios(out.name, len(classes), len(pos), out.num_classes)
-        box_per_pos = self._box_loss_per_positive(cfg, pred_boxes, deltas, ref, gt, out)
-        terms, cls_grad_l1 = self._classification(cfg, out, logits, classes, pos, pred_boxes, gt, box_per_pos)
-        if "box" not in terms:
-            terms["box"] = self._box_term(cfg, out.name, terms, logits, classes, pos, pred_boxes, deltas, ref, gt,
-                                          box_per_pos, len(classes), cls_grad_l1)
+        x = self._positives(cfg, out, keep)
+        stats = self._ratios(out.name, len(x.classes), x.num_pos, out.num_classes)
+        if loss.uses_labels:
+            x.labels = L.continuous_labels(cfg.label, pred_boxes=x.pred_boxes, gt_boxes=x.gt, num=x.num_pos,
+                                           min_value=cfg.label_min, **self._label_masks(cfg, out, x.pos))
+        result = loss(self.cls_losses[out.name], x)
+        terms = dict(result.terms)
+        if out.spec.boxes:
+            terms["box"] = self._box_term(cfg, out.name, x, result)
         if out.masks is not None:
-            cls_total = sum(v for k, v in terms.items() if k != "box")
-            weights = self._weights(cfg, logits, classes, pos, pred_boxes, ref, gt) if pos.numel() else None
-            terms["mask"] = self._mask_term(cfg, out, keep, pos, weights, cls_total, logits)
+            terms["mask"] = self._mask_term(cfg, out, keep, x, sum(v for k, v in terms.items() if k != "box"))
         for name, pred in out.aux.items():
-            terms[name] = cfg.aux_weight * self._aux_term(name, pred[keep][pos], pred_boxes, ref, gt)
+            terms[name] = cfg.aux_weight * self._aux_term(name, pred[keep][x.pos], x, out.name)
         w = cfg.stage_weight
         named = {f"{out.name}_{k}": (w * v if w != 1.0 else v) for k, v in terms.items()}
         return named, stats
 
     # ------------------------------------------------------------------ pieces
+    def _positives(self, cfg: StageLossConfig, out: StageOutput, keep: Tensor) -> L.StagePositives:
+        """The stage's kept rows and, on a box stage, its positives' boxes and box losses."""
+        logits = out.cls_logits[keep]
+        classes = out.gt_classes[keep]
+        pos = torch.nonzero(classes >= 0).flatten()
+        x = L.StagePositives(logits, classes, pos, out.num_classes, out.iou_threshold,
+                             want_grad_l1=cfg.balance == "magnitude" and logits.requires_grad)
+        if out.spec.boxes:
+            x.deltas = out.box_deltas[keep][pos]
+            x.ref = out.ref_boxes[keep][pos]
+            x.gt = out.gt_boxes[keep][pos]
+            x.pred_boxes = out.box_coder.decode_single(x.deltas, x.ref)
+            x.box_losses = self._box_loss_per_positive(cfg, x, out.box_coder)
+        return x
+
     @staticmethod
     def _ratios(stage: str, num_instances: int, num_pos: int, num_classes: int) -> dict[str, float]:
         """pos:neg instance and task ratios (supplementary Table S7), as negatives per positive.
@@ -261,47 +320,6 @@ class Criterion(nn.Module):
         }
 
     @staticmethod
-    def _targets(logits: Tensor, classes: Tensor, num_classes: int, values: Tensor | None) -> Tensor:
-        """(M, C) targets of the sigmoid losses: positives carry 1 or their continuous label."""
-        labels = torch.where(classes >= 0, classes, torch.full_like(classes, num_classes))
-        return L.vectorise_targets(labels, logits.shape[1], values=values)
-
-    def _classification(self, cfg, out, logits, classes, pos, pred_boxes, gt, box_per_pos):
-        """Classification terms, plus the closed-form L1 norm of a ranking loss's gradient (for the
-        magnitude-based self-balance) when there is one."""
-        fn = self.cls_losses[out.name]
-        if L.classifier_of(cfg.cls) == "softmax":
-            target = torch.where(classes >= 0, classes, torch.full_like(classes, out.num_classes))
-            return {"cls": fn(logits, target)}, None
-        num_classes = logits.shape[1]
-        if cfg.cls == "rs":
-            labels = L.continuous_labels(cfg.label, pred_boxes=pred_boxes, gt_boxes=gt, num=pos.numel(),
-                                         min_value=cfg.label_min, **self._label_masks(cfg, out, pos))
-            rank, sort = fn(logits, self._targets(logits, classes, num_classes, labels))
-            grad_l1 = L.ranking_gradient_l1(rank) if cfg.balance == "magnitude" and logits.requires_grad else None
-            return {"rank": rank, "sort": sort}, grad_l1
-        binary = self._targets(logits, classes, num_classes, None)
-        if cfg.cls == "bce":
-            return {"cls": fn(logits, binary.to(logits.dtype))}, None
-        if cfg.cls == "focal":
-            return {"cls": fn(logits, binary.to(logits.dtype)) / max(pos.numel(), 1)}, None
-        if cfg.cls == "ap":
-            loss = fn(logits, binary)
-            grad_l1 = L.ranking_gradient_l1(loss) if cfg.balance == "magnitude" and logits.requires_grad else None
-            return {"cls": loss}, grad_l1
-        if cfg.cls == "alrp":
-            # E_loc = L_GIoU / (2 (1 - τ)) (aLRP Loss, Eq. 7; docs/losses.md): constants for the
-            # classification gradient, differentiable in the localisation component.
-            loc_errors = L.alrp_loc_errors(box_per_pos, tau=out.iou_threshold)
-            result = fn(logits, binary, loc_errors.detach())
-            loc = L.alrp_loc_loss(loc_errors, result.rank, result.order)
-            if pos.numel() == 0:
-                return {"cls": result.cls_loss, "box": loc}, None
-            weight = self.balancers[out.name](result.cls_loss, loc)
-            return {"cls": result.cls_loss, "box": weight * loc}, None
-        raise ConfigError(f"unknown loss.cls={cfg.cls!r}")
-
-    @staticmethod
     def _label_masks(cfg: StageLossConfig, out: StageOutput, pos: Tensor) -> dict:
         """The detached predicted / target masks of the positives, for Dice labels (mask stages)."""
         if out.masks is None or cfg.label not in MASK_LABEL_KINDS:
@@ -310,53 +328,61 @@ class Criterion(nn.Module):
         pred, gt = out.masks.label_masks(keep[pos])
         return {"pred_masks": pred, "gt_masks": gt}
 
-    def _box_loss_per_positive(self, cfg, pred_boxes, deltas, ref, gt, out) -> Tensor:
+    @staticmethod
+    def _box_loss_per_positive(cfg: StageLossConfig, x: L.StagePositives, box_coder) -> Tensor:
         if cfg.box == "giou":
-            return L.giou_loss(pred_boxes, gt, reduction="none")
-        target_deltas = out.box_coder.encode_single(gt, ref)
+            return L.giou_loss(x.pred_boxes, x.gt, reduction="none")
+        target_deltas = box_coder.encode_single(x.gt, x.ref)
         if cfg.box == "l1":
-            return L.l1_loss(deltas, target_deltas, reduction="none").sum(-1)
+            return L.l1_loss(x.deltas, target_deltas, reduction="none").sum(-1)
         if cfg.box == "smooth_l1":
-            return L.smooth_l1_loss(deltas, target_deltas, beta=1.0 / 9, reduction="none").sum(-1)
+            return L.smooth_l1_loss(x.deltas, target_deltas, beta=1.0 / 9, reduction="none").sum(-1)
         raise ConfigError(f"loss.box={cfg.box!r} is not one of giou, l1, smooth_l1")
 
-    def _weights(self, cfg, logits, classes, pos, pred_boxes, ref, gt) -> Tensor:
+    @staticmethod
+    def _weights(cfg: StageLossConfig, x: L.StagePositives) -> Tensor:
         """Instance weights of Table S1 / Eq. S18, S21 (all detached)."""
         kind = cfg.weighting
-        kwargs: dict[str, Any] = {"num": pos.numel()}
+        kwargs: dict[str, Any] = {"num": x.num_pos}
         if kind == "score":
-            kwargs["cls_logits"] = logits[pos]
+            kwargs["cls_logits"] = x.logits[x.pos]
         elif kind == "iou":
-            kwargs.update(pred_boxes=pred_boxes.detach(), gt_boxes=gt)
+            kwargs.update(pred_boxes=x.pred_boxes.detach(), gt_boxes=x.gt)
         elif kind == "centerness":
-            kwargs.update(anchor_centers=(ref[:, :2] + ref[:, 2:]) / 2, gt_boxes=gt)
+            kwargs.update(anchor_centers=(x.ref[:, :2] + x.ref[:, 2:]) / 2, gt_boxes=x.gt)
         elif kind == "rank":
-            target = self._targets(logits, classes, logits.shape[1], None)
-            kwargs.update(pos_logits=logits.detach()[pos, classes[pos]],
-                          ranks=L.positive_ranks(logits.detach(), target, delta=cfg.delta),
+            logits = x.logits.detach()
+            kwargs.update(pos_logits=logits[x.pos, x.classes[x.pos]],
+                          ranks=L.positive_ranks(logits, x.sigmoid_targets(), delta=cfg.delta),
                           delta_loc=cfg.delta_loc)
         return L.instance_weights(kind, **kwargs)
 
-    def _box_term(self, cfg, stage, terms, logits, classes, pos, pred_boxes, deltas, ref, gt, box_per_pos,
-                  num_instances, cls_grad_l1) -> Tensor:
-        if pos.numel() == 0:
-            return deltas.sum() * 0.0
+    def _box_term(self, cfg: StageLossConfig, stage: str, x: L.StagePositives, cls: L.ClassificationTerms) -> Tensor:
+        """The stage's box term: λ_box · L_box, L_box = Σ w_i L_box(i) / Σ w_i (or / #instances with
+        ``box_normalizer=sampled``), λ_box from the stage's task balancer; a loss with its own
+        localisation component (aLRP) gives that instead, balanced by its own balancer."""
+        if cls.localisation is not None:
+            if x.num_pos == 0:
+                return cls.localisation
+            return self.balancers[stage](sum(cls.terms.values()), cls.localisation) * cls.localisation
+        if x.num_pos == 0:
+            return x.deltas.sum() * 0.0
         if cfg.box_normalizer == "sampled":  # mmdet's standard heads: sum over positives / sampled count
-            box = box_per_pos.sum() / max(num_instances, 1)
+            box = x.box_losses.sum() / max(len(x.classes), 1)
         else:
-            box = L.weighted_mean(box_per_pos, self._weights(cfg, logits, classes, pos, pred_boxes, ref, gt))
-        cls_total = sum(terms.values())
+            box = L.weighted_mean(x.box_losses, self._weights(cfg, x))
+        cls_total = sum(cls.terms.values())
         ctx = {}
         if cfg.balance == "magnitude":
-            ctx = {"box_outputs": deltas}
-            if cls_grad_l1 is not None:
-                ctx["cls_grad_l1"] = cls_grad_l1
+            ctx = {"box_outputs": x.deltas}
+            if cls.grad_l1 is not None:
+                ctx["cls_grad_l1"] = cls.grad_l1
             else:
-                ctx["cls_outputs"] = logits
+                ctx["cls_outputs"] = x.logits
         return self.balancers[stage](cls_total, box, **ctx) * box
 
-    def _mask_term(self, cfg, out: StageOutput, keep: Tensor, pos: Tensor, pos_weights: Tensor | None,
-                   cls_total: Tensor, logits: Tensor) -> Tensor:
+    def _mask_term(self, cfg: StageLossConfig, out: StageOutput, keep: Tensor, x: L.StagePositives,
+                   cls_total: Tensor) -> Tensor:
         """The mask loss of a mask stage (docs/detectors.md, "Mask R-CNN", "YOLACT"): per mask Dice
         1 - 2Σpt / (Σp² + Σt² + 1e-5) of the sigmoid at the assigned class (zero outside the mask's
         ``crop``), or the per-pixel BCE averaged over the mask's pixels (over its ``crop`` when it has
@@ -374,28 +400,32 @@ class Criterion(nn.Module):
             else:
                 crop = m.crop.to(bce.dtype)
                 per_roi = (bce * crop).flatten(1).sum(1) / crop.flatten(1).sum(1).clamp(min=1.0)
-        if pos_weights is None or cfg.box_normalizer == "sampled":
+        if x.num_pos == 0 or cfg.box_normalizer == "sampled":
             mask = per_roi.mean()
         else:
             # position of each stage row among the kept positives: the weights are indexed like them
+            pos = x.pos
             where = torch.full((len(out.gt_classes),), -1, dtype=torch.long, device=pos.device)
             where[keep[pos]] = torch.arange(pos.numel(), device=pos.device)
-            mask = L.weighted_mean(per_roi, pos_weights[where[m.weight_rows]].to(per_roi.dtype))
-        ctx = {"box_outputs": m.logits, "cls_outputs": logits} if isinstance(
+            mask = L.weighted_mean(per_roi, self._weights(cfg, x)[where[m.weight_rows]].to(per_roi.dtype))
+        ctx = {"box_outputs": m.logits, "cls_outputs": x.logits} if isinstance(
             self.mask_balancers[out.name], L.MagnitudeSelfBalance) else {}
         return self.mask_balancers[out.name](cls_total, mask, **ctx) * mask
 
     @staticmethod
-    def _aux_term(name: str, pred: Tensor, pred_boxes: Tensor, ref: Tensor, gt: Tensor) -> Tensor:
+    def _aux_term(name: str, pred: Tensor, x: L.StagePositives, stage: str) -> Tensor:
         """Quality branches of the standard one-stage baselines, trained with BCE on positives only:
         ATSS's centerness (target: the anchor centre's centerness in its GT box) and PAA's IoU
         prediction (target: IoU of the detached decoded box with its GT). docs/detectors.md."""
+        if x.gt is None:
+            raise ConfigError(f"the {name} branch of stage '{stage}' is trained from its positives' boxes, but the "
+                              "stage has no box regression; set detector.head.aux=none")
         if pred.numel() == 0:
             return pred.sum() * 0.0
         if name == "centerness":
-            target = L.centerness_weights((ref[:, :2] + ref[:, 2:]) / 2, gt)
+            target = L.centerness_weights((x.ref[:, :2] + x.ref[:, 2:]) / 2, x.gt)
         elif name == "iou":
-            target = L.box_iou_aligned(pred_boxes.detach(), gt)
+            target = L.box_iou_aligned(x.pred_boxes.detach(), x.gt)
         else:
             raise ConfigError(f"unknown auxiliary branch {name!r} (centerness | iou)")
         return L.binary_cross_entropy(pred.reshape(-1), target.to(pred.dtype))

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from rsdet.errors import ConfigError
+from rsdet.models.stage import StageOutput
 
 SAMPLERS = ("none", "random", "ohem")
 
@@ -124,3 +125,17 @@ def resolve_stage_sampler(sampler_cfg: Any, loss_cfg: Any, stage: str) -> dict:
             "'{batch_per_image: 256, positive_fraction: 0.5}')")
     return {"kind": kind, "batch_per_image": int(budget["batch_per_image"]),
             "positive_fraction": float(budget["positive_fraction"])}
+
+
+def sample_stage(out: StageOutput, sampler: dict, num_images: int, softmax: bool = False,
+                 row_losses: bool = True) -> StageOutput:
+    """``out`` restricted to the rows its stage's sampler keeps (``sampler``: from
+    :func:`resolve_stage_sampler`; ``none`` returns ``out`` itself). OHEM ranks the negatives by
+    :func:`ohem_row_losses` of the stage's logits (``softmax``: a classifier with the background
+    last); a stage that samples before it predicts passes ``row_losses=False``, and OHEM there is
+    then a configuration error."""
+    if sampler["kind"] == "none":
+        return out
+    losses = (ohem_row_losses(out.cls_logits, out.gt_classes, softmax=softmax)
+              if row_losses and sampler["kind"] == "ohem" else None)
+    return out.select(sample_instances(out.gt_classes, out.image_index, num_images, **sampler, losses=losses))

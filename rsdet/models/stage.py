@@ -34,6 +34,10 @@ class StageSpec:
     ``masks`` marks a stage whose positives also train a mask predictor (Mask R-CNN's ``rcnn``,
     YOLACT's ``head``): its ``StageOutput`` carries a ``MaskPrediction``, the criterion adds a mask term
     and mask labels (``loss.label=dice|iou_dice``) apply.
+    ``boxes=False`` marks a stage without box regression (a SOLO-style head that predicts masks
+    only): its ``StageOutput`` has no box fields, the criterion adds no ``<stage>_box`` term, the
+    continuous label defaults to the Dice of the predicted masks and box-only loss options on the
+    stage are configuration errors (docs/detectors.md, "The model layer").
     """
 
     name: str
@@ -43,6 +47,7 @@ class StageSpec:
     objectness: bool = False
     dense: bool = False
     masks: bool = False
+    boxes: bool = True
 
 
 @dataclass
@@ -103,6 +108,10 @@ class MaskPrediction:
             crop=None if self.crop is None else self.crop[keep])
 
 
+#: the box fields of a ``StageOutput``: all set on a box stage, all None on a box-less one
+BOX_FIELDS = ("box_deltas", "ref_boxes", "gt_boxes", "box_coder")
+
+
 @dataclass
 class StageOutput:
     """One stage's predictions and assignment, flattened over the images of the batch.
@@ -112,21 +121,40 @@ class StageOutput:
     background last) otherwise. ``gt_classes`` is (M,): the assigned class in [0, C) for a
     positive, ``NEGATIVE`` (-1) or ``IGNORED`` (-2). ``box_deltas`` (M, 4) are the deltas of the
     assigned class, relative to ``ref_boxes`` (anchors or proposals) under ``box_coder``;
-    ``gt_boxes`` are the matched ground truths (undefined for negatives). ``aux`` holds optional
-    extra per-row predictions a recipe trains (e.g. ATSS's centerness logit, (M,)); ``masks`` the
-    mask branch's predictions and targets on a mask stage.
+    ``gt_boxes`` are the matched ground truths (undefined for negatives). The four box fields are
+    required on a box stage and must be None on a stage declared ``StageSpec(boxes=False)``.
+    ``aux`` holds optional extra per-row predictions a recipe trains (e.g. ATSS's centerness logit,
+    (M,)); ``masks`` the mask branch's predictions and targets on a mask stage.
+
+    A box-less stage is built with keywords:
+    ``StageOutput(spec, cls_logits=..., gt_classes=..., image_index=..., masks=...)``.
     """
 
     spec: StageSpec
     cls_logits: Tensor
-    box_deltas: Tensor
-    ref_boxes: Tensor
-    gt_boxes: Tensor
-    gt_classes: Tensor
-    box_coder: det_utils.BoxCoder
-    image_index: Tensor
+    box_deltas: Tensor | None = None
+    ref_boxes: Tensor | None = None
+    gt_boxes: Tensor | None = None
+    gt_classes: Tensor = None  # required (checked below); a default only so the box fields may be left out
+    box_coder: det_utils.BoxCoder | None = None
+    image_index: Tensor = None  # required, as gt_classes
     aux: dict[str, Tensor] = field(default_factory=dict)
     masks: MaskPrediction | None = None
+
+    def __post_init__(self) -> None:
+        if self.gt_classes is None or self.image_index is None:
+            raise RsdetError(f"StageOutput of stage '{self.spec.name}' needs gt_classes and image_index")
+        given = [name for name in BOX_FIELDS if getattr(self, name) is not None]
+        if self.spec.boxes and len(given) != len(BOX_FIELDS):
+            missing = [name for name in BOX_FIELDS if name not in given]
+            raise RsdetError(f"StageOutput of box stage '{self.spec.name}' lacks {', '.join(missing)}; a stage "
+                             "without box regression is declared StageSpec(..., boxes=False)")
+        if not self.spec.boxes and given:
+            raise RsdetError(f"stage '{self.spec.name}' is declared without boxes (StageSpec.boxes=False) but its "
+                             f"StageOutput sets {', '.join(given)}")
+        if self.masks is not None and not self.spec.masks:
+            raise RsdetError(f"stage '{self.spec.name}' carries a MaskPrediction but is not declared a mask stage "
+                             "(StageSpec(..., masks=True))")
 
     @property
     def name(self) -> str:
@@ -142,8 +170,11 @@ class StageOutput:
 
     def select(self, rows: Tensor, image_offset: int = 0) -> "StageOutput":
         """The same stage restricted to ``rows`` (image indices shifted down by ``image_offset``)."""
-        return replace(self, cls_logits=self.cls_logits[rows], box_deltas=self.box_deltas[rows],
-                       ref_boxes=self.ref_boxes[rows], gt_boxes=self.gt_boxes[rows],
+        def rows_of(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t[rows]
+
+        return replace(self, cls_logits=self.cls_logits[rows], box_deltas=rows_of(self.box_deltas),
+                       ref_boxes=rows_of(self.ref_boxes), gt_boxes=rows_of(self.gt_boxes),
                        gt_classes=self.gt_classes[rows], image_index=self.image_index[rows] - image_offset,
                        aux={k: v[rows] for k, v in self.aux.items()},
                        masks=None if self.masks is None else self.masks.select(rows, len(self.gt_classes)))

@@ -75,7 +75,18 @@ def test_segm_needs_the_data_sets_masks():
         cfg = compose("train", overrides=["detector=mask_rcnn", "dataset.with_masks=false"])
     with pytest.raises(RsdetError, match="dataset.with_masks=false"):
         check_iou_types(cfg)
+    # mask AP alone is a valid choice (a mask-only detector takes its boxes from its masks, so box AP
+    # stays possible but is not required)
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("train", overrides=["detector=mask_rcnn", "eval.iou_types=[segm]"])
+    assert check_iou_types(cfg) == ["segm"]
+    for bad, match in (("[segm,segm]", "twice"), ("[bbox,mask]", "'mask'.* not an evaluation")):
+        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+            cfg = compose("train", overrides=["detector=mask_rcnn", f"eval.iou_types={bad}"])
+        with pytest.raises(RsdetError, match=match):
+            check_iou_types(cfg)
+    # evaluation during training keys its rows by box AP (metrics_history.jsonl)
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=["detector=mask_rcnn", "eval.iou_types=[segm]", "eval.every_epochs=1"])
     with pytest.raises(RsdetError, match="include bbox"):
         check_iou_types(cfg)

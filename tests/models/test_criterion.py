@@ -167,7 +167,7 @@ def _mask_stage(seed=0):
 
 
 def _direct_masks(out):
-    from rsdet.models.heads.protonet import box_region
+    from rsdet.models.image_masks import box_region
 
     pos = torch.tensor([1, 2, 6])
     b = out.branch

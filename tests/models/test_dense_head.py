@@ -7,7 +7,9 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.image_list import ImageList
 
 from rsdet.errors import ConfigError
-from rsdet.models.heads.dense import DenseHead, dense_anchor_sizes, group_norm_groups
+from rsdet.models.anchors import dense_anchor_sizes
+from rsdet.models.heads.dense import DenseHead
+from rsdet.models.heads.layers import group_norm_groups
 
 
 def _anchors(sizes, image_hw, feature_hws, batch=1):
@@ -15,15 +17,6 @@ def _anchors(sizes, image_hw, feature_hws, batch=1):
     images = ImageList(torch.zeros(batch, 3, *image_hw), [image_hw] * batch)
     feats = [torch.zeros(batch, 1, h, w) for h, w in feature_hws]
     return gen(images, feats)
-
-
-def test_dense_anchor_sizes_are_octave_scales():
-    sizes = dense_anchor_sizes([8, 16, 128])
-    assert sizes[0] == pytest.approx((32.0, 32 * 2 ** (1 / 3), 32 * 2 ** (2 / 3)))
-    assert sizes[0] == pytest.approx((32.0, 40.3175, 50.7968), abs=1e-4)
-    assert sizes[1][0] == 64.0 and sizes[2][0] == 512.0
-    assert all(len(s) == 3 for s in sizes)
-    assert dense_anchor_sizes([8], octave_base_scale=8, scales_per_octave=1) == [(64.0,)]
 
 
 def test_output_shapes_match_anchor_count():

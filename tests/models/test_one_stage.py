@@ -1,4 +1,4 @@
-"""One-stage detector pieces: anchor grid, score voting, per-image assignment, test-time scoring."""
+"""One-stage detector pieces: score voting, per-image assignment, test-time scoring."""
 
 import math
 
@@ -7,8 +7,8 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from rsdet.models import build_detector
-from rsdet.models.detectors.one_stage import grid_anchors, score_voting
-from rsdet.models.heads.dense import dense_anchor_sizes
+from rsdet.models.anchors import dense_anchor_sizes, grid_anchors
+from rsdet.models.detectors.one_stage import score_voting
 from rsdet.train_cli import CONF_DIR
 
 
@@ -16,27 +16,6 @@ def _model(detector, loss="rs", extra=()):
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("train", overrides=[f"detector={detector}", f"loss={loss}", *extra])
     return build_detector(cfg, 6)
-
-
-def test_grid_anchors_use_the_network_stride_and_the_head_row_order():
-    sizes = dense_anchor_sizes([8, 128], octave_base_scale=4, scales_per_octave=3)
-    p3, p7 = grid_anchors([(2, 3), (1, 2)], [8, 128], sizes, torch.device("cpu"))
-    assert p3.shape == (2 * 3 * 3, 4) and p7.shape == (1 * 2 * 3, 4)
-    # row order y, x, anchor: row 3 is (y=0, x=1, anchor 0): centre (8, 0), side 32
-    assert torch.allclose(p3[3], torch.tensor([8 - 16.0, -16.0, 8 + 16.0, 16.0]))
-    # anchor 1 of a location has side 32 * 2^(1/3) = 40.3 (not rounded to whole pixels)
-    assert math.isclose(float(p3[1, 2] - p3[1, 0]), 32 * 2 ** (1 / 3), rel_tol=1e-6)
-    # P7 centres step by 128 whatever the padded image size
-    assert float(p7[3, 0] + p7[3, 2]) / 2 == 128.0
-    # same anchors, same order as torchvision's generator (which DenseHead's flattening follows)
-    # where that one is right: integer sizes, an image that is a multiple of every stride
-    from torchvision.models.detection.anchor_utils import AnchorGenerator
-    from torchvision.models.detection.image_list import ImageList
-
-    gen = AnchorGenerator(((16, 32),), ((1.0,),))
-    ours = grid_anchors([(4, 4)], [8], [(16.0, 32.0)], torch.device("cpu"))[0]
-    theirs = gen(ImageList(torch.zeros(1, 3, 32, 32), [(32, 32)]), [torch.zeros(1, 8, 4, 4)])[0]
-    assert torch.equal(ours, theirs)
 
 
 def test_score_voting_averages_same_class_candidates_by_score_and_iou():

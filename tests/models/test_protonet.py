@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from rsdet.errors import ConfigError
-from rsdet.models.heads.protonet import (ProtoNet, YolactHead, assemble_masks, box_region, crop_masks, gt_masks_at,
-                                         prototype_mask_prediction)
+from rsdet.models.heads.protonet import ProtoNet, YolactHead, assemble_masks, gt_masks_at, prototype_mask_prediction
+from rsdet.models.image_masks import box_region
 
 
 def test_head_outputs_logits_deltas_and_tanh_coefficients_per_anchor():
@@ -33,21 +33,6 @@ def test_masks_are_the_sigmoid_of_the_prototype_combination():
     masks = assemble_masks(protos, coeffs)
     expected = torch.sigmoid(torch.tensor([[[1.0, -1.0], [-1.0, 2.0]], [[0.5, 0.0], [0.0, 1.0]]]))
     assert torch.allclose(masks, expected)
-
-
-def test_box_region_keeps_pixels_whose_centre_is_inside_the_box():
-    box = torch.tensor([[1.2, 0.5, 2.8, 3.0]])
-    region = box_region(box, 5, 5)[0]
-    # centres x = 1.5, 2.5 in [1.2, 2.8]; y = 0.5, 1.5, 2.5 in [0.5, 3.0]
-    expected = torch.zeros(5, 5)
-    expected[0:3, 1:3] = 1
-    assert torch.equal(region, expected)
-    grown = box_region(box, 5, 5, padding=1.0)[0]  # x in [0.2, 3.8], y in [-0.5, 4.0]
-    expected = torch.zeros(5, 5)
-    expected[0:4, 0:4] = 1
-    assert torch.equal(grown, expected)
-    masks = torch.full((1, 5, 5), 0.7)
-    assert torch.allclose(crop_masks(masks, box), 0.7 * box_region(box, 5, 5))
 
 
 def test_gt_masks_are_padded_resized_and_thresholded():

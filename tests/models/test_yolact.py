@@ -7,7 +7,7 @@ from hydra import compose, initialize_config_dir
 
 from rsdet.errors import DataError
 from rsdet.models import build_detector
-from rsdet.models.detectors.one_stage import grid_anchors
+from rsdet.models.anchors import grid_anchors
 from rsdet.train_cli import CONF_DIR
 
 SMALL = ["detector.backbone.fpn_channels=64", "detector.proto.channels=16", "dataset.min_size=96",
@@ -80,7 +80,7 @@ def test_eval_gives_boxes_labels_and_probability_masks_in_the_original_frame(nms
     assert det["masks"].min() >= 0 and det["masks"].max() <= 1
     assert (det["boxes"][:, 2] <= 80).all() and (det["boxes"][:, 3] <= 60).all()
     # zero outside the (original-frame) box: pixel centres outside it carry no probability
-    from rsdet.models.heads.protonet import box_region
+    from rsdet.models.image_masks import box_region
 
     outside = 1 - box_region(det["boxes"], 60, 80)
     assert (det["masks"][:, 0] * outside).abs().max() == 0
@@ -89,11 +89,12 @@ def test_eval_gives_boxes_labels_and_probability_masks_in_the_original_frame(nms
 def test_masks_are_mapped_from_the_resized_to_the_original_frame(monkeypatch):
     model = _model().eval()
 
-    def detect(images, features):  # a known mask in the resized frame: the left half of a 96 x 128 image
+    def detect(images, features):  # a known mask in the resized (= padded) frame: the left half of 96 x 128
+        assert tuple(images.tensors.shape[-2:]) == (96, 128)
         probs = torch.zeros(1, 96, 128)
         probs[0, :, :64] = 0.8
         return [{"boxes": torch.tensor([[0.0, 0, 128, 96]]), "scores": torch.tensor([0.9]),
-                 "labels": torch.tensor([2]), "mask_probs": probs}]
+                 "labels": torch.tensor([2]), "image_masks": probs}]
 
     monkeypatch.setattr(model, "detect", detect)
     det = model([torch.rand(3, 48, 64)])[0]

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from rsdet.errors import RsdetError
 
-__all__ = ["AssignerInputError", "anchor_centers", "pairwise_iou", "atss_assign"]
+__all__ = ["AssignerInputError", "anchor_centers", "pairwise_iou", "atss_assign", "atss_assign_boxes"]
 
 # A candidate's centre must be farther than this (in pixels) from every side of the box.
 CENTER_MARGIN = 0.01
@@ -183,3 +183,12 @@ def atss_assign(anchors: Tensor, num_anchors_per_level: Sequence[int], gt_boxes:
         gt_classes = torch.where(is_pos, labels[best_gt.clamp(max=num_gts - 1)],
                                  torch.full_like(matched_gt, -1))
     return gt_classes, matched_gt
+
+
+def atss_assign_boxes(anchors: Tensor, num_anchors_per_level: Sequence[int], gt_boxes: Tensor, gt_labels: Tensor,
+                      topk: int = 9) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`atss_assign` in the form of ``max_iou_assign``: ``(classes, matched GT box, matched GT
+    index)`` per anchor; the boxes of negatives are those of GT 0 (zeros in an image without objects)."""
+    classes, index = atss_assign(anchors, num_anchors_per_level, gt_boxes, gt_labels, topk)
+    boxes = gt_boxes[index.clamp(min=0)] if gt_boxes.numel() else torch.zeros_like(anchors)
+    return classes, boxes, index

@@ -3,8 +3,14 @@
 A detector declares its loss-bearing stages (``self.stages``: ``StageSpec`` list), returns one
 ``StageOutput`` per stage from ``stage_outputs`` in training and detections from ``detect`` at test;
 the base turns stage outputs into named loss terms with the shared criterion. ``forward`` returns
-``(loss_terms, stats)`` in training mode and a list of detections (boxes in input-image pixels,
-scores, labels in [0, C)) in eval mode (docs/detectors.md, "The model layer").
+``(loss_terms, stats)`` in training mode and a list of detections (boxes in original-image pixels,
+scores, labels in [0, C), and ``masks`` for a mask detector) in eval mode (docs/detectors.md,
+"The model layer" and "Detection output").
+
+Masks leave ``detect`` in one of two forms, and ``forward`` brings both to the original frame:
+``masks`` (n, 1, M, M) per RoI in the resized frame (Mask R-CNN; torchvision's ``postprocess``
+pastes them into their boxes), or ``image_masks`` (n, h, w) covering the padded input at any
+proportional resolution (YOLACT, SOLO-style heads; ``rsdet.models.image_masks``).
 """
 
 from __future__ import annotations
@@ -14,7 +20,9 @@ from typing import Any, Sequence
 from torch import Tensor, nn
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
+from rsdet.errors import RsdetError
 from rsdet.models.criterion import Criterion, check_stage_overrides
+from rsdet.models.image_masks import image_masks_to_original
 from rsdet.models.stage import StageOutput, StageSpec
 
 # ImageNet statistics in [0, 1] units (mean 123.675/116.28/103.53, std 58.395/57.12/57.375 in 0-255).
@@ -34,9 +42,13 @@ class Detector(nn.Module):
 
     ``predicts_masks``: the detector's detections carry ``masks`` (n, 1, H, W) probabilities in the
     original image frame (docs/detectors.md, "Detection output"); mask AP (``eval.iou_types``
-    with segm) is allowed only for such detectors."""
+    with segm) is allowed only for such detectors. ``detect`` returns them as RoI ``masks`` or as
+    whole-input ``image_masks`` (module docstring)."""
 
     predicts_masks: bool = False
+    #: ``image_masks`` are set to zero outside their detection's box in the original frame (YOLACT
+    #: crops its assembled masks to the predicted box)
+    crop_image_masks_to_boxes: bool = False
 
     def __init__(self, cfg: Any, num_classes: int, stages: Sequence[StageSpec], size_divisible: int = 32):
         super().__init__()
@@ -73,4 +85,14 @@ class Detector(nn.Module):
                 stats.update(stage_stats)
             return terms, stats
         dets = self.detect(image_list, features)
-        return self.transform.postprocess(dets, image_list.image_sizes, original_sizes)
+        for det in dets:
+            if "image_masks" in det and "masks" in det:
+                raise RsdetError(f"{type(self).__name__}.detect returned both masks (RoI masks) and image_masks "
+                                 "(whole-image masks); return one of them")
+        dets = self.transform.postprocess(dets, image_list.image_sizes, original_sizes)  # boxes, RoI masks
+        padded = tuple(image_list.tensors.shape[-2:])
+        for det, size, original in zip(dets, image_list.image_sizes, original_sizes):
+            if "image_masks" in det:
+                det["masks"] = image_masks_to_original(det.pop("image_masks"), tuple(size), padded, original,
+                                                       det["boxes"] if self.crop_image_masks_to_boxes else None)
+        return dets

@@ -25,11 +25,11 @@ from torchvision.ops import clip_boxes_to_image
 from rsdet.errors import ConfigError
 from rsdet.losses import classifier_of
 from rsdet.models.backbone import build_backbone
-from rsdet.models.build import register
 from rsdet.models.criterion import stage_loss_config
 from rsdet.models.detectors.base import Detector
 from rsdet.models.heads.roi_box import RoIHead
 from rsdet.models.heads.rpn import RPN
+from rsdet.models.registry import register
 from rsdet.models.samplers import resolve_stage_sampler
 from rsdet.models.stage import StageOutput, StageSpec
 

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from rsdet.models.build import register
 from rsdet.models.criterion import stage_loss_config
 from rsdet.models.detectors.faster_rcnn import FasterRCNN
 from rsdet.models.heads.roi_mask import MaskBranch
+from rsdet.models.registry import register
 
 
 @register("mask_rcnn")

@@ -19,41 +19,18 @@ from torchvision.models.detection import _utils as det_utils
 from torchvision.ops import batched_nms, box_iou, clip_boxes_to_image, remove_small_boxes
 
 from rsdet.errors import ConfigError
-from rsdet.models.assign.atss import atss_assign
+from rsdet.models.anchors import dense_anchor_sizes, grid_anchors
+from rsdet.models.assign.atss import atss_assign_boxes
 from rsdet.models.assign.max_iou import MinIoUMatcher, max_iou_assign
 from rsdet.models.assign.paa import paa_anchor_scores, paa_reassign
 from rsdet.models.backbone import build_backbone
-from rsdet.models.build import register
 from rsdet.models.criterion import stage_loss_config
 from rsdet.models.detectors.base import Detector
-from rsdet.models.heads.dense import DenseHead, dense_anchor_sizes
-from rsdet.models.samplers import ohem_row_losses, resolve_stage_sampler, sample_instances
+from rsdet.models.heads.dense import DenseHead
+from rsdet.models.registry import register
+from rsdet.models.samplers import resolve_stage_sampler, sample_stage
 from rsdet.models.stage import NEGATIVE, StageOutput, StageSpec
-
-
-def grid_anchors(shapes: list[tuple[int, int]], strides: list[int], sizes: list[tuple[float, ...]],
-                 device: torch.device, aspect_ratios: tuple[float, ...] = (1.0,),
-                 center_offset: float = 0.0) -> list[Tensor]:
-    """Anchors per level, centred at ((x + offset)·stride, (y + offset)·stride), rows ordered y, x,
-    anchor. A location's anchors are size-major: for each size s every ratio r = h / w gives
-    w = s / √r, h = s·√r (ATSS/PAA: square anchors at offset 0; YOLACT: ratios 0.5, 1, 2 at offset 0.5).
-
-    Written here rather than taken from torchvision's AnchorGenerator because that one infers the
-    stride from the padded image size, which is not the network stride on P7 when the image is not
-    a multiple of 128 (and it rounds anchor sizes to whole pixels)."""
-    out = []
-    roots = torch.tensor([float(r) for r in aspect_ratios], dtype=torch.float32, device=device).sqrt()
-    for (h, w), stride, level_sizes in zip(shapes, strides, sizes):
-        size = torch.tensor(level_sizes, dtype=torch.float32, device=device)
-        half_w = (size[:, None] / roots[None] / 2).reshape(-1)
-        half_h = (size[:, None] * roots[None] / 2).reshape(-1)
-        base = torch.stack([-half_w, -half_h, half_w, half_h], dim=1)  # (A, 4)
-        ys = (torch.arange(h, dtype=torch.float32, device=device) + center_offset) * stride
-        xs = (torch.arange(w, dtype=torch.float32, device=device) + center_offset) * stride
-        y, x = torch.meshgrid(ys, xs, indexing="ij")
-        shifts = torch.stack([x, y, x, y], dim=-1).reshape(-1, 1, 4)
-        out.append((shifts + base[None]).reshape(-1, 4))
-    return out
+from rsdet.models.topk import top_k_per_level
 
 
 class OneStageDetector(Detector):
@@ -121,12 +98,7 @@ class OneStageDetector(Detector):
             image_index=torch.arange(num_images, device=cls.device).repeat_interleave(n),
             aux={} if aux is None else {self.aux_kind: aux.reshape(-1)},
         )
-        if self.sampler["kind"] != "none":
-            losses = (ohem_row_losses(out.cls_logits, out.gt_classes, softmax=False)
-                      if self.sampler["kind"] == "ohem" else None)
-            out = out.select(sample_instances(out.gt_classes, out.image_index, num_images, **self.sampler,
-                                              losses=losses))
-        return [out]
+        return [sample_stage(out, self.sampler, num_images)]
 
     # ------------------------------------------------------------------ test
     def _scores(self, cls: Tensor, aux: Tensor | None) -> Tensor:
@@ -146,12 +118,7 @@ class OneStageDetector(Detector):
         for b, size in enumerate(images.image_sizes):
             scores = self._scores(cls[b], None if aux is None else aux[b, :, 0])
             # per level: the top-k anchors by their best class score (docs/detectors.md, "Test")
-            keep_rows = []
-            for rows in torch.arange(len(anchors), device=anchors.device).split(per_level):
-                best = scores[rows].max(dim=1).values
-                k = min(self.pre_nms_top_n, len(rows))
-                keep_rows.append(rows[best.topk(k).indices])
-            rows = torch.cat(keep_rows)
+            rows = top_k_per_level(scores, per_level, self.pre_nms_top_n)
             s = scores[rows]
             anchor_idx, labels = torch.nonzero(s > self.score_thresh, as_tuple=True)
             rows = rows[anchor_idx]
@@ -187,9 +154,7 @@ class ATSS(OneStageDetector):
         self.topk = int(cfg.detector.assigner.topk)
 
     def assign(self, anchors, per_level, target, cls_logits, deltas):
-        classes, matched = atss_assign(anchors, per_level, target["boxes"], target["labels"], self.topk)
-        gt = target["boxes"]
-        boxes = gt[matched.clamp(min=0)] if gt.numel() else torch.zeros_like(anchors)
+        classes, boxes, _ = atss_assign_boxes(anchors, per_level, target["boxes"], target["labels"], self.topk)
         return classes, boxes
 
 

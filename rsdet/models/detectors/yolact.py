@@ -15,24 +15,24 @@ import math
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torchvision.models.detection import _utils as det_utils
 from torchvision.ops import clip_boxes_to_image
 
 from rsdet import losses as L
 from rsdet.errors import ConfigError, DataError
-from rsdet.models.assign.atss import atss_assign
+from rsdet.models.assign.atss import atss_assign_boxes
 from rsdet.models.assign.max_iou import MinIoUMatcher, max_iou_assign
+from rsdet.models.anchors import grid_anchors
 from rsdet.models.backbone import build_backbone
-from rsdet.models.build import register
 from rsdet.models.detectors.base import Detector
-from rsdet.models.detectors.one_stage import grid_anchors
 from rsdet.models.fast_nms import fast_nms, standard_nms
-from rsdet.models.heads.protonet import (ProtoNet, YolactHead, assemble_masks, crop_masks, gt_masks_at,
-                                         prototype_mask_prediction)
-from rsdet.models.samplers import ohem_row_losses, resolve_stage_sampler, sample_instances
+from rsdet.models.heads.protonet import ProtoNet, YolactHead, assemble_masks, gt_masks_at, prototype_mask_prediction
+from rsdet.models.image_masks import crop_masks
+from rsdet.models.registry import register
+from rsdet.models.samplers import resolve_stage_sampler, sample_stage
 from rsdet.models.stage import StageOutput, StageSpec
+from rsdet.models.topk import top_k_per_level
 
 NMS_KINDS = {"fast": fast_nms, "standard": standard_nms}
 
@@ -43,6 +43,7 @@ class YOLACT(Detector):
     background (``loss=ce``, the standard YOLACT); the classifier follows the loss."""
 
     predicts_masks = True
+    crop_image_masks_to_boxes = True  # zero outside the predicted box, also after resizing to the original frame
 
     def __init__(self, cfg: Any, num_classes: int):
         det = cfg.detector
@@ -112,10 +113,7 @@ class YOLACT(Detector):
         >= fg_iou, negative < bg_iou, ignored between) or ATSS (no ignored rows; docs/assigners.md)."""
         if self.assigner_kind == "max_iou":
             return max_iou_assign(self.matcher, anchors, target["boxes"], target["labels"])
-        classes, index = atss_assign(anchors, per_level, target["boxes"], target["labels"], self.atss_topk)
-        boxes = target["boxes"]
-        matched = boxes[index.clamp(min=0)] if len(boxes) else torch.zeros_like(anchors)
-        return classes, matched, index
+        return atss_assign_boxes(anchors, per_level, target["boxes"], target["labels"], self.atss_topk)
 
     def stage_outputs(self, images, features, targets):
         cls, reg, coef, protos, anchor_levels = self._predict(features)
@@ -148,12 +146,7 @@ class YOLACT(Detector):
         out = StageOutput(spec=self.spec, cls_logits=cls.reshape(-1, cls.shape[-1]), box_deltas=reg.reshape(-1, 4),
                           ref_boxes=anchors.repeat(num_images, 1), gt_boxes=gt_boxes, gt_classes=gt_classes,
                           box_coder=self.box_coder, image_index=image_index, masks=masks)
-        if self.sampler["kind"] != "none":
-            losses = (ohem_row_losses(out.cls_logits, out.gt_classes, softmax=self.softmax)
-                      if self.sampler["kind"] == "ohem" else None)
-            out = out.select(sample_instances(out.gt_classes, out.image_index, num_images, **self.sampler,
-                                              losses=losses))
-        return [out]
+        return [sample_stage(out, self.sampler, num_images, softmax=self.softmax)]
 
     # ------------------------------------------------------------------ test
     def _scores(self, cls: Tensor) -> Tensor:
@@ -161,44 +154,21 @@ class YOLACT(Detector):
 
     @torch.no_grad()
     def detect(self, images, features):
-        """Detections in the resized frame; masks as ``mask_probs`` (n, h, w) at the resized, unpadded
-        image size (``forward`` maps them to the original frame as ``masks``)."""
+        """Detections in the resized frame; each detection's mask as ``image_masks`` (n, h, w) at the
+        prototype resolution over the padded input, zero outside its predicted box (+ the crop padding);
+        ``Detector.forward`` maps them to the original frame as ``masks`` (docs/detectors.md)."""
         cls, reg, coef, protos, anchor_levels = self._predict(features)
         per_level = [len(a) for a in anchor_levels]
         anchors = torch.cat(anchor_levels)
-        per_level = [len(a) for a in anchor_levels]
-        padded = tuple(images.tensors.shape[-2:])
-        stride = self._proto_stride(padded, protos)
+        stride = self._proto_stride(tuple(images.tensors.shape[-2:]), protos)
         results = []
         for b, size in enumerate(images.image_sizes):
             scores = self._scores(cls[b])
-            keep_rows = []
-            for rows in torch.arange(len(anchors), device=anchors.device).split(per_level):
-                best = scores[rows].max(dim=1).values
-                keep_rows.append(rows[best.topk(min(self.pre_nms_top_n, len(rows))).indices])
-            rows = torch.cat(keep_rows)
+            rows = top_k_per_level(scores, per_level, self.pre_nms_top_n)
             boxes = clip_boxes_to_image(self.box_coder.decode_single(reg[b, rows], anchors[rows]), size)
             kept, labels, kept_scores = self.nms(boxes, scores[rows], self.nms_thresh, self.score_thresh, self.top_k,
                                                  self.detections_per_img)
             boxes = boxes[kept]
             masks = crop_masks(assemble_masks(protos[b], coef[b, rows[kept]]), boxes / stride, self.crop_padding)
-            masks = F.interpolate(masks[None], size=padded, mode="bilinear", align_corners=False)[0]
-            results.append({"boxes": boxes, "scores": kept_scores, "labels": labels,
-                            "mask_probs": masks[:, : size[0], : size[1]]})
+            results.append({"boxes": boxes, "scores": kept_scores, "labels": labels, "image_masks": masks})
         return results
-
-    def forward(self, images: list[Tensor], targets: list[dict] | None = None):
-        """Training: loss terms and stats. Eval: per image ``boxes``, ``scores``, ``labels`` in [0, C) and
-        ``masks`` (n, 1, H, W) mask probabilities in the original image frame, zero outside the box."""
-        if self.training:
-            return super().forward(images, targets)
-        original_sizes = [tuple(img.shape[-2:]) for img in images]
-        dets = super().forward(images)  # the transform maps boxes back; "mask_probs" is not touched by it
-        for det, size in zip(dets, original_sizes):
-            probs = det.pop("mask_probs")
-            if probs.shape[0] and tuple(probs.shape[-2:]) != size:
-                probs = F.interpolate(probs[None], size=size, mode="bilinear", align_corners=False)[0]
-            elif not probs.shape[0]:
-                probs = probs.new_zeros((0, *size))
-            det["masks"] = crop_masks(probs.clamp(0.0, 1.0), det["boxes"])[:, None]
-        return dets

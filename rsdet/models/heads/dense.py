@@ -1,4 +1,4 @@
-"""Dense (one-stage) anchor head shared by ATSS and PAA, and their anchor sizes.
+"""Dense (one-stage) anchor head shared by ATSS and PAA.
 
 The head is the RetinaNet-style head of ATSS (Zhang et al., CVPR 2020) and PAA (Kim & Lee,
 ECCV 2020): one tower of ``num_convs`` 3x3 conv + norm + ReLU for classification, another for
@@ -6,7 +6,8 @@ regression, a 3x3 classifier conv to A*C sigmoid logits, a 3x3 regression conv t
 multiplied by a learnable scalar per pyramid level, and optionally one more 3x3 conv on the
 regression tower to A*1 outputs (centerness for the ATSS baseline, IoU prediction for the PAA
 baseline; the RS variants drop it). Outputs are flattened in the order torchvision's
-``AnchorGenerator`` lays out anchors: level, then row (y), then column (x), then anchor.
+``AnchorGenerator`` lays out anchors: level, then row (y), then column (x), then anchor. The anchors
+are in ``rsdet.models.anchors``, the tower and the flattening in ``rsdet.models.heads.layers``.
 """
 
 from __future__ import annotations
@@ -14,75 +15,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-import torch
 from torch import Tensor, nn
 
 from rsdet.errors import ConfigError
+from rsdet.models.heads.layers import NORMS, Scale, conv_tower, flatten_levels
 
-__all__ = ["DenseHead", "Scale", "dense_anchor_sizes", "group_norm_groups", "flatten_levels",
-           "NORMS", "AUX_OUTPUTS"]
+__all__ = ["DenseHead", "AUX_OUTPUTS"]
 
-NORMS = ("gn", "none")
 AUX_OUTPUTS = ("none", "centerness", "iou")
-GN_GROUPS = 32
-
-
-def dense_anchor_sizes(strides: Sequence[int], octave_base_scale: float = 4,
-                       scales_per_octave: int = 3) -> list[tuple[float, ...]]:
-    """Anchor sizes per level: ``octave_base_scale * stride * 2 ** (k / scales_per_octave)``.
-
-    With the RS-ATSS / RS-PAA values (base 4, 3 scales, strides 8..128) every location of the
-    stride-8 level gets anchors of 32, 40.3 and 50.8 pixels (aspect ratio 1). Feed the result to
-    torchvision's ``AnchorGenerator(sizes, ((1.0,),) * len(sizes))``; note that it rounds the
-    anchor half-sizes to whole pixels.
-    """
-    if scales_per_octave < 1:
-        raise ConfigError(f"scales_per_octave must be >= 1, got {scales_per_octave!r}")
-    return [tuple(float(octave_base_scale * s * 2 ** (k / scales_per_octave))
-                  for k in range(scales_per_octave)) for s in strides]
-
-
-def group_norm_groups(channels: int, groups: int = GN_GROUPS) -> int:
-    """Number of GroupNorm groups: 32, or gcd(32, channels) when 32 does not divide ``channels``
-    (16 channels -> 16 groups, 24 -> 8), so narrow CPU-sized heads still normalise."""
-    return math.gcd(groups, channels)
-
-
-class Scale(nn.Module):
-    """Multiply the input by one learnable scalar (initialised to ``init``)."""
-
-    def __init__(self, init: float = 1.0):
-        super().__init__()
-        self.scale = nn.Parameter(torch.tensor(float(init)))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return x * self.scale
-
-
-def flatten_levels(outputs: Sequence[Tensor], num_anchors: int) -> Tensor:
-    """Turn per-level maps (B, A*K, H, W) into one (B, sum over levels of H*W*A, K) tensor.
-
-    Channel ``a * K + k`` of a map is value ``k`` of anchor ``a``; rows come out level by level,
-    then by y, x and anchor, matching torchvision's ``AnchorGenerator``.
-    """
-    flat = []
-    for out in outputs:
-        b, ak, h, w = out.shape
-        k = ak // num_anchors
-        flat.append(out.reshape(b, num_anchors, k, h, w).permute(0, 3, 4, 1, 2).reshape(b, -1, k))
-    return torch.cat(flat, dim=1)
-
-
-def _tower(in_channels: int, channels: int, num_convs: int, norm: str) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for i in range(num_convs):
-        c_in = in_channels if i == 0 else channels
-        # a conv followed by GroupNorm has no bias (the norm's shift replaces it)
-        layers.append(nn.Conv2d(c_in, channels, 3, padding=1, bias=norm == "none"))
-        if norm == "gn":
-            layers.append(nn.GroupNorm(group_norm_groups(channels), channels))
-        layers.append(nn.ReLU(inplace=True))
-    return nn.Sequential(*layers)
 
 
 class DenseHead(nn.Module):
@@ -95,7 +35,7 @@ class DenseHead(nn.Module):
         num_levels: number of pyramid levels (one learnable regression Scale each).
         num_convs: conv + norm + ReLU blocks per tower (4 in ATSS/PAA; 0 allowed).
         feat_channels: tower width (default: ``in_channels``).
-        norm: ``"gn"`` (GroupNorm, see :func:`group_norm_groups`) or ``"none"``.
+        norm: ``"gn"`` (GroupNorm, see :func:`rsdet.models.heads.layers.group_norm_groups`) or ``"none"``.
         aux: ``"none"``, ``"centerness"`` or ``"iou"``: an extra A*1 conv on the regression tower.
         prior_prob: initial foreground probability of the classifier (bias -log((1-p)/p)).
 
@@ -125,8 +65,8 @@ class DenseHead(nn.Module):
         self.num_levels = num_levels
         self.aux_kind = aux
 
-        self.cls_tower = _tower(in_channels, feat_channels, num_convs, norm)
-        self.reg_tower = _tower(in_channels, feat_channels, num_convs, norm)
+        self.cls_tower = conv_tower(in_channels, feat_channels, num_convs, norm)
+        self.reg_tower = conv_tower(in_channels, feat_channels, num_convs, norm)
         self.cls_out = nn.Conv2d(tower_out, num_anchors * num_classes, 3, padding=1)
         self.reg_out = nn.Conv2d(tower_out, num_anchors * 4, 3, padding=1)
         self.aux_out = (nn.Conv2d(tower_out, num_anchors, 3, padding=1) if aux != "none"

@@ -6,8 +6,7 @@ anchor is sigmoid(prototypes · coefficients), cropped to a box: the matched gro
 training, the predicted box at test (docs/detectors.md, "YOLACT").
 
 Conventions: prototypes are (B, k, h, w) at a quarter of the padded input size (P3 upsampled ×2);
-boxes given to :func:`box_region` are in mask pixels, pixel (i, j) covering [j, j+1) × [i, i+1), and a
-pixel belongs to a box when its centre (j + 0.5, i + 0.5) lies in the box grown by ``padding`` pixels.
+boxes are cropped with :func:`rsdet.models.image_masks.box_region` in mask pixels.
 """
 
 from __future__ import annotations
@@ -18,10 +17,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rsdet.errors import ConfigError
-from rsdet.models.heads.dense import flatten_levels, group_norm_groups
+from rsdet.models.heads.layers import conv_tower, flatten_levels
+from rsdet.models.image_masks import box_region
 from rsdet.models.stage import MaskPrediction
 
-__all__ = ["YolactHead", "ProtoNet", "assemble_masks", "box_region", "crop_masks", "prototype_mask_prediction"]
+__all__ = ["YolactHead", "ProtoNet", "assemble_logits", "assemble_masks", "gt_masks_at", "prototype_mask_prediction"]
 
 
 def _xavier(module: nn.Module) -> None:
@@ -30,16 +30,6 @@ def _xavier(module: nn.Module) -> None:
             nn.init.xavier_uniform_(m.weight)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
-
-
-def _convs(in_channels: int, channels: int, num: int, norm: str) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for i in range(num):
-        layers.append(nn.Conv2d(in_channels if i == 0 else channels, channels, 3, padding=1, bias=norm == "none"))
-        if norm == "gn":
-            layers.append(nn.GroupNorm(group_norm_groups(channels), channels))
-        layers.append(nn.ReLU(inplace=True))
-    return nn.Sequential(*layers)
 
 
 class YolactHead(nn.Module):
@@ -62,9 +52,9 @@ class YolactHead(nn.Module):
         if norm not in ("none", "gn"):
             raise ConfigError(f"detector.head.norm={norm!r} is not one of none, gn")
         feat = int(feat_channels or in_channels)
-        self.tower = _convs(in_channels, feat, num_convs, norm)
+        self.tower = conv_tower(in_channels, feat, num_convs, norm)
         out_ch = feat if num_convs else in_channels
-        self.cls_tower = _convs(out_ch, feat, int(cls_convs), norm)  # extra class-branch convs (0 in YOLACT)
+        self.cls_tower = conv_tower(out_ch, feat, int(cls_convs), norm)  # extra class-branch convs (0 in YOLACT)
         cls_ch = feat if cls_convs else out_ch
         self.num_anchors = num_anchors
         self.cls_out = nn.Conv2d(cls_ch, num_anchors * num_cls_outputs, 3, padding=1)
@@ -97,10 +87,7 @@ class ProtoNet(nn.Module):
         if int(num_protos) < 1 or int(channels) < 1 or int(num_convs) < 0:
             raise ConfigError(f"detector.proto: channels ({channels}) and num_protos ({num_protos}) must be >= 1, "
                               f"num_convs ({num_convs}) >= 0")
-        layers: list[nn.Module] = []
-        for i in range(num_convs):
-            layers += [nn.Conv2d(in_channels if i == 0 else channels, channels, 3, padding=1), nn.ReLU(inplace=True)]
-        self.pre = nn.Sequential(*layers)
+        self.pre = conv_tower(in_channels, channels, num_convs)
         mid = channels if num_convs else in_channels
         self.post = nn.Sequential(nn.Conv2d(mid, channels, 3, padding=1), nn.ReLU(inplace=True),
                                   nn.Conv2d(channels, num_protos, 1), nn.ReLU(inplace=True))
@@ -125,23 +112,6 @@ def assemble_logits(protos: Tensor, coeffs: Tensor) -> Tensor:
 def assemble_masks(protos: Tensor, coeffs: Tensor) -> Tensor:
     """sigmoid(Σ_k protos[k] · coeffs[:, k]): (P, h, w) mask probabilities (YOLACT Eq. 1)."""
     return torch.sigmoid(assemble_logits(protos, coeffs))
-
-
-def box_region(boxes: Tensor, height: int, width: int, padding: float = 0.0) -> Tensor:
-    """(P, height, width) 0/1 indicator of the pixels whose centre lies in each box (x1, y1, x2, y2 in
-    pixels, grown by ``padding`` on every side; swapped corners are sorted first)."""
-    x1 = torch.minimum(boxes[:, 0], boxes[:, 2])[:, None, None] - padding
-    x2 = torch.maximum(boxes[:, 0], boxes[:, 2])[:, None, None] + padding
-    y1 = torch.minimum(boxes[:, 1], boxes[:, 3])[:, None, None] - padding
-    y2 = torch.maximum(boxes[:, 1], boxes[:, 3])[:, None, None] + padding
-    xs = torch.arange(width, dtype=boxes.dtype, device=boxes.device)[None, None, :] + 0.5
-    ys = torch.arange(height, dtype=boxes.dtype, device=boxes.device)[None, :, None] + 0.5
-    return ((xs >= x1) & (xs <= x2) & (ys >= y1) & (ys <= y2)).to(boxes.dtype)
-
-
-def crop_masks(masks: Tensor, boxes: Tensor, padding: float = 0.0) -> Tensor:
-    """``masks`` (P, h, w) set to 0 outside each box (:func:`box_region`)."""
-    return masks * box_region(boxes, masks.shape[-2], masks.shape[-1], padding).to(masks.dtype)
 
 
 def gt_masks_at(masks: Tensor, padded_size: tuple[int, int], out_size: tuple[int, int]) -> Tensor:

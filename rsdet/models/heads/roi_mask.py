@@ -18,10 +18,9 @@ from torch import Tensor, nn
 from torchvision.ops import MultiScaleRoIAlign, roi_align
 
 from rsdet.errors import ConfigError
+from rsdet.models.criterion import MASK_LABEL_KINDS
+from rsdet.models.heads.layers import conv_tower
 from rsdet.models.stage import MaskPrediction
-
-#: continuous labels that need the predicted masks of every positive (rsdet.losses.labels)
-MASK_LABELS = ("dice", "mean", "iou_dice", "iou+dice")
 
 
 class MaskHead(nn.Module):
@@ -30,12 +29,8 @@ class MaskHead(nn.Module):
 
     def __init__(self, in_channels: int, num_classes: int, dim: int = 256, num_convs: int = 4):
         super().__init__()
-        layers: list[nn.Module] = []
-        channels = in_channels
-        for _ in range(int(num_convs)):
-            layers += [nn.Conv2d(channels, dim, 3, padding=1), nn.ReLU(inplace=True)]
-            channels = dim
-        self.fcn = nn.Sequential(*layers)
+        self.fcn = conv_tower(in_channels, dim, int(num_convs))
+        channels = dim if int(num_convs) else in_channels
         self.upsample = nn.ConvTranspose2d(channels, dim, 2, stride=2)
         self.predictor = nn.Conv2d(dim, num_classes, 1)
         for m in self.modules():
@@ -94,7 +89,7 @@ class MaskBranch(nn.Module):
             raise ConfigError(f"detector.mask.max_rois={max_rois} must be a positive number of RoIs or null (no cap)")
         self.max_rois = None if max_rois is None else int(max_rois)
         self.official_weight_order = bool(cfg.get("official_weight_order", False))
-        self.needs_label_masks = label_kind in MASK_LABELS
+        self.needs_label_masks = label_kind in MASK_LABEL_KINDS
 
     def predict(self, features, boxes: list[Tensor], image_sizes, classes: Tensor) -> Tensor:
         """(R, S, S) mask logits of the boxes (one tensor per image, concatenated) at ``classes`` (R,)."""

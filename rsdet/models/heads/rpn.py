@@ -25,7 +25,7 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead, concat_box_prediction_layers
 
 from rsdet.models.assign.max_iou import MinIoUMatcher, max_iou_assign
-from rsdet.models.samplers import sample_instances
+from rsdet.models.samplers import sample_stage
 from rsdet.models.stage import IGNORED, StageOutput, StageSpec
 
 
@@ -96,6 +96,4 @@ class RPN(RegionProposalNetwork):
             box_coder=self.box_coder,
             image_index=torch.cat([torch.full((len(a),), i, device=a.device) for i, a in enumerate(anchors)]),
         )
-        if self.sampler["kind"] != "none":
-            out = out.select(sample_instances(out.gt_classes, out.image_index, num_images, **self.sampler))
-        return boxes, out
+        return boxes, sample_stage(out, self.sampler, num_images, row_losses=False)
