@@ -72,13 +72,15 @@ def _browse_parser(sub) -> None:
     browse.add_argument("dataset", metavar="DATASET",
                         help="a dataset config name (shapes, shapes_lvis, coco, lvis, coco_format), a dataset .yaml, "
                              "or a COCO/LVIS-format annotation .json")
-    browse.add_argument("--split", choices=("train", "val"), default="val", help="split of a dataset config (default val)")
+    browse.add_argument("--split", choices=("train", "val"), default="val",
+                        help="split of a dataset config (default val)")
     browse.add_argument("--n", type=int, default=16, help="images to draw, drawn at random with --seed (default 16)")
     browse.add_argument("--seed", type=int, default=0, help="seed of the random choice of images (default 0)")
     browse.add_argument("--ids", type=_ids, default=None, help="draw these image ids instead (comma-separated)")
     browse.add_argument("--out", type=Path, default=None,
                         help="output folder (default outputs/browse/<dataset>-<split>); files <image id>_<name>.png")
-    browse.add_argument("--images", type=Path, default=None, help="image folder of an annotation .json (default: its folder)")
+    browse.add_argument("--images", type=Path, default=None,
+                        help="image folder of an annotation .json (default: its folder)")
     browse.add_argument("--root", default=None, help="dataset.root of a dataset config (e.g. /data/coco)")
     browse.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a key of the dataset config (e.g. val.annotations=x.json); repeatable")

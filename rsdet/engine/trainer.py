@@ -354,7 +354,7 @@ def train(cfg: Any, record, *, console: Console | None = None, resume_from: Path
         raise ConfigError(f"the training split has {len(train_ds)} images, fewer than the global batch "
                           f"schedule.batch_size={global_batch}; lower it to at most {len(train_ds)}")
     model = build_detector(cfg, train_ds.num_classes)
-    if resume_from is None and (cfg.detector.get("init") if cfg.get("detector") else None):  # issue 20: torchvision weights
+    if resume_from is None and (cfg.get("detector") or {}).get("init"):  # issue 20: weights from torchvision
         from rsdet.models.torchvision_init import init_detector
 
         init_detector(model, cfg, train_ds.category_ids)

@@ -240,7 +240,8 @@ def init_detector(model: nn.Module, cfg: Any, category_ids: list[int] | None = N
         problems.append(f"{len(unused) + len(extra)} weights of the file map to nothing in detector={detector} (e.g. "
                         + ", ".join((unused + extra)[:5]) + ")")
     if missing:
-        problems.append(f"{len(missing)} weights of detector={detector} are not in the file (e.g. {', '.join(missing[:5])})")
+        problems.append(f"{len(missing)} weights of detector={detector} are not in the file "
+                        f"(e.g. {', '.join(missing[:5])})")
     if shapes:
         problems.append(f"{len(shapes)} weights differ in shape (e.g. " + ", ".join(
             f"{k}: {a} in the file, {b} here" for k, a, b in shapes[:3]) + ")")

@@ -194,7 +194,8 @@ def load_predictor(source: Path, *, device: torch.device, config: Path | None = 
     except (KeyError, AttributeError, TypeError, ValueError) as exc:  # a config of another rsdet version
         raise ConfigError(f"{cfg_path} cannot build detector={name} with this rsdet ({type(exc).__name__}: {exc})") \
             from exc
-    load_weights(model, dict(payload["model"]), ckpt, f"detector={name} with {num_classes} classes built from {cfg_path}")
+    load_weights(model, dict(payload["model"]), ckpt,
+                 f"detector={name} with {num_classes} classes built from {cfg_path}")
     model.to(device).eval()
     thr = eval_score_thresh(cfg) if score_thresh is None else float(score_thresh)
     model.score_thresh = thr

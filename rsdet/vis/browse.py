@@ -121,10 +121,11 @@ def ground_truth(dataset, index: int, height: int, width: int) -> dict:
 
 
 def title(dataset, index: int, truth: dict) -> str:
-    """``image <id>: <n> objects (<c> crowd)`` and, for LVIS records, the federated category lists."""
+    """``image <id>: <n> objects, <c> crowd`` and, for LVIS records, the federated category lists."""
     image_id = dataset.image_ids[index]
     crowd = int(truth["crowd"].sum())
-    text = f"image {image_id}: {len(truth['boxes']) - crowd} objects" + (f", {crowd} crowd" if crowd else "")
+    objects = len(truth["boxes"]) - crowd
+    text = f"image {image_id}: {objects} object{'' if objects == 1 else 's'}" + (f", {crowd} crowd" if crowd else "")
     record = dataset.coco.imgs.get(image_id, {})
     names = {int(c["id"]): str(c.get("name", c["id"])) for c in dataset.coco.dataset["categories"]}
     for key, label in (("neg_category_ids", "neg"), ("not_exhaustive_category_ids", "not exhaustive")):

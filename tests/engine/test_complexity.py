@@ -1,6 +1,5 @@
 """Parameter counts and FLOPs per image (rsdet/engine/complexity.py)."""
 
-import torch
 from omegaconf import OmegaConf
 from torch import nn
 

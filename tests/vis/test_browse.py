@@ -63,7 +63,7 @@ def test_browse_titles_name_lvis_negative_categories(tmp_path):
     ann = _coco(tmp_path, lvis=True)
     dataset = CocoDetectionDataset(ann.parent, ann)
     truth = ground_truth(dataset, 0, 48, 64)
-    assert title(dataset, 0, truth) == "image 7: 1 objects; neg: person"
+    assert title(dataset, 0, truth) == "image 7: 1 object; neg: person"
 
 
 def test_browse_of_the_embedded_dataset_config_and_bad_names(tmp_path, monkeypatch, capsys):
