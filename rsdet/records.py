@@ -14,8 +14,10 @@ survive without W&B, without torch and without the code that wrote them:
 
 Writers are crash-safe: JSON files are replaced atomically (write a temporary file, then ``os.replace``)
 and history lines are appended and flushed one at a time, so an interrupt loses at most the line being
-written. Readers are forgiving: a malformed file produces one warning that names it, and the run is
-still listed (status ``"unreadable"``) instead of breaking the whole report.
+written; one process writes a run (``rsdet.engine.locks``). Readers are forgiving: a malformed file
+produces one warning that names it, and the run is still listed (status ``"unreadable"``) instead of
+breaking the whole report. Readers trust nothing: config.yaml is read with a YAML safe loader and its
+``${...}`` interpolations are never resolved (``load_config_yaml``, ``load_run_config``).
 """
 
 from __future__ import annotations
@@ -114,12 +116,26 @@ def dumps(obj: Any, indent: int | None = 2) -> str:
     return json.dumps(to_jsonable(obj), indent=indent, allow_nan=False, ensure_ascii=False)
 
 
+def share_like_open(fd: int) -> None:
+    """Give a ``mkstemp`` file (created 0600) the mode ``open()`` would have given it (0666 less the
+    umask), so that records in a shared folder stay readable by whoever could read them before."""
+    if not hasattr(os, "fchmod"):  # pragma: no cover - Windows
+        return
+    mask = os.umask(0o022)
+    os.umask(mask)
+    try:
+        os.fchmod(fd, 0o666 & ~mask)
+    except OSError:
+        pass
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` to ``path`` so that readers see either the old or the new file, never half of one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        share_like_open(fd)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()
@@ -144,20 +160,14 @@ def load_config_yaml(text: str) -> Any:
     """Parse a config.yaml the way OmegaConf does (``1e-3`` is a float, dates stay strings), ~50× faster.
 
     ``OmegaConf.load`` builds a full DictConfig node tree, which dominates ``rsdet report`` on a sweep
-    of hundreds of runs; the report only needs plain values. Text with leftover ``${...}``
-    interpolations still goes through OmegaConf so they get resolved where possible.
+    of hundreds of runs; the report only needs plain values. A YAML safe loader: no tags that build
+    objects, and ``${...}`` interpolations stay the text they are, never resolved — a record read
+    from someone else's folder must not make the reader look up its environment variables or files
+    (``${oc.env:...}``).
     """
     global _CONFIG_LOADER
     import yaml
 
-    if "${" in text:
-        from omegaconf import OmegaConf
-
-        loaded = OmegaConf.create(text)
-        try:
-            return OmegaConf.to_container(loaded, resolve=True)
-        except Exception:  # unresolvable (e.g. ${hydra:...}): keep the interpolation text
-            return OmegaConf.to_container(loaded, resolve=False)
     if _CONFIG_LOADER is None:
         import re
 
@@ -172,6 +182,39 @@ def load_config_yaml(text: str) -> Any:
             for ch, rs in loader.yaml_implicit_resolvers.items()}
         _CONFIG_LOADER = loader
     return yaml.load(text, Loader=_CONFIG_LOADER)  # noqa: S506 - a SafeLoader subclass
+
+
+def _interpolations(obj: Any, prefix: str = "") -> list[str]:
+    """Keys of ``obj`` (plain nested values) whose string values hold a ``${...}`` interpolation."""
+    if isinstance(obj, Mapping):
+        return [k for key, v in obj.items() for k in _interpolations(v, f"{prefix}{key}.")]
+    if isinstance(obj, list):
+        return [k for i, v in enumerate(obj) for k in _interpolations(v, f"{prefix}{i}.")]
+    return [prefix.rstrip(".")] if isinstance(obj, str) and "${" in obj else []
+
+
+def load_run_config(run_dir: str | os.PathLike) -> Any:
+    """A run's config.yaml as a DictConfig for resuming or evaluating it, read with the safe loader.
+
+    rsdet writes configs resolved, so an interpolation (``${oc.env:...}``, ``${...}``) in one means the
+    file came from elsewhere; it is refused rather than resolved. Raises ``DataError`` naming the file."""
+    from omegaconf import OmegaConf
+
+    path = Path(run_dir) / CONFIG_FILE
+    if not path.is_file():
+        raise DataError(f"{Path(run_dir)} has no {CONFIG_FILE}; is it an rsdet run directory?")
+    try:
+        data = load_config_yaml(path.read_text(encoding="utf-8"))
+        if not isinstance(data, dict):
+            raise ValueError(f"expected a mapping at the top level, found {type(data).__name__}")
+    except Exception as exc:  # yaml errors, ValueError, OSError, UnicodeDecodeError
+        raise DataError(f"{path}: cannot read {CONFIG_FILE} ({_one_line(exc)}); fix or restore the file") from exc
+    found = _interpolations(data)
+    if found:
+        raise DataError(f"{path} holds interpolations (${{...}}) at {', '.join(found[:5])}; rsdet writes configs "
+                        "with every value resolved, so this file was edited or written elsewhere, and resolving it "
+                        "could read environment variables or files. Replace them with plain values")
+    return OmegaConf.create(data)
 
 
 def _append_jsonl(path: Path, row: Mapping) -> None:

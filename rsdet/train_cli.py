@@ -14,27 +14,31 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
-import time
-import traceback
+from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
+from rsdet.engine.lifecycle import OUTCOMES, run_recorded, start_record
+from rsdet.engine.locks import DirLock
+from rsdet.engine.names import register_resolvers
+from rsdet.engine.resume import (RESUME_NEUTRAL, checkpoint_of, claim, find_resumable, find_sweep,  # noqa: F401
+                                 is_resume, key_overrides, resumed_config, sweep_job_action)
 from rsdet.errors import RsdetError
 from rsdet.paths import conf_dir
 
 log = logging.getLogger("rsdet.train")
 CONF_DIR = str(conf_dir())  # conf/ of the checkout, or rsdet/conf of an installed wheel
-_OUTCOMES: list[dict] = []
-
+register_resolvers()  # ${rsdet.name:...}, ${rsdet.unique:} of the run directory names (conf/train.yaml)
 # Hydra-internal keys never shown as a run's "choices".
 _HIDDEN_GROUPS = ("hydra/",)
-_RESUME_NEUTRAL = ("resume", "device", "logger", "logger.mode", "num_workers", "distributed", "distributed.nproc",
-                   "distributed.backend", "distributed.timeout_s")
+# names older callers (and tests) use
+_resumed_config, _key_overrides, _RESUME_NEUTRAL = resumed_config, key_overrides, RESUME_NEUTRAL
 
 
 def _job_context() -> dict:
@@ -48,59 +52,9 @@ def _job_context() -> dict:
     return {"run_dir": Path(hc.runtime.output_dir), "choices": choices, "overrides": overrides, "multirun": multirun}
 
 
-def _key_overrides(overrides: list[str]) -> list[str]:
-    return sorted(o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in _RESUME_NEUTRAL)
-
-
-def find_resumable(resume, overrides: list[str], outputs: Path) -> Path | None:
-    """The run directory to continue: an explicit path, or (``resume=true``) the newest unfinished run
-    under ``outputs/`` started with the same overrides."""
-    from rsdet.records import find_runs
-
-    if isinstance(resume, str) and resume.lower() not in ("true", "false"):
-        path = Path(resume).expanduser()
-        if not (path / "checkpoints" / "last.pt").is_file():
-            raise RsdetError(f"resume={resume}: {path / 'checkpoints' / 'last.pt'} does not exist; give a run "
-                             "directory that has a checkpoint")
-        return path
-    wanted = _key_overrides(overrides)
-    if not outputs.is_dir():
-        return None
-    candidates = []
-    for run in find_runs(outputs):
-        info = run.info or {}
-        if info.get("status") == "completed" or not (run.checkpoint_dir / "last.pt").is_file():
-            continue
-        if _key_overrides(info.get("overrides", [])) == wanted:
-            candidates.append(run.dir)
-    return max(candidates, key=lambda p: (p / "checkpoints" / "last.pt").stat().st_mtime) if candidates else None
-
-
-def _is_resume(value) -> bool:
-    return value not in (False, None) and str(value).lower() not in ("false", "none", "null")
-
-
 def _argv_overrides(argv: list[str]) -> list[str]:
     """The config overrides of a command line (no flags, no ``hydra.*`` settings)."""
     return [a for a in argv if "=" in a and not a.startswith("-") and not a.lstrip("+~").startswith("hydra.")]
-
-
-def find_sweep(overrides: list[str], outputs: Path) -> Path | None:
-    """The newest sweep directory under ``outputs/multirun`` whose sweep was started with the same
-    overrides as ``overrides`` (those of ``_RESUME_NEUTRAL`` aside), or None."""
-    import yaml
-
-    wanted = _key_overrides(overrides)
-    found = []
-    for manifest in (outputs / "multirun").glob("*/*/multirun.yaml"):
-        try:
-            task = ((yaml.safe_load(manifest.read_text()) or {}).get("hydra") or {}).get("overrides", {}).get("task")
-        except (OSError, yaml.YAMLError, AttributeError) as exc:
-            log.warning("skipping %s while looking for the sweep to resume (%s)", manifest, exc)
-            continue
-        if isinstance(task, list) and _key_overrides([str(t) for t in task]) == wanted:
-            found.append(manifest.parent)
-    return max(found, key=lambda d: (d.parent.name, d.name, d.stat().st_mtime)) if found else None
 
 
 def _resume_sweep_argv(argv: list[str]) -> list[str]:
@@ -108,7 +62,7 @@ def _resume_sweep_argv(argv: list[str]) -> list[str]:
     if not ({"-m", "--multirun"} & set(argv)):
         return argv
     resume = next((a.split("=", 1)[1] for a in reversed(_argv_overrides(argv)) if a.split("=", 1)[0] == "resume"), None)
-    if resume is None or not _is_resume(resume) or any(a.startswith("hydra.sweep.dir=") for a in argv):
+    if resume is None or not is_resume(resume) or any(a.startswith("hydra.sweep.dir=") for a in argv):
         return argv
     if resume.lower() != "true":
         sweep = Path(resume).expanduser()
@@ -124,23 +78,6 @@ def _resume_sweep_argv(argv: list[str]) -> list[str]:
             return argv
     print(f"resuming the sweep in {sweep}")
     return [*argv, f"hydra.sweep.dir='{sweep.resolve()}'"]
-
-
-def _sweep_job_to_resume(run_dir: Path, overrides: list[str]) -> tuple[str, Path | None]:
-    """What to do with a resumed sweep's job folder: ("reuse" | "resume" | "start", checkpoint)."""
-    from rsdet.records import RUN_FILE, RunRecord
-
-    if not (run_dir / RUN_FILE).is_file():
-        return "start", None
-    record = RunRecord(run_dir, create=False)
-    if _key_overrides(record.info.get("overrides", [])) != _key_overrides(overrides):
-        raise RsdetError(f"{run_dir} holds a run with overrides {record.info.get('overrides')}, not this job's "
-                         f"{overrides}; the sweep's jobs are numbered differently. Resume it with the same "
-                         "sweep overrides in the same order, or start a new sweep without resume=...")
-    if record.status == "completed" and record.metrics:
-        return "reuse", None
-    checkpoint = run_dir / "checkpoints" / "last.pt"
-    return ("resume", checkpoint) if checkpoint.is_file() else ("start", None)
 
 
 def _print_metrics(metrics: dict, run_dir: Path) -> None:
@@ -161,109 +98,71 @@ def _print_metrics(metrics: dict, run_dir: Path) -> None:
                   f"{metrics.get('iterations', 0)} iterations")
 
 
-def _resumed_config(run_dir: Path, cfg: DictConfig, overrides: list[str]) -> DictConfig:
-    """The run's own config.yaml with this command's device and resume, and its num_workers,
-    distributed block (how many processes continue it) and logger where this command sets them (they do not change results; the run's own
-    ``logger.log_every`` stays, as it sets which iterations get a history row)."""
-    old = OmegaConf.load(run_dir / "config.yaml")
-    given = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
-    with open_dict(old):
-        old.device = cfg.device
-        old.resume = cfg.resume
-        if "num_workers" in given:
-            old.num_workers = cfg.num_workers
-        if any(k == "distributed" or k.startswith("distributed.") for k in given) and cfg.get("distributed"):
-            old.distributed = OmegaConf.to_container(cfg.distributed, resolve=True)
-        if any(k == "logger" or k.startswith("logger.") for k in given):
-            log_every = (old.get("logger") or {}).get("log_every")
-            old.logger = OmegaConf.to_container(cfg.logger, resolve=True)
-            if log_every is not None:
-                old.logger.log_every = log_every
-    return old
-
-
 def _in_submitit() -> bool:
     """A job of ``hydra/launcher=slurm|local`` (submitit): a requeued job resumes from its checkpoint."""
     return "SUBMITIT_FOLDER" in os.environ or "SUBMITIT_EXECUTOR" in os.environ
 
 
-def _prepare(cfg: DictConfig, ctx: dict) -> tuple[str, DictConfig, Path, Path | None]:
-    """What this job does: ("train", cfg, run_dir, checkpoint to resume or None), ("reuse", ...) for a
-    completed sweep job, or ("skip", ...) when the job cannot run (already recorded as failed)."""
-    run_dir = ctx["run_dir"]
-    resume_from = None
-    auto = ctx["multirun"] and _in_submitit() and (run_dir / "run.json").is_file()  # a requeued job
-    if (_is_resume(cfg.resume) or auto) and ctx["multirun"]:  # the sweep directory is the resumed one (main)
-        try:
-            action, checkpoint = _sweep_job_to_resume(run_dir, ctx["overrides"])
-        except RsdetError as exc:
-            log.error("%s", exc)
-            _OUTCOMES.append({"run_dir": str(run_dir), "status": "failed", "error": str(exc)})
-            return "skip", cfg, run_dir, None
-        if action == "reuse":
-            log.info("job %s completed earlier; reusing %s", ctx["multirun"]["job_num"], run_dir)
-            _OUTCOMES.append({"run_dir": str(run_dir), "status": "reused"})
-            return "reuse", cfg, run_dir, None
-        if action == "resume":
-            log.info("resuming job %s in %s", ctx["multirun"]["job_num"], run_dir)
-            cfg, resume_from = _resumed_config(run_dir, cfg, ctx["overrides"]), checkpoint
-    elif _is_resume(cfg.resume):
-        outputs = Path(os.getcwd()) / "outputs"
-        previous = find_resumable(cfg.resume, ctx["overrides"], outputs)
-        if previous is None:
-            log.warning("resume=%s: no unfinished run with the same overrides under %s; starting fresh",
-                        cfg.resume, outputs)
-        else:
-            log.info("resuming the run in %s", previous)
-            cfg, run_dir = _resumed_config(previous, cfg, ctx["overrides"]), previous
-            resume_from = previous / "checkpoints" / "last.pt"
-    return "train", cfg, run_dir, resume_from
+@dataclass
+class _Job:
+    """What one job does: "train" (``resume_from``/``state``: the checkpoint it continues, read and
+    checked), "reuse" (a completed sweep job) or "skip" (it cannot run; the reason is logged and
+    counted). ``lock``: the run directory's lock, held until the job ends."""
+
+    action: str
+    cfg: DictConfig
+    run_dir: Path
+    resume_from: Path | None = None
+    state: dict | None = None
+    lock: DirLock | None = None
+
+    def release(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
 
 
-def _start_record(cfg: DictConfig, ctx: dict, run_dir: Path, resume_from: Path | None):
-    from rsdet.engine.distributed import clear_errors
-    from rsdet.records import RunRecord
-
-    record = RunRecord(run_dir)
-    record.write_config(cfg)
-    clear_errors(run_dir)
-    if resume_from is not None:  # keep the original choices/overrides; start() notes the resume time
-        info = record.info
-        record.start(info.get("choices"), info.get("overrides"), multirun=info.get("multirun"))
-    else:  # iteration 0: a sweep job started again in its folder had a stale one
-        record.start(ctx["choices"], ctx["overrides"], multirun=ctx["multirun"], iteration=0)
-    return record
-
-
-def _interrupted(record, exc: KeyboardInterrupt, run_dir: Path) -> None:
-    requeue = getattr(exc, "requeue", None)
-    record.reload()
-    if requeue is not None:
-        record.finish("interrupted", error="stopped by the job scheduler (preemption or time limit) with a "
-                                           "checkpoint; the job is requeued and resumes from it")
-        log.warning("preempted: checkpoint kept in %s; requeueing the job", record.checkpoint_dir)
-        requeue(exc.signum, None)  # submitit: requeue and exit (rank 0); returns on the other ranks
-        return
-    record.finish("interrupted", error="interrupted by the user (Ctrl-C) or a signal; continue with resume=true")
-    log.warning("interrupted; checkpoint kept in %s — continue with: rsdet train resume=%s", record.checkpoint_dir,
-                run_dir)
-
-
-def _failed(record, exc: Exception, run_dir: Path, extra_errors: list[dict] | None = None) -> None:
-    """Mark the record failed; in a data-parallel run name the rank that failed first for a reason of its own."""
-    from rsdet.engine.distributed import root_cause
-
-    error, tb = f"{type(exc).__name__}: {exc}", getattr(exc, "worker_traceback", None) or traceback.format_exc()
-    cause = root_cause(extra_errors or [])
-    if cause is not None and cause.get("error") != error:
-        error, tb = f"rank {cause['rank']} failed: {cause['error']}", cause.get("traceback") or tb
-    record.reload()
-    record.finish("failed", error=error, traceback=tb)
-    if isinstance(exc, RsdetError):
-        log.error("run failed: %s", error)
-    else:
-        log.exception("run failed")
-    _OUTCOMES.append({"run_dir": str(run_dir), "status": "failed", "error": error})
+def _prepare(cfg: DictConfig, ctx: dict) -> _Job:
+    """Decide what this job does and claim its run directory (``resume.claim``: the checkpoint is read
+    and checked and the lock taken before anything in the folder is written). A job that cannot run
+    (another live process holds the run, a refused checkpoint, a sweep folder of another sweep) is
+    skipped with its reason logged and counted as failed; the folder it names is left untouched."""
+    target = ctx["run_dir"]
+    allow_legacy = bool(cfg.get("legacy_checkpoint"))
+    try:
+        auto = ctx["multirun"] and _in_submitit() and (target / "run.json").is_file()  # a requeued job
+        if (is_resume(cfg.resume) or auto) and ctx["multirun"]:  # the sweep directory is the resumed one (main)
+            action, checkpoint = sweep_job_action(target, ctx["overrides"])
+            if action == "reuse":
+                log.info("job %s completed earlier; reusing %s", ctx["multirun"]["job_num"], target)
+                OUTCOMES.append({"run_dir": str(target), "status": "reused"})
+                return _Job("reuse", cfg, target)
+            lock, state = claim(target, checkpoint, allow_legacy=allow_legacy)
+            if action == "resume":
+                log.info("resuming job %s in %s", ctx["multirun"]["job_num"], target)
+                return _Job("train", resumed_config(target, cfg, ctx["overrides"]), target, checkpoint, state, lock)
+            return _Job("train", cfg, target, lock=lock)
+        if is_resume(cfg.resume):
+            outputs = Path(os.getcwd()) / "outputs"
+            previous = find_resumable(cfg.resume, ctx["overrides"], outputs)
+            if previous is None:
+                log.warning("resume=%s: no unfinished run with the same overrides under %s; starting fresh",
+                            cfg.resume, outputs)
+            else:
+                target, checkpoint = previous, checkpoint_of(previous)
+                lock, state = claim(previous, checkpoint, allow_legacy=allow_legacy)
+                try:
+                    resumed = resumed_config(previous, cfg, ctx["overrides"])
+                except BaseException:
+                    lock.release()
+                    raise
+                log.info("resuming the run in %s", previous)
+                return _Job("train", resumed, previous, checkpoint, state, lock)
+        lock, _ = claim(target)
+        return _Job("train", cfg, target, lock=lock)
+    except RsdetError as exc:
+        log.error("%s", exc)
+        OUTCOMES.append({"run_dir": str(target), "status": "failed", "error": str(exc)})
+        return _Job("skip", cfg, target)
 
 
 def run_job(cfg: DictConfig) -> dict:
@@ -274,41 +173,36 @@ def run_job(cfg: DictConfig) -> dict:
     env = distributed.external_env()
     if env is not None:
         return _run_job_ranked(cfg, ctx, env)
-    action, cfg, run_dir, resume_from = _prepare(cfg, ctx)
-    if action == "skip":
-        return {}
-    if action == "reuse":
-        from rsdet.records import RunRecord
-
-        return RunRecord(run_dir, create=False).metrics or {}
-    nproc = distributed.resolve_nproc((cfg.get("distributed") or {}).get("nproc", 1))
-    record = _start_record(cfg, ctx, run_dir, resume_from)
+    job = _prepare(cfg, ctx)
     try:
-        if nproc > 1:
-            from rsdet.engine.launch import spawn
+        if job.action == "skip":
+            return {}
+        if job.action == "reuse":
+            from rsdet.records import RunRecord
 
-            metrics = spawn(cfg, record, resume_from, nproc)
-        else:
+            return RunRecord(job.run_dir, create=False).metrics or {}
+        cfg = job.cfg
+        nproc = distributed.resolve_nproc((cfg.get("distributed") or {}).get("nproc", 1))
+        record = start_record(cfg, ctx, job.run_dir, job.resume_from)
+
+        def body() -> dict:
+            if nproc > 1:
+                from rsdet.engine.launch import spawn
+
+                return spawn(cfg, record, job.resume_from, nproc)
             from rsdet.engine.trainer import train
 
-            metrics = train(cfg, record, resume_from=resume_from)
-    except KeyboardInterrupt as exc:
-        _interrupted(record, exc, run_dir)
-        raise
-    except Exception as exc:  # the record must say why; multirun goes on with the next job
-        _failed(record, exc, run_dir)
-        return {}
-    record.reload()
-    record.finish("completed")
-    _OUTCOMES.append({"run_dir": str(run_dir), "status": "completed"})
-    _print_metrics(metrics, run_dir)
-    return metrics
+            return train(cfg, record, resume_from=job.resume_from, state=job.state)
+
+        return run_recorded(record, job.run_dir, body, on_completed=_print_metrics)
+    finally:
+        job.release()
 
 
 def _run_job_ranked(cfg: DictConfig, ctx: dict, env: tuple[int, int, int]) -> dict:
     """One rank of a run started by an external launcher (torchrun, SLURM tasks): rank 0 decides what the
-    job does and keeps the record; every rank trains. A rank that fails leaves its error report and
-    marks the record failed itself, in case rank 0 is killed before it can."""
+    job does, holds the run's lock and keeps the record; every rank trains (``run_recorded`` closes the
+    record)."""
     from rsdet.engine import distributed
     from rsdet.engine.trainer import train
     from rsdet.records import RunRecord
@@ -319,15 +213,15 @@ def _run_job_ranked(cfg: DictConfig, ctx: dict, env: tuple[int, int, int]) -> di
                     world_size)
     dist = distributed.init(cfg.get("distributed"), cfg.device, rank=rank, world_size=world_size,
                             local_rank=local_rank, launcher="external")
-    record = run_dir = None
+    record = job = None
     try:
         if dist.is_main:
-            action, cfg, run_dir, resume_from = _prepare(cfg, ctx)
-            if action == "train":
-                record = _start_record(cfg, ctx, run_dir, resume_from)
+            job = _prepare(cfg, ctx)
+            if job.action == "train":
+                record = start_record(job.cfg, ctx, job.run_dir, job.resume_from)
                 record.update(world_size=world_size)
-            plan = (action, OmegaConf.to_container(cfg, resolve=True), str(run_dir),
-                    str(resume_from) if resume_from else None)
+            plan = (job.action, OmegaConf.to_container(job.cfg, resolve=True), str(job.run_dir),
+                    str(job.resume_from) if job.resume_from else None)
         else:
             plan = None
         action, cfg_data, run_dir_s, resume_s = dist.broadcast_object(plan)
@@ -337,27 +231,14 @@ def _run_job_ranked(cfg: DictConfig, ctx: dict, env: tuple[int, int, int]) -> di
         cfg = OmegaConf.create(cfg_data)
         if record is None:
             record = RunRecord(run_dir)
-        try:
-            metrics = train(cfg, record, resume_from=Path(resume_s) if resume_s else None, dist=dist)
-        except KeyboardInterrupt as exc:
-            if dist.is_main:
-                _interrupted(record, exc, run_dir)
-            elif getattr(exc, "requeue", None) is not None:
-                exc.requeue(exc.signum, None)
-            raise
-        except Exception as exc:
-            distributed.write_error(run_dir, rank, exc)
-            if dist.is_main:
-                time.sleep(1.0)  # let a peer whose failure broke this rank's collective leave its report
-            _failed(record, exc, run_dir, distributed.read_errors(run_dir))
-            return {}
-        if dist.is_main:
-            record.reload()
-            record.finish("completed")
-            _OUTCOMES.append({"run_dir": str(run_dir), "status": "completed"})
-            _print_metrics(metrics, run_dir)
-        return metrics
+        state = job.state if job is not None else None
+        return run_recorded(record, run_dir,
+                            lambda: train(cfg, record, resume_from=Path(resume_s) if resume_s else None, dist=dist,
+                                          state=state),
+                            rank=rank, on_completed=_print_metrics)
     finally:
+        if job is not None:
+            job.release()
         distributed.shutdown(dist)
 
 
@@ -384,15 +265,35 @@ def _follower_overrides() -> list[str]:
     return ["hydra.output_subdir=null", f"hydra.run.dir={scratch}", f"hydra.sweep.dir={scratch}"]
 
 
+def _lock_resumed_sweep(argv: list[str], given: list[str]) -> DirLock | None:
+    """``-m ... resume=...``: the sweep directory's lock for this command (one resume of a sweep at a time)."""
+    if len(argv) == len(given) or not argv[-1].startswith("hydra.sweep.dir="):
+        return None
+    return DirLock(Path(argv[-1].split("=", 1)[1].strip("'")), what="sweep").acquire()
+
+
+def _failing_writes_raise() -> object:
+    """A write beyond the file-size limit (``ulimit -f``) fails with EFBIG, which the run reports,
+    instead of SIGXFSZ killing the process with the record still ``running``; returns the old handler."""
+    if not hasattr(signal, "SIGXFSZ"):
+        return None
+    try:
+        return signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    except ValueError:  # not the main thread
+        return None
+
+
 def main(argv: list[str]) -> int:
     """Run Hydra with ``argv`` as its command line; exit 1 if any job failed."""
-    _OUTCOMES.clear()
+    OUTCOMES.clear()
     try:
-        argv = _resume_sweep_argv(list(argv))
+        given = list(argv)
+        argv = _resume_sweep_argv(given)
+        sweep_lock = _lock_resumed_sweep(argv, given)
     except RsdetError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    saved = sys.argv
+    saved, previous_xfsz = sys.argv, _failing_writes_raise()
     sys.argv = ["rsdet train", *_normalise_argv(argv), *_follower_overrides()]
     try:
         _hydra_entry()
@@ -400,11 +301,15 @@ def main(argv: list[str]) -> int:
         return int(exc.code or 0)
     finally:
         sys.argv = saved
-    failed = [o for o in _OUTCOMES if o["status"] == "failed"]
-    reused = [o for o in _OUTCOMES if o["status"] == "reused"]
-    if len(_OUTCOMES) > 1 or reused:
+        if previous_xfsz is not None:
+            signal.signal(signal.SIGXFSZ, previous_xfsz)
+        if sweep_lock is not None:
+            sweep_lock.release()
+    failed = [o for o in OUTCOMES if o["status"] == "failed"]
+    reused = [o for o in OUTCOMES if o["status"] == "reused"]
+    if len(OUTCOMES) > 1 or reused:
         note = f" ({len(reused)} reused: completed by an earlier run of the sweep)" if reused else ""
-        print(f"{len(_OUTCOMES) - len(failed)}/{len(_OUTCOMES)} jobs completed{note}")
+        print(f"{len(OUTCOMES) - len(failed)}/{len(OUTCOMES)} jobs completed{note}")
         for o in reused:
             print(f"  reused: {o['run_dir']}")
         for o in failed:

@@ -191,7 +191,7 @@ def test_config_yaml_parsed_like_omegaconf(tmp_path):
 
     text = "lr: 1e-3\nwd: 1.0e-4\nday: 2026-01-05\nn: 5\nflag: true\nname: '1e-3'\nlist: [1, 2]\n"
     assert load_config_yaml(text) == OmegaConf.to_container(OmegaConf.create(text))
-    assert load_config_yaml("a: 2\nb: ${a}\n") == {"a": 2, "b": 2}
+    assert load_config_yaml("a: 2\nb: ${a}\n") == {"a": 2, "b": "${a}"}  # never resolved (untrusted records)
 
 
 def test_run_json_with_fields_of_the_wrong_type_is_unreadable_and_named(tmp_path):

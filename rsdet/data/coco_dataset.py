@@ -221,8 +221,14 @@ class CocoDetectionDataset(Dataset):
                 f"image file {path} (image id {self.image_ids[index]} of {self.ann_file}) is missing; "
                 f"check that {key} points at the folder holding these images"
             ) from err
-        except (UnidentifiedImageError, OSError) as err:
-            raise DataError(f"image file {path} cannot be read as an image ({err}); re-download it") from err
+        except Image.DecompressionBombError as err:  # PIL's limit on pixels, against decompression bombs
+            raise DataError(f"image file {path} is too large to decode safely ({err}; image id "
+                            f"{self.image_ids[index]} of {self.ann_file}); resize it, or drop it from the annotation "
+                            "file") from None
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as err:
+            # malformed or truncated files: PIL raises any of these depending on the format
+            raise DataError(f"image file {path} cannot be read as an image ({type(err).__name__}: {err}; image id "
+                            f"{self.image_ids[index]} of {self.ann_file}); re-download or replace it") from err
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, dict]:
         image_id = self.image_ids[index]

@@ -170,14 +170,30 @@ def _export_slurm_rendezvous() -> None:
 
 
 def free_port() -> int:
+    """A port that was free a moment ago (another process may take it before it is used again; the
+    launcher of ``distributed.nproc`` binds its rendezvous store to port 0 instead, see ``serve_store``)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
+def serve_store(timeout_s: float = 600.0):
+    """A rendezvous store on a port the kernel picks and this process keeps bound (no window in which
+    another run could take it: two runs started together never meet on one port). Returns
+    ``(store, port)``; the workers join with ``join_store(port)``."""
+    store = torch.distributed.TCPStore("127.0.0.1", 0, None, True, _dt.timedelta(seconds=float(timeout_s)),
+                                       wait_for_workers=False)
+    return store, int(store.port)
+
+
+def join_store(port: int, timeout_s: float = 600.0):
+    return torch.distributed.TCPStore("127.0.0.1", int(port), None, False, _dt.timedelta(seconds=float(timeout_s)))
+
+
 def init(dist_cfg: Any, device_spec: str | None, *, rank: int, world_size: int, local_rank: int,
-         launcher: str, init_method: str | None = None) -> DistContext:
-    """Join the process group (``init_method``, default ``env://``) and make the control group."""
+         launcher: str, init_method: str | None = None, store_port: int | None = None) -> DistContext:
+    """Join the process group (through the launcher's store on ``store_port``, or ``init_method``,
+    default ``env://``) and make the control group."""
     import torch.distributed as tdist
 
     backend = resolve_backend((dist_cfg or {}).get("backend"), device_spec)
@@ -188,8 +204,12 @@ def init(dist_cfg: Any, device_spec: str | None, *, rank: int, world_size: int, 
         torch.cuda.set_device(local_rank)
         # a rank whose peer died aborts its NCCL collectives after the timeout instead of hanging
         os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")
-    tdist.init_process_group(backend=backend, init_method=init_method or "env://", rank=rank,
-                             world_size=world_size, timeout=timeout)
+    if store_port is not None:
+        tdist.init_process_group(backend=backend, store=join_store(store_port, timeout.total_seconds()), rank=rank,
+                                 world_size=world_size, timeout=timeout)
+    else:
+        tdist.init_process_group(backend=backend, init_method=init_method or "env://", rank=rank,
+                                 world_size=world_size, timeout=timeout)
     control = tdist.new_group(backend="gloo", timeout=timeout) if backend != "gloo" else None
     ctx = DistContext(rank=rank, world_size=world_size, local_rank=local_rank, backend=backend,
                       launcher=launcher, control=control)

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import OmegaConf
 
 from rsdet.errors import RsdetError
 from rsdet.records import atomic_write_text, dumps
@@ -177,18 +176,17 @@ def _run_dir_of(path: Path) -> tuple[Path, Path]:
     raise RsdetError(f"{path} is neither a run directory nor a .pt checkpoint")
 
 
-def load_trained(path: Path, device: torch.device):
-    """Rebuild a run's detector from its config.yaml and load its checkpoint."""
+def load_trained(path: Path, device: torch.device, allow_legacy: bool = False):
+    """Rebuild a run's detector from its config.yaml and load its checkpoint, both read safely
+    (no interpolation resolved, nothing unpickled but tensors and plain values; docs/resume.md)."""
     from rsdet.data.build import build_dataset
     from rsdet.engine.checkpoint import load_checkpoint
     from rsdet.models import build_detector
+    from rsdet.records import load_run_config
 
     run_dir, ckpt = _run_dir_of(path)
-    cfg_file = run_dir / "config.yaml"
-    if not cfg_file.is_file():
-        raise RsdetError(f"{run_dir} has no config.yaml; is it an rsdet run directory?")
-    cfg = OmegaConf.load(cfg_file)
-    state = load_checkpoint(ckpt)
+    cfg = load_run_config(run_dir)
+    state = load_checkpoint(ckpt, allow_legacy=allow_legacy)
     num_classes = state.get("extra", {}).get("num_classes")
     val = build_dataset(cfg.dataset, cfg.eval.split, train=False)
     model = build_detector(cfg, num_classes or val.num_classes)
@@ -273,23 +271,35 @@ def evaluate_model(cfg: Any, model, dataset, device: torch.device, predictions_p
 
 
 def evaluate_run(path, score_thresholds=None, out_dir=None, device: str = "auto", max_images: int | None = None,
-                 fps_images: int = 50) -> dict[str, Any]:
+                 fps_images: int = 50, overwrite: bool = False, allow_legacy: bool = False) -> dict[str, Any]:
     """Evaluate a run directory or checkpoint on its configured validation split.
 
-    Without ``score_thresholds`` the run's own test threshold is used (``evaluate_model``; the result
-    goes to ``metrics_eval.json``); with them, one row per threshold (metrics + fps) is returned and
-    written as Markdown/CSV/LaTeX next to metrics.json.
+    Without ``score_thresholds`` the run's own test threshold is used (``evaluate_model``); the result
+    goes beside a run's record, never over it (docs/records.md, "Writers"): ``metrics_eval.json`` and
+    ``predictions_<type>_eval.json`` in a run directory (``predictions_<type>.json`` in another
+    folder); with ``overwrite`` it replaces the run's ``predictions_<type>.json`` and its evaluation
+    blocks in ``metrics.json`` (training time and ``epoch<E>`` blocks stay). With ``score_thresholds``,
+    one row per threshold (metrics + fps) is returned and written as Markdown/CSV/LaTeX next to
+    metrics.json.
     """
     from rsdet.data.build import dataset_eval_info
     from rsdet.evaluation import threshold_sweep, write_table
+    from rsdet.records import METRICS_FILE, RunRecord, is_run_dir
 
     dev = pick_device(device)
-    cfg, model, val, run_dir = load_trained(Path(path), dev)
+    cfg, model, val, run_dir = load_trained(Path(path), dev, allow_legacy=allow_legacy)
     out = Path(out_dir) if out_dir else run_dir
     out.mkdir(parents=True, exist_ok=True)
     if not score_thresholds:
-        result = evaluate_model(cfg, model, val, dev, out / "predictions_bbox.json", max_images)
-        atomic_write_text(out / "metrics_eval.json", dumps(result))
+        in_record = is_run_dir(out)
+        beside = in_record and not overwrite
+        result = evaluate_model(cfg, model, val, dev, out / ("predictions_bbox_eval.json" if beside else
+                                                             "predictions_bbox.json"), max_images)
+        if in_record and overwrite:
+            record = RunRecord(out, create=False)
+            atomic_write_text(out / METRICS_FILE, dumps({**(record.metrics or {}), **result}))
+        else:
+            atomic_write_text(out / "metrics_eval.json", dumps(result))
         return result
     types = check_iou_types(cfg)
     info = dataset_eval_info(cfg.dataset, cfg.eval.split)

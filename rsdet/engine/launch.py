@@ -2,7 +2,8 @@
 
 The launching process keeps the run record (it marked it running; it marks it completed, failed or
 interrupted); its N workers (``torch.multiprocessing`` spawn, one per GPU or N on the CPU) join a
-process group over TCP on this host and run ``rsdet.engine.trainer.train`` as ranks 0..N-1, rank 0
+process group over TCP on this host (through a rendezvous store the launcher keeps on a port the
+kernel picked, so concurrent runs never share one) and run ``rsdet.engine.trainer.train`` as ranks 0..N-1, rank 0
 writing history, checkpoints and metrics.
 
 Supervision: the workers run in their own sessions, so a signal reaches each of them exactly once,
@@ -65,7 +66,7 @@ def _setup_worker_logging(run_dir: Path, rank: int) -> None:
     root.setLevel(logging.INFO)
 
 
-def _worker(rank: int, world_size: int, init_method: str, cfg_data: dict, run_dir: str,
+def _worker(rank: int, world_size: int, store_port: int, cfg_data: dict, run_dir: str,
             resume_from: str | None) -> None:
     """One rank: join the group, train, leave an error report on failure; the exit status says how it ended."""
     os.setsid()  # signals come from the launcher only (once each), not from the terminal's process group
@@ -81,7 +82,7 @@ def _worker(rank: int, world_size: int, init_method: str, cfg_data: dict, run_di
     code = 0
     try:
         ctx = distributed.init(cfg.get("distributed"), cfg.device, rank=rank, world_size=world_size,
-                               local_rank=rank, launcher="spawn", init_method=init_method)
+                               local_rank=rank, launcher="spawn", store_port=store_port)
         train(cfg, RunRecord(run), resume_from=Path(resume_from) if resume_from else None, dist=ctx)
     except KeyboardInterrupt:
         code = EXIT_STOPPED
@@ -114,14 +115,15 @@ def spawn(cfg: Any, record, resume_from: Path | None, nproc: int) -> dict:
     import torch.multiprocessing as mp
     from omegaconf import OmegaConf
 
-    from rsdet.engine.trainer import Stopped
+    from rsdet.engine.signals import Stopped
 
     distributed.clear_errors(record.dir)
     ctx = mp.get_context("spawn")
-    init_method = f"tcp://127.0.0.1:{distributed.free_port()}"
+    # the rendezvous store lives here, on a port bound until the workers are done (docs/distributed.md)
+    store, port = distributed.serve_store(float((cfg.get("distributed") or {}).get("timeout_s") or 600))
     data = OmegaConf.to_container(cfg, resolve=True)
     procs = [ctx.Process(target=_worker, name=f"rsdet-rank{r}",
-                         args=(r, nproc, init_method, data, str(record.dir), str(resume_from) if resume_from else None))
+                         args=(r, nproc, port, data, str(record.dir), str(resume_from) if resume_from else None))
              for r in range(nproc)]
     received: list[int] = []
     previous = {}
@@ -168,6 +170,7 @@ def spawn(cfg: Any, record, resume_from: Path | None, nproc: int) -> dict:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        del store
     record.reload()
     if failed:
         # a rank killed by a signal from outside is the cause even when a peer's collective error was

@@ -38,12 +38,74 @@ class Plan:
         return factor
 
 
+def check_number(key: str, value: Any, *, low: float | None = None, high: float | None = None, integer: bool = False,
+            low_open: bool = False, high_open: bool = False, fix: str = "") -> float:
+    """``value`` of option ``key`` as a finite number in the given range, or a ConfigError naming both."""
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+        ok = False
+    else:
+        ok = math.isfinite(number)
+    if ok and integer:
+        ok = number.is_integer()
+    if ok and low is not None:
+        ok = number > low if low_open else number >= low
+    if ok and high is not None:
+        ok = number < high if high_open else number <= high
+    if not ok:
+        bounds = []
+        if low is not None:
+            bounds.append(f"{'>' if low_open else '>='} {low:g}")
+        if high is not None:
+            bounds.append(f"{'<' if high_open else '<='} {high:g}")
+        kind = "an integer" if integer else "a finite number"
+        raise ConfigError(f"{key}={value!r} must be {kind}{' ' + ' and '.join(bounds) if bounds else ''}"
+                          f"{'; ' + fix if fix else ''}")
+    return number
+
+
+def validate_schedule(schedule: Any, loss: Any) -> None:
+    """Every numeric option of the schedule, checked before anything is built: a NaN, inf or negative
+    learning rate (or momentum, decay, warm-up, ...) is a clear error here instead of a torch
+    traceback or a diverging run later."""
+    lr_key = "schedule.lr" if schedule.get("lr") is not None else "loss.lr"
+    lr = schedule.get("lr") if schedule.get("lr") is not None else (loss.get("lr") if loss is not None else None)
+    check_number(lr_key, lr, low=0, low_open=True, fix="the recipes use 0.001-0.02 (docs/training.md)")
+    check_number("schedule.batch_size", schedule.get("batch_size"), low=1, integer=True)
+    if schedule.get("reference_batch") is not None:
+        check_number("schedule.reference_batch", schedule.reference_batch, low=1, integer=True, fix="or null")
+    check_number("schedule.epochs", schedule.get("epochs"), low=0, low_open=True)
+    if schedule.get("max_iters") is not None:
+        check_number("schedule.max_iters", schedule.max_iters, low=0, integer=True, fix="or null (from schedule.epochs)")
+    steps = schedule.get("steps") or []
+    if isinstance(steps, (str, bytes)) or not hasattr(steps, "__iter__"):
+        raise ConfigError(f"schedule.steps={steps!r} must be a list of epochs, e.g. [8, 11]")
+    for i, step in enumerate(steps):
+        check_number(f"schedule.steps[{i}]", step, low=0)
+    check_number("schedule.warmup_iters", schedule.get("warmup_iters", 0), low=0, integer=True)
+    check_number("schedule.warmup_ratio", schedule.get("warmup_ratio", 1.0), low=0, high=1)
+    if schedule.get("optimizer", "sgd") == "sgd":
+        check_number("schedule.momentum", schedule.get("momentum", 0.0), low=0, high=1, high_open=True)
+    check_number("schedule.weight_decay", schedule.get("weight_decay", 0.0), low=0)
+    if schedule.get("grad_clip"):
+        check_number("schedule.grad_clip", schedule.grad_clip, low=0, low_open=True, fix="or null (no clipping)")
+    check_number("schedule.checkpoint_every", schedule.get("checkpoint_every", 1), low=1, integer=True)
+
+
 def make_plan(schedule: Any, loss: Any, dataset_len: int) -> Plan:
+    validate_schedule(schedule, loss)
     batch = int(schedule.batch_size)
-    if batch < 1:
-        raise ConfigError(f"schedule.batch_size={batch} must be at least 1")
     lr = schedule.get("lr") if schedule.get("lr") is not None else loss.lr
     base_lr = float(lr) * batch / float(schedule.get("reference_batch") or batch)
+    if not (math.isfinite(base_lr) and base_lr > 0):  # a finite lr can overflow (or vanish) when scaled
+        key = "schedule.lr" if schedule.get("lr") is not None else "loss.lr"
+        raise ConfigError(f"{key}={lr!r} scaled to schedule.batch_size={batch} (from reference_batch="
+                          f"{schedule.get('reference_batch')}) is {base_lr!r}, not a usable learning rate; the "
+                          "recipes use 0.001-0.02 (docs/training.md)")
     iters_per_epoch = max(1, math.ceil(dataset_len / batch))
     max_iters = schedule.get("max_iters")
     epochs = float(schedule.epochs)

@@ -3,6 +3,7 @@
     rsdet evaluate GT.json RESULTS.json [--iou-type bbox|segm] [--protocol coco|lvis]
                    [--max-dets N] [--per-class] [--score-thresholds 1e-4,1e-3,...] [--out DIR]
     rsdet evaluate RUN_DIR|CHECKPOINT.pt [--score-thresholds ...] [--out DIR] [--device cpu|cuda]
+                   [--overwrite] [--legacy-checkpoint]
 
 The top-level ``rsdet`` CLI dispatches ``rsdet evaluate ...`` to :func:`main`.
 """
@@ -22,7 +23,7 @@ from rsdet.errors import RsdetError
 from rsdet.evaluation.evaluator import evaluate, metric_keys
 from rsdet.evaluation.io import read_json
 from rsdet.evaluation.sweep import metrics_table, render_table, threshold_sweep, write_table
-from rsdet.records import atomic_write_text, dumps
+from rsdet.records import RunRecord, atomic_write_text, dumps, is_run_dir
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
 
@@ -38,6 +39,8 @@ percent in the printed tables. oLRP (lower is better) follows Oksuz et al., TPAM
 A score-threshold sweep of a results file keeps detections with score > threshold. With a run
 directory or checkpoint, its config decides the data set, protocol and IoU type; inference runs
 on the validation split and, with --score-thresholds, fps is measured per threshold.
+Results go beside a run's record, never over it: metrics_eval.json (and predictions_*_eval.json)
+in a run directory; --overwrite replaces its metrics.json evaluation and predictions instead.
 """
 
 
@@ -93,6 +96,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="device for inference on a run/checkpoint (default: auto)")
     parser.add_argument("--verbose", action="store_true",
                         help="show pycocotools' / lvis' own progress output")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="in a run directory, replace the run's own metrics.json evaluation (training "
+                             "time and epoch blocks stay) and predictions_*.json instead of writing "
+                             "metrics_eval.json / predictions_*_eval.json beside them")
+    parser.add_argument("--legacy-checkpoint", action="store_true",
+                        help="accept a checkpoint of format 1-2 (earlier rsdet 0.1): numpy arrays are then "
+                             "allowed in the safe loader, nothing else (docs/resume.md)")
     return parser
 
 
@@ -113,8 +123,9 @@ def _evaluate_run(args: argparse.Namespace) -> Any:
         raise RsdetError(
             f"evaluating a run directory or checkpoint needs rsdet.engine.inference "
             f"({err}); evaluate a results file instead: rsdet evaluate GT.json RESULTS.json") from err
+    extra = {k: True for k, on in (("overwrite", args.overwrite), ("allow_legacy", args.legacy_checkpoint)) if on}
     return evaluate_run(str(args.target), score_thresholds=args.score_thresholds,
-                        out_dir=str(args.out) if args.out else None, device=args.device)
+                        out_dir=str(args.out) if args.out else None, device=args.device, **extra)
 
 
 def _print_result(result: Any, console: Console, protocol: str | None = None) -> None:
@@ -159,8 +170,15 @@ def _evaluate_files(args: argparse.Namespace, console: Console) -> dict:
                        max_dets=args.max_dets, per_class=args.per_class, verbose=args.verbose)
     result = {args.iou_type: metrics}
     _print_result(result, console, protocol)
-    atomic_write_text(out / "metrics.json", dumps(result))
-    written = [out / "metrics.json"]
+    name = "metrics.json"
+    if is_run_dir(out):  # a run's record: beside it, or (--overwrite) this IoU type's block replaced in it
+        previous = RunRecord(out, create=False).metrics or {}
+        if args.overwrite:
+            result = {**previous, **result}
+        else:
+            name = "metrics_eval.json"
+    atomic_write_text(out / name, dumps(result))
+    written = [out / name]
     if args.score_thresholds:
         rows = threshold_sweep(args.target, args.results, args.score_thresholds,
                                iou_type=args.iou_type, protocol=protocol, max_dets=args.max_dets,

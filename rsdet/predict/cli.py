@@ -2,6 +2,7 @@
 
     rsdet predict RUN_OR_CHECKPOINT IMAGE_OR_FOLDER... [--out DIR] [--score-thresh T] [--gt ANNOTATIONS]
                   [--config CONFIG.yaml] [--device auto|cpu|cuda] [--display-size PX] [--no-draw]
+                  [--legacy-checkpoint]
 
 Writes one PNG per image (detections drawn; with ``--gt`` beside the ground truth) and the detections
 as COCO results (``predictions_bbox.json``, ``predictions_segm.json`` for mask detectors, and
@@ -28,7 +29,7 @@ examples:
   rsdet predict RUN val2017/ --gt annotations/instances_val2017.json   # detections beside the ground truth
   rsdet evaluate annotations/instances_val2017.json drawn/predictions_bbox.json   # score them (with --gt)
 
-The detector is rebuilt from the run's config.yaml (read with yaml.safe_load, nothing resolved) and
+The detector is rebuilt from the run's config.yaml (a YAML safe loader; interpolations refused) and
 its checkpoint; each image is resized by the detector's own transform, and the boxes are drawn in
 the image's pixels. Small images are enlarged by a whole factor for drawing (--display-size).
 Unreadable images are listed and skipped (exit status 1); the others are still written.
@@ -84,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="enlarge pictures whose shorter side is below PX by a whole factor (nearest "
                              "neighbour) so captions stay readable (default 384; 0: draw at the image size)")
     parser.add_argument("--no-draw", action="store_true", help="write the COCO results only, no PNGs")
+    parser.add_argument("--legacy-checkpoint", action="store_true",
+                        help="accept a checkpoint of rsdet <= 0.1 (format 1-2: its numpy RNG array is allowed in the "
+                             "safe loader, nothing else; docs/resume.md)")
     return parser
 
 
@@ -134,7 +138,8 @@ def predict(args: argparse.Namespace, console: Console) -> int:
     images = collect_images(args.images)
     gt = GroundTruth(args.gt) if args.gt else None
     device = pick_device(args.device)
-    predictor = load_predictor(args.source, device=device, config=args.config, score_thresh=args.score_thresh)
+    predictor = load_predictor(args.source, device=device, config=args.config, score_thresh=args.score_thresh,
+                               allow_legacy=args.legacy_checkpoint)
     if gt is not None and predictor.notes and len(gt.categories) == len(predictor.class_names):
         # the run's dataset is not here: the ground truth's categories name the labels (sorted ids, as training)
         predictor.category_ids = sorted(gt.categories)

@@ -1,9 +1,10 @@
 """A trained detector for ``rsdet predict``: the run's config and checkpoint, read without trusting them.
 
 Nothing read here can execute code (docs/visualisation.md, "What predict trusts"): the config is
-parsed by ``yaml.safe_load`` and any ``${...}`` left in it is kept as literal text (escaped) rather than
-resolved, so an edited config.yaml cannot read environment variables or call resolvers; the weights come
-through :func:`rsdet.engine.checkpoint.load_checkpoint`. A checkpoint that does not fit the detector
+parsed by a YAML safe loader and a config holding ``${...}`` interpolations is refused, never resolved,
+so an edited config.yaml cannot read environment variables or call resolvers (as
+``rsdet.records.load_run_config``); the weights come through
+:func:`rsdet.engine.checkpoint.load_checkpoint`. A checkpoint that does not fit the detector
 the config builds (another detector, another number of classes) is an error listing what differs.
 """
 
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,32 +26,26 @@ log = logging.getLogger(__name__)
 CHECKPOINT = Path("checkpoints") / "last.pt"
 
 
-def _escape_interpolations(value: Any) -> Any:
-    """Every string with ``${`` made literal for OmegaConf, recursively: ``${`` becomes ``\\${`` and the
-    backslashes before it are doubled (OmegaConf reads ``\\\\`` before ``${`` as one backslash)."""
-    if isinstance(value, dict):
-        return {k: _escape_interpolations(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_escape_interpolations(v) for v in value]
-    if isinstance(value, str) and "${" in value:
-        return re.sub(r"(\\*)\$\{", lambda m: m.group(1) * 2 + "\\${", value)
-    return value
-
-
 def read_run_config(path: Path) -> DictConfig:
-    """``config.yaml`` as a DictConfig without resolving anything in it (a run's config is resolved when
-    written; interpolation text found in it stays literal)."""
-    import yaml
+    """A run's ``config.yaml`` (or the file ``--config`` names) as a DictConfig, read as
+    ``rsdet.records.load_run_config`` reads records: a YAML safe loader, and a file holding ``${...}``
+    interpolations is refused rather than resolved (rsdet writes configs resolved)."""
+    from rsdet.records import _interpolations, load_config_yaml
 
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        data = load_config_yaml(path.read_text(encoding="utf-8"))
+    except Exception as exc:  # yaml errors, OSError, UnicodeDecodeError
         raise ConfigError(f"{path} cannot be read as YAML ({' '.join(str(exc).split())}); is it the "
                           "config.yaml of an rsdet run?") from exc
     if not isinstance(data, dict) or not isinstance(data.get("detector"), dict) or "name" not in data["detector"]:
         raise ConfigError(f"{path} is not an rsdet run config (no detector.name); point predict at a run "
                           "directory written by `rsdet train` or pass --config RUN/config.yaml")
-    return OmegaConf.create(_escape_interpolations(data))
+    found = _interpolations(data)
+    if found:
+        raise ConfigError(f"{path} holds interpolations (${{...}}) at {', '.join(found[:5])}; rsdet writes configs "
+                          "with every value resolved, so this file was edited or written elsewhere, and resolving "
+                          "it could read environment variables or files. Replace them with plain values")
+    return OmegaConf.create(data)
 
 
 def resolve_source(source: Path, config: Path | None = None) -> tuple[Path, Path]:
@@ -154,7 +148,7 @@ def load_weights(model: torch.nn.Module, state: dict, ckpt: Path, what: str) -> 
 
 
 def load_predictor(source: Path, *, device: torch.device, config: Path | None = None,
-                   score_thresh: float | None = None) -> Predictor:
+                   score_thresh: float | None = None, allow_legacy: bool = False) -> Predictor:
     """The trained detector of a run directory or checkpoint, in eval mode on ``device``."""
     from rsdet.engine.checkpoint import load_checkpoint
     from rsdet.engine.inference import eval_score_thresh
@@ -163,7 +157,7 @@ def load_predictor(source: Path, *, device: torch.device, config: Path | None = 
 
     cfg_path, ckpt = resolve_source(Path(source), config)
     cfg = read_run_config(cfg_path)
-    payload = load_checkpoint(ckpt)
+    payload = load_checkpoint(ckpt, allow_legacy=allow_legacy)
     if not isinstance(payload, dict) or not isinstance(payload.get("model"), dict):
         raise RsdetError(f"{ckpt} is not an rsdet checkpoint (no 'model' state dict)")
     extra = payload.get("extra") or {}

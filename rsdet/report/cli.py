@@ -14,14 +14,14 @@ from collections import Counter
 from pathlib import Path
 
 from rsdet.errors import RsdetError
-from rsdet.records import find_runs
+from rsdet.records import atomic_write_text, find_runs
 from rsdet.report.axes import PSEUDO_AXES, detect_axes
 from rsdet.report.metrics import available_metrics
-from rsdet.report.render import print_table, write_outputs
+from rsdet.report.render import print_table, printable, write_outputs
 from rsdet.report.table import _text, build_table
 
-HOW_TO_MAKE_RUNS = ("Produce runs with `rsdet train` (one run in outputs/runs/<date>/<time>_<loss>) or a sweep such as "
-                    "`rsdet train -m loss=rs,ce sampler=none,random` (jobs in outputs/multirun/<date>/<time>/job<n>).")
+HOW_TO_MAKE_RUNS = ("Produce runs with `rsdet train` (one run in outputs/runs/<date>/<time>_<loss>_<id>) or a sweep such as "
+                    "`rsdet train -m loss=rs,ce sampler=none,random` (jobs in outputs/multirun/<date>/<time>_<id>/job<n>).")
 
 EXAMPLES = """\
 examples:
@@ -57,9 +57,7 @@ class _WarningHandler(logging.Handler):
         self.console = console
 
     def emit(self, record: logging.LogRecord) -> None:
-        from rich.markup import escape
-
-        self.console.print(f"[yellow]warning:[/yellow] {escape(record.getMessage())}")
+        self.console.print(f"[yellow]warning:[/yellow] {_esc(record.getMessage())}")
 
 
 def _keys(text: str | None) -> list[str] | None:
@@ -107,6 +105,7 @@ def _console(stderr: bool = False):
 
 def _list_axes(runs, console) -> None:
     from rich.table import Table
+    from rich.text import Text
 
     axes = detect_axes(runs)
     t = Table(title="Settings that differ between runs", title_justify="left", header_style="bold")
@@ -114,14 +113,15 @@ def _list_axes(runs, console) -> None:
         t.add_column(col, overflow="fold")
     for d in axes.details:
         style = "bold" if d.kind == "axis" else ("" if d.kind == "replicate" else "dim")
-        t.add_row(d.name, d.kind, ", ".join(_text(v) for v in d.values), d.note, style=style)
+        t.add_row(*(Text(printable(x)) for x in (d.name, d.kind, ", ".join(_text(v) for v in d.values), d.note)),
+                  style=style)
     if axes.details:
         console.print(t)
     else:
         console.print("No setting differs between these runs (one row per run by default).")
-    console.print(f"default table axes: {', '.join(axes.axes) or '(none)'}; "
+    console.print(f"default table axes: {_esc(', '.join(axes.axes) or '(none)')}; "
                   f"always available: {', '.join(PSEUDO_AXES)}")
-    console.print(f"metrics: {', '.join(available_metrics(runs)) or '(no run has metrics.json yet)'}")
+    console.print(f"metrics: {_esc(', '.join(available_metrics(runs)) or '(no run has metrics.json yet)')}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -146,9 +146,30 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _esc(text: str) -> str:
+    """Text for a rich markup string: control characters made visible (``printable``), ``[`` escaped."""
     from rich.markup import escape
 
-    return escape(text)
+    return escape(printable(text))
+
+
+def _unplant(*paths: Path) -> None:
+    """Remove symlinks where outputs are about to be written, so that a writer that opens the path
+    creates a file there instead of writing through a link someone planted (e.g. in a shared folder)."""
+    for path in paths:
+        if path.is_symlink():
+            path.unlink()
+
+
+def _planted_figures(stem: Path) -> list[Path]:
+    folder = stem.parent
+    prefix = f"{stem.name}_"
+    found = [p for p in folder.glob(f"{prefix}*.png")] if folder.is_dir() else []
+    curves = folder / "curves"
+    if curves.is_symlink():
+        found.append(curves)
+    elif curves.is_dir():
+        found += list(curves.glob(f"{prefix}*.png"))
+    return found
 
 
 def _run(args, out, err) -> int:
@@ -172,6 +193,8 @@ def _run(args, out, err) -> int:
         from rsdet.report.paper_table import report_paper_table, table_name
 
         stem = None if args.no_write else (Path(args.out) if args.out else root / f"table_{table_name(args.table).lower()}")
+        if stem is not None:
+            _unplant(*(Path(f"{stem}.{kind}") for kind in ("md", "csv", "tex")))
         try:
             paths = report_paper_table(runs, args.table, args.paper, stem, console=out)
         except OSError as exc:
@@ -215,10 +238,12 @@ def _plots(runs, table, stem: Path, markdown: Path | None, err):
 
     stem = Path(stem)
     try:
+        _unplant(*_planted_figures(stem))
         figs = write_plots(runs, table, stem.parent, stem=stem.name)
         if markdown is not None and figs:
-            with open(markdown, "a", encoding="utf-8") as fh:
-                fh.write("\n" + figures_markdown(figs, Path(markdown).parent))
+            md = Path(markdown)
+            text = md.read_text(encoding="utf-8") if md.is_file() and not md.is_symlink() else ""
+            atomic_write_text(markdown, text + "\n" + figures_markdown(figs, Path(markdown).parent))
     except OSError as exc:
         err.print(f"[red]rsdet report:[/red] could not write the figures beside {_esc(str(stem))} ({_esc(str(exc))}); "
                   f"choose another place with --out PATH_STEM")

@@ -4,6 +4,11 @@ Console, Markdown and LaTeX repeat a row-axis value only when it changes, as the
 and mark the best value of each column in bold (max for AP-like, min for oLRP-like metrics).
 CSV is for machines: every row carries all its axis values, a cell holds the mean in the table's
 units (or the run status), and tables with replicates get ``std`` and ``n`` columns.
+
+Every text that comes from a record (setting values, run names, error messages) is untrusted: it
+goes through ``printable`` first, so a newline cannot add lines to a LaTeX or Markdown file and an
+ESC byte cannot reach the terminal (docs/records.md, "Readers"). Files are written by replacing
+them (``atomic_write_text``), so a symlink planted where an output goes is replaced, not followed.
 """
 
 from __future__ import annotations
@@ -13,7 +18,21 @@ import io
 import re
 from pathlib import Path
 
+from rsdet.records import atomic_write_text
 from rsdet.report.table import ReportTable, _text
+
+# line breaks of any kind (Python's str.splitlines() set): one space each run
+_BREAKS = re.compile("[\n\r\t\x0b\x0c\x1c-\x1e\x85\u2028\u2029]+")
+# other C0/C1 controls, DEL and the bidirectional overrides/isolates that reorder what is shown
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: object) -> str:
+    """``text`` on one line with every control character made visible: line breaks become a space,
+    other controls (ESC, BEL, DEL, C1, bidi overrides) their escape (``\\x1b``, ``\\u202e``)."""
+    text = _BREAKS.sub(" ", str(text))
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100 else f"\\u{ord(m.group()):04x}",
+                        text)
 
 
 def _row_labels(table: ReportTable) -> list[list[str]]:
@@ -23,14 +42,14 @@ def _row_labels(table: ReportTable) -> list[list[str]]:
         labels = []
         for level, value in enumerate(rk):
             same = prev is not None and prev[: level + 1] == rk[: level + 1]
-            labels.append("" if same else _text(value))
+            labels.append("" if same else printable(_text(value)))
         out.append(labels)
         prev = rk
     return out
 
 
 def _row_headers(table: ReportTable) -> list[str]:
-    return list(table.row_axes)
+    return [printable(a) for a in table.row_axes]
 
 
 # --------------------------------------------------------------------------------------------- rich
@@ -39,16 +58,17 @@ def to_rich(table: ReportTable, title: str | None = None):
     from rich.table import Table
     from rich.text import Text
 
-    rt = Table(title=title, header_style="bold", title_justify="left")
+    rt = Table(title=Text(printable(title)) if title else None, header_style="bold", title_justify="left")
     for name in _row_headers(table):
         rt.add_column(name, style="cyan", no_wrap=True)
     for j in range(len(table.columns)):
-        rt.add_column(table.column_label(j, sep="\n"), justify="right")
+        rt.add_column(Text("\n".join(printable(x) for x in table.column_label(j, sep="\n").split("\n"))),
+                      justify="right")
     best = [table.best_rows(j) for j in range(len(table.columns))]
     for rk, labels in zip(table.row_keys, _row_labels(table)):
         cells = []
         for j in range(len(table.columns)):
-            text = table.cell_text(rk, j)
+            text = printable(table.cell_text(rk, j))
             cell = table.cell(rk, j)
             style = "bold green" if rk in best[j] else ("yellow" if cell.pending and not cell.values else "")
             cells.append(Text(text, style=style))
@@ -69,14 +89,15 @@ def print_table(table: ReportTable, console=None, title: str | None = None) -> N
 
 
 def _escape_rich(text: str) -> str:
+    """Untrusted text for a rich markup string: control characters made visible, ``[`` escaped."""
     from rich.markup import escape
 
-    return escape(text)
+    return escape(printable(text))
 
 
 # --------------------------------------------------------------------------------------------- Markdown
 def _md(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+    return printable(text).replace("|", "\\|")
 
 
 def to_markdown(table: ReportTable, title: str | None = None) -> str:
@@ -108,18 +129,19 @@ def to_csv(table: ReportTable) -> str:
     header = list(table.row_axes)
     for j in range(len(table.columns)):
         label = table.column_label(j, sep=" ")
+        label = printable(label)
         header += [label] + ([f"{label} std", f"{label} n"] if replicated else [])
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(header)
+    writer.writerow([printable(h) for h in header])
     for rk in table.row_keys:
-        row = [_text(v) for v in rk]
+        row = [printable(_text(v)) for v in rk]
         for j in range(len(table.columns)):
             cell = table.cell(rk, j)
             if cell.values:
                 value = f"{cell.mean:.6g}"
             elif cell.pending:
-                value = "; ".join(sorted({s for s, _ in cell.pending}))
+                value = printable("; ".join(sorted({s for s, _ in cell.pending})))
             else:
                 value = "n/a" if cell.without_metric else ""
             row.append(value)
@@ -137,7 +159,8 @@ _LATEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"
 
 
 def latex_escape(text: str) -> str:
-    return "".join(_LATEX.get(ch, ch) for ch in str(text))
+    """``text`` safe inside a LaTeX table cell: special characters escaped, on one line (``printable``)."""
+    return "".join(_LATEX.get(ch, ch) for ch in printable(text))
 
 
 def _latex_cell(table: ReportTable, rk: tuple, j: int, bold: bool) -> str:
@@ -154,7 +177,7 @@ def to_latex(table: ReportTable, title: str | None = None) -> str:
     """A booktabs ``tabular`` (needs ``\\usepackage{booktabs}``); notes follow as LaTeX comments."""
     n_rows, n_cols = len(table.row_axes), len(table.columns)
     lines = [f"% {latex_escape(title)}" if title else "% rsdet report",
-             f"% {table.caption()}",
+             f"% {printable(table.caption())}",
              r"\begin{tabular}{" + "l" * n_rows + "r" * n_cols + "}", r"\toprule"]
     levels = [[_text(c.key[i]) for c in table.columns] for i in range(len(table.col_axes))]
     if table.multi_metric or not table.col_axes:
@@ -189,8 +212,8 @@ def to_latex(table: ReportTable, title: str | None = None) -> str:
         cells = [_latex_cell(table, rk, j, rk in best[j]) for j in range(n_cols)]
         lines.append(" & ".join([latex_escape(x) for x in labels] + cells) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
-    lines += [f"% note: {n}" for n in table.notes]
-    lines += [f"% [{i}] {t}" for i, t in enumerate(table.footnotes, 1)]
+    lines += [f"% note: {printable(n)}" for n in table.notes]  # one line each: a newline would end the comment
+    lines += [f"% [{i}] {printable(t)}" for i, t in enumerate(table.footnotes, 1)]
     return "\n".join(lines) + "\n"
 
 
@@ -208,6 +231,6 @@ def write_outputs(table: ReportTable, stem: str | Path, title: str | None = None
     paths = {}
     for ext, text in (("md", to_markdown(table, title)), ("csv", to_csv(table)), ("tex", to_latex(table, title))):
         path = stem.with_name(stem.name + "." + ext)
-        path.write_text(text, encoding="utf-8")
+        atomic_write_text(path, text)  # replaces a planted symlink instead of writing through it
         paths[ext] = path
     return paths

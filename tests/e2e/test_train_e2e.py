@@ -166,6 +166,27 @@ def test_evaluate_a_trained_run_with_a_threshold_sweep(tiny_run, capsys):
     assert "AP" in capsys.readouterr().out
 
 
+def test_evaluate_writes_beside_a_runs_record_unless_told_to_overwrite(tiny_run):
+    from rsdet.data.build import dataset_eval_info
+    from rsdet.evaluation.cli import main as evaluate_main
+
+    assert train_cli.main([*tiny_run, "eval.max_images=3"]) == 0
+    run = _only_run()
+    record = {name: (run.dir / name).read_bytes() for name in ("metrics.json", "predictions_bbox.json")}
+    gt = dataset_eval_info(run.config["dataset"], "val")["ann_file"]
+    assert evaluate_main([str(run.dir)]) == 0  # every validation image, not the run's 3
+    assert evaluate_main([gt, str(run.predictions_path("bbox"))]) == 0  # a results file inside the run
+    assert {name: (run.dir / name).read_bytes() for name in record} == record
+    beside = json.loads((run.dir / "metrics_eval.json").read_text())
+    assert "bbox" in beside and (run.dir / "predictions_bbox_eval.json").is_file()
+
+    assert evaluate_main([str(run.dir), "--overwrite"]) == 0
+    metrics = json.loads((run.dir / "metrics.json").read_text())
+    kept = json.loads(record["metrics.json"])
+    assert metrics["train_seconds"] == kept["train_seconds"] and metrics["iterations"] == 4
+    assert len(json.loads(run.predictions_path("bbox").read_text())) == metrics["num_detections"]
+
+
 def test_sigterm_stops_at_the_next_iteration_with_a_checkpoint(tiny_run, monkeypatch):
     """SIGTERM (preemption) lets the running iteration finish, checkpoints it, and marks the run
     interrupted; the signal handlers are put back afterwards."""

@@ -43,6 +43,18 @@ def test_each_rank_takes_its_contiguous_slice_of_the_same_global_batches():
     assert [len(b) for b in short] == [2]  # a short final batch is split as evenly as it goes
 
 
+def test_each_launch_keeps_its_own_rendezvous_port_bound():
+    """Two `distributed.nproc` launches at once cannot meet on one port: each launcher's store holds its
+    port (picked by the kernel) until its workers are done, and workers join it by that port."""
+    from rsdet.engine.distributed import join_store, serve_store
+
+    (first, port1), (second, port2) = serve_store(30), serve_store(30)
+    assert port1 != port2 and port1 > 0
+    join_store(port1, 30).set("rank1", "here")
+    assert first.get("rank1") == b"here"
+    del first, second
+
+
 def _run(root: Path, overrides: list[str]):
     assert train_cli.main(overrides) == 0
     runs = find_runs(root / "outputs")

@@ -1,6 +1,11 @@
+import math
+
+import pytest
+from hypothesis import example, given, strategies as st
 from omegaconf import OmegaConf
 
 from rsdet.engine.schedule import make_plan
+from rsdet.errors import ConfigError
 
 
 def _schedule(**kw):
@@ -46,3 +51,29 @@ def test_optimizer_choice():
     assert isinstance(adamw, torch.optim.AdamW) and adamw.param_groups[0]["weight_decay"] == 0.05
     with pytest.raises(ConfigError, match="schedule.optimizer='lamb'"):
         build_optimizer(model, OmegaConf.create({"optimizer": "lamb", "momentum": 0.9, "weight_decay": 0}), plan)
+
+
+@pytest.mark.parametrize("key, value", [
+    ("lr", float("nan")), ("lr", float("inf")), ("lr", -0.01), ("lr", 0), ("lr", "abc"), ("lr", True),
+    ("batch_size", 0), ("batch_size", 2.5), ("epochs", float("inf")), ("epochs", 0), ("max_iters", -1),
+    ("steps", [8, float("nan")]), ("warmup_iters", -5), ("warmup_ratio", 1.5), ("momentum", 1.0),
+    ("weight_decay", float("-inf")), ("grad_clip", float("nan")), ("checkpoint_every", 0),
+    ("reference_batch", 0),
+])
+def test_numeric_options_are_checked_before_anything_is_built(key, value):
+    schedule = _schedule(momentum=0.9, weight_decay=1e-4, grad_clip=None, checkpoint_every=100, lr=0.01)
+    schedule[key] = value
+    with pytest.raises(ConfigError, match=rf"schedule\.{key}(\[\d+\])?=") as info:
+        make_plan(schedule, OmegaConf.create({"lr": 0.01}), 1000)
+    assert "must be" in str(info.value)
+
+
+@given(st.floats(allow_nan=True, allow_infinity=True) | st.integers(-10, 10) | st.text(max_size=5))
+@example(1.2e308)  # finite, but not once scaled to the batch
+def test_any_learning_rate_is_used_or_refused_with_a_config_error(value):
+    try:
+        plan = make_plan(_schedule(lr=value), OmegaConf.create({"lr": 0.01}), 1000)
+    except ConfigError as err:
+        assert "schedule.lr=" in str(err)
+    else:
+        assert math.isfinite(plan.base_lr) and plan.base_lr > 0
