@@ -102,6 +102,7 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="passes over the images; medians over all (default 3)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--display-size", type=int, default=None, help="as rsdet predict (default 384)")
+    parser.add_argument("--legacy-checkpoint", action="store_true", help="as rsdet predict (rsdet <= 0.1 checkpoints)")
     args = parser.parse_args(argv)
 
     from rsdet.engine.inference import pick_device
@@ -109,7 +110,7 @@ def main(argv=None) -> int:
     from rsdet.vis.draw import DISPLAY_SIZE
 
     device = pick_device(args.device)
-    predictor = load_predictor(args.run, device=device)
+    predictor = load_predictor(args.run, device=device, allow_legacy=args.legacy_checkpoint)
     paths = _images(predictor, args.images, args.n)
     display = DISPLAY_SIZE if args.display_size is None else args.display_size
     times: dict[str, list[float]] = {"inference": [], "drawing": [], "png": []}
