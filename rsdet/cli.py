@@ -1,4 +1,4 @@
-"""``rsdet`` command line: train | evaluate | report | data. Thin: every command delegates."""
+"""``rsdet`` command line: train | evaluate | predict | report | data. Thin: every command delegates."""
 
 from __future__ import annotations
 
@@ -19,8 +19,11 @@ commands:
                rsdet train -m loss=rs,ce resume=true       # resume a sweep: completed jobs are reused
              `rsdet train --help` lists the config groups and options.
   evaluate   COCO/LVIS AP + oLRP of a results file, run directory or checkpoint; score-threshold sweeps
+  predict    run a trained detector on images: PNGs with the detections drawn + COCO results
+               rsdet predict outputs/runs/<date>/<run> photos/ --out drawn/ [--gt annotations.json]
   report     turn a folder of runs into the paper's tables (Markdown, CSV, LaTeX)
-  data       generate / inspect the embedded datasets (`rsdet data shapes`, `rsdet data shapes_lvis`)
+  data       generate / inspect datasets (`rsdet data shapes`, `rsdet data shapes_lvis`, `rsdet data check`),
+             draw a split's ground truth (`rsdet data browse shapes --n 16`)
 
 `rsdet <command> --help` for details.
 """
@@ -46,6 +49,10 @@ def main(argv: list[str] | None = None) -> int:
             from rsdet.evaluation.cli import main as evaluate_main
 
             return evaluate_main(rest)
+        if command == "predict":
+            from rsdet.predict.cli import main as predict_main
+
+            return predict_main(rest)
         if command == "report":
             from rsdet.report.cli import main as report_main
 

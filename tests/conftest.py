@@ -49,3 +49,26 @@ def tiny_dense_run(shapes_cache, tmp_path, monkeypatch):
     monkeypatch.setenv("RSDET_CACHE", str(shapes_cache))
     monkeypatch.chdir(tmp_path)
     return list(TINY_DENSE)
+
+
+@pytest.fixture(scope="session")
+def trained_tiny_run(shapes_cache, tmp_path_factory):
+    """One tiny Faster R-CNN run (TINY, 4 iterations on 96 px shapes) with W&B offline (3 media images)
+    and every detection kept (eval.score_thresh=0), shared by the predict and W&B-logger tests:
+    (run directory, validation image folder, validation annotation file)."""
+    from rsdet import train_cli
+    from rsdet.data.build import dataset_paths
+    from rsdet.predict.model import read_run_config
+    from rsdet.records import find_runs
+
+    root = tmp_path_factory.mktemp("trained")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RSDET_CACHE", str(shapes_cache))
+        mp.delenv("WANDB_DATA_DIR", raising=False)
+        mp.chdir(root)
+        overrides = [o for o in TINY if not o.startswith("logger")]
+        assert train_cli.main([*overrides, "logger=wandb", "logger.log_every=2", "logger.media_images=3",
+                               "eval.score_thresh=0.0"]) == 0
+        run = find_runs(root / "outputs")[0].dir
+        images, annotations = dataset_paths(read_run_config(run / "config.yaml").dataset, "val")
+    return run, images, annotations

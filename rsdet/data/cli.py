@@ -3,6 +3,8 @@
     rsdet data shapes      [--root DIR] [--num-train N] [--num-val N] [--image-size PX] [--seed S]
     rsdet data shapes_lvis [--root DIR] [--num-train N] [--num-val N] [--image-size PX] [--seed S]
     rsdet data check ANNOTATIONS.json [--images DIR] [--verify-files]
+    rsdet data browse DATASET [--split train|val] [--n N] [--out DIR] [--images DIR] [--root DIR] [--seed S]
+                      [--ids ID,...] [--display-size PX] [--set KEY=VALUE ...]
 
 ``shapes`` / ``shapes_lvis`` start from ``conf/dataset/shapes.yaml`` / ``shapes_lvis.yaml`` (the
 ``generate`` block ``rsdet train`` uses; from the checkout or the installed package,
@@ -45,7 +47,60 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("annotations", type=Path, help="COCO-format instances .json")
     check.add_argument("--images", type=Path, help="image folder (default: the .json's folder)")
     check.add_argument("--verify-files", action="store_true", help="also check that every image file exists")
+    _browse_parser(sub)
     return parser
+
+
+def _ids(text: str) -> list[int]:
+    try:
+        return [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--ids must be comma-separated image ids, got {text!r}") from None
+
+
+def _browse_parser(sub) -> None:
+    browse = sub.add_parser(
+        "browse", help="draw the ground truth of a dataset split (boxes, class names, masks, crowd regions) as PNGs",
+        description="Draw the ground truth of a dataset split: every annotation of each chosen image, with its class "
+                    "name and mask; crowd regions filled grey; LVIS images list their negative and not-exhaustive "
+                    "categories. The annotation file goes through the training loader's checks.",
+        epilog="examples:\n  rsdet data browse shapes --n 8\n  rsdet data browse shapes_lvis --split train\n"
+               "  rsdet data browse coco --root /data/coco --n 32\n"
+               "  rsdet data browse my/instances_val.json --images my/images\n"
+               "  rsdet data browse coco_format --set val.images=imgs --set val.annotations=val.json",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    browse.add_argument("dataset", metavar="DATASET",
+                        help="a dataset config name (shapes, shapes_lvis, coco, lvis, coco_format), a dataset .yaml, "
+                             "or a COCO/LVIS-format annotation .json")
+    browse.add_argument("--split", choices=("train", "val"), default="val",
+                        help="split of a dataset config (default val)")
+    browse.add_argument("--n", type=int, default=16, help="images to draw, drawn at random with --seed (default 16)")
+    browse.add_argument("--seed", type=int, default=0, help="seed of the random choice of images (default 0)")
+    browse.add_argument("--ids", type=_ids, default=None, help="draw these image ids instead (comma-separated)")
+    browse.add_argument("--out", type=Path, default=None,
+                        help="output folder (default outputs/browse/<dataset>-<split>); files <image id>_<name>.png")
+    browse.add_argument("--images", type=Path, default=None,
+                        help="image folder of an annotation .json (default: its folder)")
+    browse.add_argument("--root", default=None, help="dataset.root of a dataset config (e.g. /data/coco)")
+    browse.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a key of the dataset config (e.g. val.annotations=x.json); repeatable")
+    browse.add_argument("--display-size", type=int, default=None, metavar="PX",
+                        help="enlarge pictures whose shorter side is below PX by a whole factor (default 384; 0: off)")
+
+
+def _browse(args: argparse.Namespace, console: Console) -> int:
+    from rsdet.vis.browse import BrowseOptions, browse
+    from rsdet.predict.cli import _progress
+
+    if args.n < 1:
+        raise RsdetError(f"--n must be at least 1, got {args.n}")
+    opts = BrowseOptions(dataset=args.dataset, split=args.split, n=args.n, out=args.out, images=args.images,
+                         root=args.root, seed=args.seed, ids=args.ids, display_size=args.display_size,
+                         overrides=tuple(args.overrides))
+    with _progress(console) as progress:
+        out, written = browse(opts, progress)
+    console.print(f"{len(written)} images drawn -> {out}", soft_wrap=True, highlight=False)
+    return 0
 
 
 def _shapes(args: argparse.Namespace, console: Console) -> int:
@@ -156,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
         return int(exit_.code or 0)
     console = Console()
     try:
+        if args.command == "browse":
+            return _browse(args, console)
         return _shapes(args, console) if args.command in GENERATED else _check(args, console)
     except RsdetError as err:
         Console(stderr=True).print(f"[bold red]error:[/bold red] {err}", highlight=False, soft_wrap=True)

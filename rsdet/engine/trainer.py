@@ -94,7 +94,10 @@ class Trainer:
         self.every_epochs = int(cfg.eval.get("every_epochs") or 0) if p.val_ds is not None else 0
         self.check_every_iteration = p.device.type != "cuda"  # reading a CPU value back costs nothing
         self.last_stage_pos = f"{p.model.stages[-1].name}/num_pos"  # "batches without positives" of the final stage
-        self.extra = {"num_classes": p.train_ds.num_classes, "world_size": self.dist.world_size}
+        self.extra = {"num_classes": p.train_ds.num_classes, "world_size": self.dist.world_size,
+                      # issue 20: what rsdet predict needs to name the detections and check the detector
+                      "detector": str(cfg.detector.name), "category_ids": list(p.train_ds.category_ids),
+                      "class_names": list(p.train_ds.category_names)}
         self._progress = self._task = None
 
     # ------------------------------------------------------------------------------------ record
@@ -327,6 +330,8 @@ class Trainer:
         scalars = {f"eval/{k}": v for k, v in result["bbox"].items() if isinstance(v, (int, float))}
         scalars.update({f"eval/segm/{k}": v for k, v in result.get("segm", {}).items() if isinstance(v, (int, float))})
         self.logger.log(scalars, step=iteration)
+        self.logger.log_evaluation(self.cfg, result, model=p.model, dataset=p.val_ds, device=p.device,  # issue 20
+                                   predictions=record.dir / f"predictions_bbox_epoch{epoch}.json", step=iteration)
         log.info("epoch %d (iteration %d): AP %.1f%s", epoch, iteration, 100 * result["bbox"].get("AP", float("nan")),
                  f", mask AP {100 * result['segm'].get('AP', float('nan')):.1f}" if "segm" in result else "")
 
@@ -348,6 +353,12 @@ class Trainer:
                 segm = {f"segm/{k}": v for k, v in (row.get("segm") or {}).items()}
                 metrics[f"epoch{row['epoch']}"] = {**row["bbox"], **segm}
         record.write_metrics(metrics)
+        from rsdet.engine.complexity import model_complexity  # issue 20: parameters and FLOPs per image
+
+        record.update(complexity=model_complexity(p.model, self.cfg, p.device))
+        if p.val_ds is not None:  # issue 20: W&B media of the final evaluation
+            self.logger.log_evaluation(self.cfg, metrics, model=p.model, dataset=p.val_ds, device=p.device,
+                                       predictions=record.predictions_path("bbox"), step=self.iteration)
         self.logger.summary(metrics)
         self.logger.finish("completed")
         return metrics
@@ -370,6 +381,10 @@ def train(cfg: Any, record, *, console: Console | None = None, resume_from: Path
     (``rsdet.engine.distributed.DistContext``); every rank calls ``train``, rank 0 alone writes
     ``record`` and returns the metrics (others ``{}``)."""
     trainer = Trainer(cfg, record, console=console, dist=dist)
+    if resume_from is None and state is None and (cfg.get("detector") or {}).get("init"):  # issue 20
+        from rsdet.models.torchvision_init import init_detector  # weights from torchvision, a fresh run only
+
+        init_detector(trainer.parts.model, cfg, trainer.parts.train_ds.category_ids)
     if resume_from is not None and state is None:
         state = load_checkpoint(resume_from, allow_legacy=bool(cfg.get("legacy_checkpoint")))
     trainer.open_record(int(state["iteration"]) if state is not None else 0, resumed=state is not None)

@@ -27,7 +27,9 @@ def detector_class(name: str) -> type:
 
 def build_detector(cfg: Any, num_classes: int) -> nn.Module:
     """Build the detector named by ``cfg.detector.name`` for ``num_classes`` foreground classes."""
-    return detector_class(cfg.detector.name)(cfg, num_classes)
+    from rsdet.models.torchvision_init import prepare_for_init  # detector.init: structure only, no file read
+
+    return prepare_for_init(detector_class(cfg.detector.name)(cfg, num_classes), cfg)
 
 
 def detector_predicts_masks(name: str) -> bool:

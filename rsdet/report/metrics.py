@@ -20,7 +20,9 @@ from rsdet.records import RunRecord
 
 IOU_TYPES = ("bbox", "segm")
 _PERCENT = re.compile(r"^(ap|ar|olrp|lrp)", re.IGNORECASE)
-_LOWER_BETTER = re.compile(r"(lrp|loss|seconds|time|sec_per_iter|error|memory)", re.IGNORECASE)
+_LOWER_BETTER = re.compile(r"(lrp|loss|seconds|time|sec_per_iter|error|memory|flops|params)", re.IGNORECASE)
+#: the detector's size from run.json's ``complexity`` (rsdet/engine/complexity.py): metric -> (key, unit)
+_COMPLEXITY = {"gflops": ("flops_per_image", 1e9), "params_m": ("parameters", 1e6)}
 
 
 def _norm(name: str) -> str:
@@ -59,9 +61,15 @@ def metric_value(run: RunRecord, name: str) -> float | None:
     Besides metrics.json keys: ``history/<col>`` (mean over history.jsonl), ``history_epoch1/<col>``
     (mean over the first epoch's rows), ``fps`` (the score-threshold sweep at the run's test threshold),
     ``desired_ratio/<stage>_instance`` (the sampler's aim) and ``sec_per_iter`` (history mean when
-    metrics.json has none); see rsdet/report/run_data.py."""
+    metrics.json has none), ``gflops`` / ``params_m`` (run.json's ``complexity``: FLOPs per image in
+    10^9, parameters in 10^6; an IoU-type prefix such as ``segm/gflops`` names the same detector's);
+    see rsdet/report/run_data.py."""
     from rsdet.report import run_data
 
+    size = _COMPLEXITY.get(_norm(name.rsplit("/", 1)[-1]).replace("paramsm", "params_m"))
+    if size is not None:
+        found = _number(((run.info or {}).get("complexity") or {}).get(size[0]))
+        return None if found is None else found / size[1]
     if name.startswith("history/"):
         return _history_mean(run.read_history(), name[len("history/"):])
     if name.startswith("history_epoch1/"):

@@ -209,3 +209,21 @@ def test_s11_mask_columns_from_a_separate_mask_sweep_file(tmp_path):
     assert table["10^-4"]["RS-Mask R-CNN / AP_mask (ours)"] == "30.0"
     assert table["0.60"]["RS-Mask R-CNN / AP_r (ours)"] == "19.0"
     assert table["0.60"]["RS-Mask R-CNN / AP_box (ours)"] == "40.0" and table["0.60"]["RS-Mask R-CNN / fps (ours)"] == "9"
+
+
+def test_s9_and_s10_carry_the_detectors_flops_from_run_json(tmp_path):
+    from rsdet.records import RunRecord
+    from rsdet.report.metrics import metric_value
+
+    runs = [fab_run(tmp_path / "a", loss="rs", metrics=box(0.40), history=history()),
+            fab_run(tmp_path / "b", detector="mask_rcnn", loss="rs", metrics={**box(0.41), "segm": {"AP": 0.36}})]
+    RunRecord(runs[0].dir, create=False).update(complexity={"parameters": 6_029_677, "flops_per_image": 1_974_237_568})
+    runs = [RunRecord(r.dir, create=False) for r in runs]
+    assert metric_value(runs[0], "gflops") == pytest.approx(1.974237568)
+    assert metric_value(runs[0], "params_m") == pytest.approx(6.029677)
+    assert metric_value(runs[1], "gflops") is None  # a record written before run.json had `complexity`
+    _, rows, _ = _table(runs, "s9")
+    assert rows["Faster R-CNN"]["GFLOPs (rsdet) (ours)"] == "1.97" and rows["Faster R-CNN"]["GFLOPs (rsdet) (paper)"] == "—"
+    _, rows, _ = _table(runs, "s10")
+    assert rows["Object Detection | RS-Faster R-CNN | R-50 | 12 | –"]["GFLOPs (rsdet) (ours)"] == "1.97"
+    assert rows["Object Detection | RS-Mask R-CNN | R-50 | 12 | –"]["GFLOPs (rsdet) (ours)"] == "—"

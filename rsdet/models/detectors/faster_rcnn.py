@@ -29,7 +29,8 @@ class FasterRCNN(Detector):
         self.backbone = build_backbone(det.backbone)
         channels = self.backbone.out_channels
         coder = tuple(det.box_coder_weights)
-        self.rpn = RPN(det.rpn, channels, coder, rpn_spec, resolve_stage_sampler(cfg.sampler, cfg.loss, "rpn"))
+        rpn_coder = tuple(det.rpn.get("box_coder_weights") or coder)  # torchvision's weights: [1, 1, 1, 1]
+        self.rpn = RPN(det.rpn, channels, rpn_coder, rpn_spec, resolve_stage_sampler(cfg.sampler, cfg.loss, "rpn"))
         classifier = classifier_of(stage_loss_config(cfg.loss, rcnn_spec).cls)
         featmaps = [str(i) for i in range(len(det.backbone.returned_stages))]
         self.roi_head = RoIHead(det.roi, channels, num_classes, classifier, cfg.loss.get("prior_prob"), coder,
