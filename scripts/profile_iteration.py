@@ -193,7 +193,7 @@ def instrument_code() -> None:
     from rsdet.models.detectors import cascade_rcnn, one_stage, yolact
     from rsdet.models.heads import protonet, roi_box, roi_mask, rpn
 
-    for fn, name in ((max_iou.max_iou_assign, "assign"), (atss.atss_assign_boxes, "assign"),
+    for fn, name in ((max_iou.max_iou_assign, "assign"), (max_iou.max_iou_match_images, "assign"), (atss.atss_assign_boxes, "assign"),
                      (paa.paa_anchor_scores, "assign"), (paa.paa_reassign, "assign"),
                      (rpn.inside_anchors, "assign"),
                      (samplers.sample_instances, "sample"), (samplers.sample_stage, "sample"),
@@ -202,8 +202,9 @@ def instrument_code() -> None:
                      (roi_mask.mask_targets, "targets"), (protonet.gt_masks_at, "targets"),
                      (protonet.prototype_mask_prediction, "targets")):
         _patch_function_everywhere(fn, name)
-    _patch_attr(one_stage.ATSS, "assign", "assign")
-    _patch_attr(one_stage.PAA, "assign", "assign")
+    for cls in (one_stage.ATSS, one_stage.PAA):
+        _patch_attr(cls, "assign", "assign")
+        _patch_attr(cls, "assign_images", "assign")
     _patch_attr(yolact.YOLACT, "_assign", "assign")
     _patch_attr(roi_box.RoIHead, "assign", "assign")
     _patch_attr(rpn.RPN, "forward", "proposals")
