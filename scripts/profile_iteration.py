@@ -254,7 +254,8 @@ def _split_backward(total: torch.Tensor, boundary: list[torch.Tensor]) -> None:
 
 
 def profile_case(detector: str, loss: str, overrides: list[str], iters: int, warmup: int,
-                 check_split: bool = False, top: int = 0, count_ops: bool = False) -> dict:
+                 check_split: bool = False, top: int = 0, count_ops: bool = False, foreach: bool = False,
+                 refresh_per_second: float = 10.0) -> dict:
     """Median seconds per region of ``iters`` training iterations of one recipe."""
     from rich.console import Console
     from rich.progress import Progress
@@ -273,6 +274,9 @@ def profile_case(detector: str, loss: str, overrides: list[str], iters: int, war
     instrument_model(model)
     plan = make_plan(cfg.schedule, cfg.loss, len(train_ds))
     optimizer = build_optimizer(model, cfg.schedule, plan)
+    if foreach:  # the multi-tensor implementation of the same update (docs/performance.md)
+        for group in optimizer.param_groups:
+            group["foreach"] = True
     loader = TrainLoader(train_ds, batch_size=int(cfg.schedule.batch_size), seed=int(cfg.seed), collate_fn=collate_fn,
                          drop_last=True, epoch_len=len(train_ds))
     batches = iter(loader)
@@ -286,7 +290,8 @@ def profile_case(detector: str, loss: str, overrides: list[str], iters: int, war
     rows, checked = [], False
     profiler = ops = None
     measured = warmup + iters
-    with Progress(console=console, redirect_stdout=False, redirect_stderr=False) as progress:
+    with Progress(console=console, redirect_stdout=False, redirect_stderr=False,
+                  refresh_per_second=refresh_per_second) as progress:
         task = progress.add_task("training", total=measured + (1 if top else 0) + (1 if count_ops else 0))
         for it in range(measured + (1 if top else 0) + (1 if count_ops else 0)):
             if top and it == measured:  # after the timed iterations: the profiler slows every op down
@@ -447,6 +452,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--check-split", action="store_true", help="verify the split backward once per recipe")
     parser.add_argument("--top", type=int, default=0, help="also print torch.profiler's N hottest ops")
+    parser.add_argument("--foreach", action="store_true",
+                        help="the optimiser's multi-tensor (foreach) implementation instead of rsdet's default")
+    parser.add_argument("--refresh-per-second", type=float, default=10.0,
+                        help="progress-bar refreshes per second (rsdet train: rich's default, 10)")
     parser.add_argument("--ops", action="store_true", help="also count the ATen operators of each region")
     parser.add_argument("--markdown", action="store_true", help="print the table as markdown")
     parser.add_argument("--json", type=Path, help="write the medians to this file")
@@ -459,11 +468,12 @@ def main(argv: list[str] | None = None) -> int:
         for loss in args.losses.split(","):
             loss = STANDARD[det] if loss == "standard" else loss
             r = profile_case(det, loss, args.overrides, args.iters, args.warmup, args.check_split, args.top,
-                             args.ops)
+                             args.ops, args.foreach, args.refresh_per_second)
             results.append(r)
             print(f"{det:12s} loss={loss:6s} {1000 * r['iteration']:.1f} ms/iter (thread CPU time)", flush=True)
     print()
-    print(f"`python scripts/profile_iteration.py{' ' + ' '.join(args.overrides) if args.overrides else ''}` on "
+    shown = " ".join(sys.argv[1:]) if argv is None else " ".join(argv)
+    print(f"`python scripts/profile_iteration.py{' ' + shown if shown else ''}` on "
           f"{time.strftime('%Y-%m-%d')}, {platform.machine()} CPU ({cpu_model()}), 1 thread, load average "
           f"{os.getloadavg()[0]:.1f}; median thread CPU ms per region of {args.iters} iterations after "
           f"{args.warmup} warm-up (share of the sum of medians):")
