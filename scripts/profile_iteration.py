@@ -30,7 +30,10 @@ gradients match a single ``backward()``). Time spent in other threads of the pro
 progress-bar refresh, thread pools) is shown apart as ``other threads`` (process minus thread CPU time).
 
 The table prints the median of each region over ``--iters`` iterations after ``--warmup``, its
-share of the sum of medians, and the non-network share.
+share of the sum of medians (``ms/iter``, the training thread's CPU time per iteration) and the
+network / non-network shares of that sum. ``other threads`` is shown in milliseconds beside it, not
+in the shares: the progress bar redraws 10 times per wall-clock second, so its CPU time per
+iteration grows with the wall time of an iteration, which a loaded machine stretches.
 """
 
 from __future__ import annotations
@@ -150,8 +153,8 @@ _PATCHED: list[tuple[object, str, object]] = []
 
 
 def _patch_attr(owner, attr: str, name: str, boundary: bool = False) -> None:
-    original = getattr(owner, attr)
-    if getattr(original, "__wrapped_region__", None):
+    original = getattr(owner, attr, None)
+    if original is None or getattr(original, "__wrapped_region__", None):  # absent in this version, or done
         return
     _PATCHED.append((owner, attr, original))
     setattr(owner, attr, _wrap(original, name, boundary))
@@ -193,7 +196,8 @@ def instrument_code() -> None:
     from rsdet.models.detectors import cascade_rcnn, one_stage, yolact
     from rsdet.models.heads import protonet, roi_box, roi_mask, rpn
 
-    for fn, name in ((max_iou.max_iou_assign, "assign"), (max_iou.max_iou_match_images, "assign"), (atss.atss_assign_boxes, "assign"),
+    for fn, name in ((max_iou.max_iou_assign, "assign"), (getattr(max_iou, "max_iou_match_images", None), "assign"),
+                     (atss.atss_assign_boxes, "assign"), (getattr(atss, "atss_assign_boxes_images", None), "assign"),
                      (paa.paa_anchor_scores, "assign"), (paa.paa_reassign, "assign"),
                      (rpn.inside_anchors, "assign"),
                      (samplers.sample_instances, "sample"), (samplers.sample_stage, "sample"),
@@ -201,11 +205,13 @@ def instrument_code() -> None:
                      (anchors.grid_anchors, "proposals"), (cascade_rcnn.refine_boxes, "proposals"),
                      (roi_mask.mask_targets, "targets"), (protonet.gt_masks_at, "targets"),
                      (protonet.prototype_mask_prediction, "targets")):
-        _patch_function_everywhere(fn, name)
+        if fn is not None:
+            _patch_function_everywhere(fn, name)
     for cls in (one_stage.ATSS, one_stage.PAA):
         _patch_attr(cls, "assign", "assign")
         _patch_attr(cls, "assign_images", "assign")
     _patch_attr(yolact.YOLACT, "_assign", "assign")
+    _patch_attr(yolact.YOLACT, "_assign_images", "assign")
     _patch_attr(roi_box.RoIHead, "assign", "assign")
     _patch_attr(rpn.RPN, "forward", "proposals")
     _patch_attr(RegionProposalNetwork, "filter_proposals", "proposals")
@@ -410,7 +416,7 @@ def _fmt_ms(seconds: float) -> str:
 def table(results: list[dict], markdown: bool) -> str:
     present = [c for c in COLUMNS if any(r["medians"].get(c, 0.0) > 0 for r in results)]
     lines = []
-    header = ["detector", "loss", "ms/iter", *present, "other threads", "network", "non-network"]
+    header = ["detector", "loss", "ms/iter", *present, "network", "non-network", "other threads"]
     if markdown:
         lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     else:
@@ -421,8 +427,8 @@ def table(results: list[dict], markdown: bool) -> str:
         network = sum(m.get(c, 0.0) for c in NETWORK)
         cells = [r["detector"], r["loss"], _fmt_ms(total),
                  *(f"{_fmt_ms(m.get(c, 0.0))} ({100 * m.get(c, 0.0) / total:.0f}%)" for c in present),
-                 _fmt_ms(m.get("other threads", 0.0)),
-                 f"{100 * network / total:.0f}%", f"{100 * (1 - network / total):.0f}%"]
+                 f"{100 * network / total:.0f}%", f"{100 * (1 - network / total):.0f}%",
+                 _fmt_ms(m.get("other threads", 0.0))]
         if markdown:
             lines.append("| " + " | ".join(cells) + " |")
         else:
@@ -476,7 +482,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"`python scripts/profile_iteration.py{' ' + shown if shown else ''}` on "
           f"{time.strftime('%Y-%m-%d')}, {platform.machine()} CPU ({cpu_model()}), 1 thread, load average "
           f"{os.getloadavg()[0]:.1f}; median thread CPU ms per region of {args.iters} iterations after "
-          f"{args.warmup} warm-up (share of the sum of medians):")
+          f"{args.warmup} warm-up (share of the training thread's sum; other threads apart):")
     print()
     print(table(results, args.markdown))
     if args.ops:

@@ -20,7 +20,7 @@ from torchvision.ops import batched_nms, box_iou, clip_boxes_to_image, remove_sm
 
 from rsdet.errors import ConfigError
 from rsdet.models.anchors import dense_anchor_sizes, grid_anchors
-from rsdet.models.assign.atss import atss_assign_boxes
+from rsdet.models.assign.atss import atss_assign_boxes_images, matched_boxes
 from rsdet.models.assign.max_iou import MinIoUMatcher, max_iou_match_images
 from rsdet.models.assign.paa import paa_anchor_scores, paa_reassign
 from rsdet.models.backbone import build_backbone
@@ -162,7 +162,12 @@ class ATSS(OneStageDetector):
         self.topk = int(cfg.detector.assigner.topk)
 
     def assign(self, anchors, per_level, target, cls_logits, deltas):
-        classes, boxes, _ = atss_assign_boxes(anchors, per_level, target["boxes"], target["labels"], self.topk)
+        return self.assign_images(anchors, per_level, [target], cls_logits[None], deltas[None])
+
+    def assign_images(self, anchors, per_level, targets, cls, reg):
+        """The batch in one ATSS pass (:func:`atss_assign_images`; docs/performance.md)."""
+        classes, boxes, _ = atss_assign_boxes_images(anchors, per_level, [t["boxes"] for t in targets],
+                                                     [t["labels"] for t in targets], self.topk)
         return classes, boxes
 
 
@@ -205,15 +210,4 @@ class PAA(OneStageDetector):
                                              gt[index[cand]], box_weight=self.score_box_weight).float()
         matched = paa_reassign(index, scores, levels, len(gt), self.topk)
         classes = torch.where(matched >= 0, labels[matched.clamp(min=0)], torch.full_like(matched, NEGATIVE))
-        # a negative keeps its own image's first GT box (zeros in an image without objects), as max_iou_assign
-        first = torch.tensor([off if c else len(gt) for off, c in zip(_offsets(counts), counts)], device=device)
-        padded = torch.cat([gt, gt.new_zeros((1, 4))])
-        return classes, padded[torch.where(matched >= 0, matched, first.repeat_interleave(n))]
-
-
-def _offsets(counts: list[int]) -> list[int]:
-    out, total = [], 0
-    for c in counts:
-        out.append(total)
-        total += c
-    return out
+        return classes, matched_boxes(gt, matched, counts, n)
