@@ -178,7 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     images, targets = make_batch(args.batch, args.size)
-    header = [f"`python scripts/bench_torchvision.py{' ' + ' '.join(sys.argv[1:]) if argv is None and sys.argv[1:] else ''}` "
+    shown = " ".join(sys.argv[1:] if argv is None else argv)
+    header = [f"`python scripts/bench_torchvision.py{' ' + shown if shown else ''}` "
               f"on {time.strftime('%Y-%m-%d')}, {os.cpu_count()}-core {platform.machine()} CPU ({cpu_model()}), "
               f"{torch.get_num_threads()} torch threads, load average {os.getloadavg()[0]:.1f}; {args.batch} x "
               f"{args.size} px, medians of {args.iters} interleaved rounds after {args.warmup} warm-up (seconds):",
