@@ -271,34 +271,39 @@ class Criterion(nn.Module):
         loss = self.losses[out.name]
         keep = torch.nonzero(out.gt_classes >= -1).flatten()  # samplers ran in the heads; drop ignored rows
         x = self._positives(cfg, out, keep)
+        pos_rows = x.pos if len(keep) == len(out.gt_classes) else keep[x.pos]  # the positives' stage rows
         stats = self._ratios(out.name, len(x.classes), x.num_pos, out.num_classes)
         if loss.uses_labels:
             x.labels = L.continuous_labels(cfg.label, pred_boxes=x.pred_boxes, gt_boxes=x.gt, num=x.num_pos,
-                                           min_value=cfg.label_min, **self._label_masks(cfg, out, x.pos))
+                                           min_value=cfg.label_min, **self._label_masks(cfg, out, pos_rows))
         result = loss(self.cls_losses[out.name], x)
         terms = dict(result.terms)
         if out.spec.boxes:
             terms["box"] = self._box_term(cfg, out.name, x, result)
         if out.masks is not None:
-            terms["mask"] = self._mask_term(cfg, out, keep, x, sum(v for k, v in terms.items() if k != "box"))
+            terms["mask"] = self._mask_term(cfg, out, pos_rows, x, sum(v for k, v in terms.items() if k != "box"))
         for name, pred in out.aux.items():
-            terms[name] = cfg.aux_weight * self._aux_term(name, pred[keep][x.pos], x, out.name)
+            terms[name] = cfg.aux_weight * self._aux_term(name, pred[pos_rows], x, out.name)
         w = cfg.stage_weight
         named = {f"{out.name}_{k}": (w * v if w != 1.0 else v) for k, v in terms.items()}
         return named, stats
 
     # ------------------------------------------------------------------ pieces
     def _positives(self, cfg: StageLossConfig, out: StageOutput, keep: Tensor) -> L.StagePositives:
-        """The stage's kept rows and, on a box stage, its positives' boxes and box losses."""
-        logits = out.cls_logits[keep]
-        classes = out.gt_classes[keep]
+        """The stage's kept rows and, on a box stage, its positives' boxes and box losses. When no row is
+        ignored the stage's tensors are used as they are (no copy, no index backward), and the positives'
+        rows are gathered from them in one step (docs/performance.md)."""
+        every_row = len(keep) == len(out.gt_classes)
+        logits = out.cls_logits if every_row else out.cls_logits[keep]
+        classes = out.gt_classes if every_row else out.gt_classes[keep]
         pos = torch.nonzero(classes >= 0).flatten()
+        rows = pos if every_row else keep[pos]
         x = L.StagePositives(logits, classes, pos, out.num_classes, out.iou_threshold,
                              want_grad_l1=cfg.balance == "magnitude" and logits.requires_grad)
         if out.spec.boxes:
-            x.deltas = out.box_deltas[keep][pos]
-            x.ref = out.ref_boxes[keep][pos]
-            x.gt = out.gt_boxes[keep][pos]
+            x.deltas = out.box_deltas[rows]
+            x.ref = out.ref_boxes[rows]
+            x.gt = out.gt_boxes[rows]
             x.pred_boxes = out.box_coder.decode_single(x.deltas, x.ref)
             x.box_losses = self._box_loss_per_positive(cfg, x, out.box_coder)
         return x
@@ -320,12 +325,12 @@ class Criterion(nn.Module):
         }
 
     @staticmethod
-    def _label_masks(cfg: StageLossConfig, out: StageOutput, pos: Tensor) -> dict:
-        """The detached predicted / target masks of the positives, for Dice labels (mask stages)."""
+    def _label_masks(cfg: StageLossConfig, out: StageOutput, pos_rows: Tensor) -> dict:
+        """The detached predicted / target masks of the positives (their stage rows ``pos_rows``), for
+        Dice labels (mask stages)."""
         if out.masks is None or cfg.label not in MASK_LABEL_KINDS:
             return {}
-        keep = torch.nonzero(out.gt_classes >= -1).flatten()
-        pred, gt = out.masks.label_masks(keep[pos])
+        pred, gt = out.masks.label_masks(pos_rows)
         return {"pred_masks": pred, "gt_masks": gt}
 
     @staticmethod
@@ -381,7 +386,7 @@ class Criterion(nn.Module):
                 ctx["cls_outputs"] = x.logits
         return self.balancers[stage](cls_total, box, **ctx) * box
 
-    def _mask_term(self, cfg: StageLossConfig, out: StageOutput, keep: Tensor, x: L.StagePositives,
+    def _mask_term(self, cfg: StageLossConfig, out: StageOutput, pos_rows: Tensor, x: L.StagePositives,
                    cls_total: Tensor) -> Tensor:
         """The mask loss of a mask stage (docs/detectors.md, "Mask R-CNN", "YOLACT"): per mask Dice
         1 - 2Σpt / (Σp² + Σt² + 1e-5) of the sigmoid at the assigned class (zero outside the mask's
@@ -406,7 +411,7 @@ class Criterion(nn.Module):
             # position of each stage row among the kept positives: the weights are indexed like them
             pos = x.pos
             where = torch.full((len(out.gt_classes),), -1, dtype=torch.long, device=pos.device)
-            where[keep[pos]] = torch.arange(pos.numel(), device=pos.device)
+            where[pos_rows] = torch.arange(pos.numel(), device=pos.device)
             mask = L.weighted_mean(per_roi, self._weights(cfg, x)[where[m.weight_rows]].to(per_roi.dtype))
         ctx = {"box_outputs": m.logits, "cls_outputs": x.logits} if isinstance(
             self.mask_balancers[out.name], L.MagnitudeSelfBalance) else {}

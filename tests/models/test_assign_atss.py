@@ -9,6 +9,7 @@ from rsdet.models.assign.atss import (
     _nearest_k_indices,
     anchor_centers,
     atss_assign,
+    atss_assign_boxes,
     pairwise_iou,
 )
 
@@ -232,3 +233,47 @@ def test_bad_inputs_raise_clear_errors():
         atss_assign(anchors, [3, 1], _t(TWO_LEVEL_GT), torch.tensor([0, 1]))
     with pytest.raises(AssignerInputError, match="topk must be >= 1"):
         atss_assign(anchors, [3, 1], _t(TWO_LEVEL_GT), torch.tensor([0]), topk=0)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_batch_is_assigned_exactly_as_image_by_image(seed):
+    """atss_assign_images on B images that share the anchors == atss_assign per image (the same box in
+    two images, an image without boxes, boxes off the grid and nested boxes included)."""
+    from rsdet.models.anchors import dense_anchor_sizes, grid_anchors
+    from rsdet.models.assign.atss import atss_assign_boxes_images, atss_assign_images
+
+    gen = torch.Generator().manual_seed(seed)
+    strides = [8, 16, 32]
+    levels = grid_anchors([(12, 12), (6, 6), (3, 3)], strides, dense_anchor_sizes(strides), torch.device("cpu"))
+    anchors, per_level = torch.cat(levels), [len(a) for a in levels]
+    shared = torch.tensor([[20.0, 20, 60, 52]])
+    boxes, labels = [], []
+    for n in (2, 0, 5, 3):
+        xy = torch.rand((n, 2), generator=gen) * 90
+        b = torch.cat([xy, xy + torch.rand((n, 2), generator=gen) * 50 + 4], 1)
+        if n:
+            b[0] = shared[0]  # the same box in several images
+        boxes.append(b)
+        labels.append(torch.randint(0, 6, (n,), generator=gen))
+    topk = int(torch.randint(1, 10, (1,), generator=gen))
+    classes, index = atss_assign_images(anchors, per_level, torch.cat(boxes), torch.cat(labels),
+                                        [len(b) for b in boxes], topk)
+    want_classes, want_index, offset = [], [], 0
+    for b, lab in zip(boxes, labels):
+        c, i = atss_assign(anchors, per_level, b, lab, topk)
+        want_classes.append(c)
+        want_index.append(torch.where(i >= 0, i + offset, i))
+        offset += len(b)
+    assert torch.equal(classes, torch.cat(want_classes)) and torch.equal(index, torch.cat(want_index))
+    assert (classes >= 0).any()
+    c, matched, i = atss_assign_boxes_images(anchors, per_level, boxes, labels, topk)
+    want_boxes = torch.cat([atss_assign_boxes(anchors, per_level, b, lab, topk)[1] for b, lab in zip(boxes, labels)])
+    assert torch.equal(c, classes) and torch.equal(i, index) and torch.equal(matched, want_boxes)
+
+
+def test_batch_counts_must_add_up():
+    from rsdet.models.assign.atss import atss_assign_images
+
+    anchors = _t(TWO_LEVEL_ANCHORS)
+    with pytest.raises(AssignerInputError, match="counts"):
+        atss_assign_images(anchors, [3, 1], _t(TWO_LEVEL_GT), torch.tensor([0]), [2], topk=2)

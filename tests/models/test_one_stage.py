@@ -65,3 +65,44 @@ def test_standard_baselines_multiply_the_quality_branch_into_the_scores():
     assert torch.allclose(atss._scores(cls, aux)[:, 0], torch.tensor([0.25, 0.375]))
     assert torch.allclose(paa._scores(cls, aux)[:, 0], torch.tensor([0.25, 0.375]).sqrt())
     assert torch.allclose(_model("atss")._scores(cls, None), torch.full((2, 3), 0.5))
+
+
+def _paa_one_image(model, anchors, per_level, target, cls_logits, deltas):
+    """PAA's assignment of one image, written out from its pieces (the reference of the batched one)."""
+    from rsdet.models.assign.max_iou import max_iou_assign
+    from rsdet.models.assign.paa import paa_anchor_scores, paa_reassign
+
+    gt, labels = target["boxes"], target["labels"]
+    classes, boxes, index = max_iou_assign(model.candidate_matcher, anchors, gt, labels)
+    if gt.numel() == 0:
+        return classes, boxes
+    levels = torch.arange(len(per_level)).repeat_interleave(torch.tensor(per_level))
+    cand = torch.nonzero(index >= 0).flatten()
+    scores = torch.zeros(len(anchors))
+    pred = model.box_coder.decode_single(deltas[cand], anchors[cand])
+    scores[cand] = paa_anchor_scores(cls_logits[cand], labels[index[cand]], pred, gt[index[cand]],
+                                     box_weight=model.score_box_weight).float()
+    matched = paa_reassign(index, scores, levels, len(gt), model.topk)
+    classes = torch.where(matched >= 0, labels[matched.clamp(min=0)], torch.full_like(matched, -1))
+    return classes, gt[matched.clamp(min=0)]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_paa_assigns_a_batch_exactly_as_image_by_image(seed):
+    gen = torch.Generator().manual_seed(seed)
+    model = _model("paa", "focal" if seed % 2 else "rs")
+    shapes, strides = [(16, 16), (8, 8), (4, 4)], [8, 16, 32]
+    level_anchors = grid_anchors(shapes, strides, dense_anchor_sizes(strides, 4, 3), torch.device("cpu"))
+    anchors, per_level = torch.cat(level_anchors), [len(a) for a in level_anchors]
+    targets = []
+    for n in (3, 0, 7, 1):  # an image without objects among them
+        xy = torch.rand((n, 2), generator=gen) * 90
+        wh = torch.rand((n, 2), generator=gen) * 60 + 8
+        targets.append({"boxes": torch.cat([xy, xy + wh], 1), "labels": torch.randint(0, 6, (n,), generator=gen)})
+    cls = torch.randn((len(targets), len(anchors), 6), generator=gen) * 2
+    reg = torch.randn((len(targets), len(anchors), 4), generator=gen) * 0.2
+    classes, boxes = model.assign_images(anchors, per_level, targets, cls, reg)
+    ref = [_paa_one_image(model, anchors, per_level, t, cls[b], reg[b]) for b, t in enumerate(targets)]
+    assert torch.equal(classes, torch.cat([c for c, _ in ref]))
+    assert torch.equal(boxes, torch.cat([g for _, g in ref]))
+    assert (classes >= 0).sum() > 0

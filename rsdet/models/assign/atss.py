@@ -17,7 +17,8 @@ from torch import Tensor
 
 from rsdet.errors import RsdetError
 
-__all__ = ["AssignerInputError", "anchor_centers", "pairwise_iou", "atss_assign", "atss_assign_boxes"]
+__all__ = ["AssignerInputError", "anchor_centers", "pairwise_iou", "atss_assign", "atss_assign_images",
+           "atss_assign_boxes", "atss_assign_boxes_images", "matched_boxes"]
 
 # A candidate's centre must be farther than this (in pixels) from every side of the box.
 CENTER_MARGIN = 0.01
@@ -157,10 +158,27 @@ def atss_assign(anchors: Tensor, num_anchors_per_level: Sequence[int], gt_boxes:
     positive for several boxes takes the box with the highest IoU; exact IoU ties go to the box
     with the lowest index. No gradient flows through the assignment.
     """
+    return atss_assign_images(anchors, num_anchors_per_level, gt_boxes, gt_labels, [int(gt_boxes.shape[0])]
+                              if gt_boxes.dim() == 2 else [0], topk)
+
+
+def atss_assign_images(anchors: Tensor, num_anchors_per_level: Sequence[int], gt_boxes: Tensor,
+                       gt_labels: Tensor, counts: Sequence[int], topk: int = 9) -> tuple[Tensor, Tensor]:
+    """:func:`atss_assign` of a batch of images that share ``anchors`` (A, 4) (one padded input size),
+    in one pass: ``gt_boxes`` (G, 4) and ``gt_labels`` (G,) hold the images' boxes one image after the
+    other, ``counts[b]`` of them for image b. Returns ``(gt_classes, matched_gt)``, both (B·A,), image
+    after image: per image what :func:`atss_assign` returns, with ``matched_gt`` indexing the batch's
+    ``gt_boxes``. Every box's candidates, statistics and threshold are computed on its own row, and an
+    anchor only competes among the boxes of its own image (docs/performance.md)."""
     _check_inputs(anchors, num_anchors_per_level, gt_boxes, gt_labels, topk)
+    counts = [int(c) for c in counts]
+    if any(c < 0 for c in counts) or sum(counts) != gt_boxes.shape[0]:
+        raise AssignerInputError(
+            f"atss_assign_images: counts {counts} must be one non-negative box count per image summing to the "
+            f"{gt_boxes.shape[0]} boxes")
     num_anchors, num_gts = anchors.shape[0], gt_boxes.shape[0]
     device = anchors.device
-    matched_gt = torch.full((num_anchors,), -1, dtype=torch.long, device=device)
+    matched_gt = torch.full((len(counts) * num_anchors,), -1, dtype=torch.long, device=device)
     if num_gts == 0 or num_anchors == 0:
         return matched_gt.clone(), matched_gt
 
@@ -168,14 +186,18 @@ def atss_assign(anchors: Tensor, num_anchors_per_level: Sequence[int], gt_boxes:
         candidates, ious, threshold, inside = _candidate_statistics(
             anchors, num_anchors_per_level, gt_boxes, topk)
         positive = (ious >= threshold[:, None]) & inside  # (G, K)
+        if len(counts) > 1:  # row of each (box, candidate) in the batch: its image's block of anchors
+            image_of_gt = torch.repeat_interleave(torch.arange(len(counts), device=device),
+                                                  torch.tensor(counts, device=device))
+            candidates = candidates + image_of_gt[:, None] * num_anchors
         pos_gt = torch.arange(num_gts, device=device)[:, None].expand_as(candidates)[positive]
         pos_anchor = candidates[positive]
         pos_iou = ious[positive]
         # per anchor: the highest IoU among its boxes, then the lowest box index reaching it
-        best_iou = torch.full((num_anchors,), float("-inf"), dtype=ious.dtype, device=device)
+        best_iou = torch.full(matched_gt.shape, float("-inf"), dtype=ious.dtype, device=device)
         best_iou = best_iou.scatter_reduce(0, pos_anchor, pos_iou, reduce="amax")
         at_best = pos_iou == best_iou[pos_anchor]
-        best_gt = torch.full((num_anchors,), num_gts, dtype=torch.long, device=device)
+        best_gt = torch.full(matched_gt.shape, num_gts, dtype=torch.long, device=device)
         best_gt = best_gt.scatter_reduce(0, pos_anchor[at_best], pos_gt[at_best], reduce="amin")
         is_pos = best_gt < num_gts
         matched_gt = torch.where(is_pos, best_gt, matched_gt)
@@ -192,3 +214,28 @@ def atss_assign_boxes(anchors: Tensor, num_anchors_per_level: Sequence[int], gt_
     classes, index = atss_assign(anchors, num_anchors_per_level, gt_boxes, gt_labels, topk)
     boxes = gt_boxes[index.clamp(min=0)] if gt_boxes.numel() else torch.zeros_like(anchors)
     return classes, boxes, index
+
+
+def atss_assign_boxes_images(anchors: Tensor, num_anchors_per_level: Sequence[int], gt_boxes: Sequence[Tensor],
+                             gt_labels: Sequence[Tensor], topk: int = 9) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`atss_assign_boxes` of every image of a batch at once (:func:`atss_assign_images`), one
+    (n_b, 4) box and (n_b,) label tensor per image: ``(classes, matched GT box, matched GT index)``
+    (B·A,) image after image, the index into the images' boxes concatenated."""
+    counts = [len(b) for b in gt_boxes]
+    boxes = torch.cat(list(gt_boxes)) if counts else anchors.new_zeros((0, 4))
+    labels = torch.cat(list(gt_labels)) if counts else torch.zeros(0, dtype=torch.long, device=anchors.device)
+    classes, index = atss_assign_images(anchors, num_anchors_per_level, boxes, labels, counts, topk)
+    return classes, matched_boxes(boxes, index, counts, anchors.shape[0]), index
+
+
+def matched_boxes(gt_boxes: Tensor, index: Tensor, counts: Sequence[int], num_anchors: int) -> Tensor:
+    """(B·A, 4) matched boxes of an assignment of B images (``index`` (B·A,) into ``gt_boxes``, -1 for
+    negatives): a negative gets its own image's first box, zeros in an image without boxes (the
+    single-image assigners' convention)."""
+    first, offset = [], 0
+    for c in counts:
+        first.append(offset if c else len(gt_boxes))
+        offset += c
+    default = torch.tensor(first, dtype=torch.long, device=index.device).repeat_interleave(num_anchors)
+    padded = torch.cat([gt_boxes, gt_boxes.new_zeros((1, 4))])
+    return padded[torch.where(index >= 0, index, default)]

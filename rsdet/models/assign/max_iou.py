@@ -52,3 +52,21 @@ def max_iou_assign(matcher: det_utils.Matcher, boxes: Tensor, gt_boxes: Tensor,
     classes[matched == det_utils.Matcher.BETWEEN_THRESHOLDS] = IGNORED
     index = torch.where(matched >= 0, matched, torch.full_like(matched, -1))
     return classes, gt_boxes[safe], index
+
+
+def max_iou_match_images(matcher: det_utils.Matcher, boxes: Tensor, gt_boxes: Tensor, counts: list[int]) -> Tensor:
+    """The matched GT index of ``boxes`` (A, 4), the same boxes in every image of a batch, against each
+    image's ground truth: ``gt_boxes`` (G, 4) holds the images' boxes one image after the other,
+    ``counts[b]`` of them for image b. Returns (len(counts) · A,) indices into ``gt_boxes``, -1 for
+    negatives and ignored boxes: per image what ``max_iou_assign`` returns as its third value, shifted
+    by the image's offset, with one IoU matrix for the batch."""
+    iou = box_iou(gt_boxes, boxes)  # (G, A)
+    out, offset = [], 0
+    for count in counts:
+        if count == 0:
+            out.append(torch.full((len(boxes),), -1, dtype=torch.long, device=boxes.device))
+            continue
+        matched = matcher(iou[offset:offset + count])
+        out.append(torch.where(matched >= 0, matched + offset, torch.full_like(matched, -1)))
+        offset += count
+    return torch.cat(out)

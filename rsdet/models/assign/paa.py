@@ -12,8 +12,8 @@ The mixture is fitted by our own expectation-maximisation in float64, reproducin
 scikit-learn ``GaussianMixture`` fit that the official RS-PAA code runs (means initialised to the
 minimum and maximum score, weights 1/2, precisions 1, ``tol`` 1e-3 on the mean log-likelihood,
 at most 100 iterations, ``reg_covar`` 1e-5 added to the variances; scikit-learn's own default
-would be 1e-6). All boxes of an image are fitted at once: every box's EM runs until its own
-stopping rule fires, exactly as if fitted alone.
+would be 1e-6). All boxes given at once (every image of a batch: ``PAA.assign_images``) are fitted
+together: every box's EM runs until its own stopping rule fires, exactly as if fitted alone.
 """
 
 from __future__ import annotations

@@ -20,8 +20,8 @@ from torchvision.ops import batched_nms, box_iou, clip_boxes_to_image, remove_sm
 
 from rsdet.errors import ConfigError
 from rsdet.models.anchors import dense_anchor_sizes, grid_anchors
-from rsdet.models.assign.atss import atss_assign_boxes
-from rsdet.models.assign.max_iou import MinIoUMatcher, max_iou_assign
+from rsdet.models.assign.atss import atss_assign_boxes_images, matched_boxes
+from rsdet.models.assign.max_iou import MinIoUMatcher, max_iou_match_images
 from rsdet.models.assign.paa import paa_anchor_scores, paa_reassign
 from rsdet.models.backbone import build_backbone
 from rsdet.models.criterion import stage_loss_config
@@ -77,23 +77,31 @@ class OneStageDetector(Detector):
         """(classes, matched GT boxes) of one image's anchors (classes: >= 0 positive, -1 negative)."""
         raise NotImplementedError
 
-    def stage_outputs(self, images, features, targets):
-        cls, reg, aux, anchor_levels = self._predict(images, features)
-        anchors = torch.cat(anchor_levels)
-        per_level = [len(a) for a in anchor_levels]
+    def assign_images(self, anchors: Tensor, per_level: list[int], targets: list[dict], cls: Tensor,
+                      reg: Tensor) -> tuple[Tensor, Tensor]:
+        """(classes, matched GT boxes) of every image's anchors, images one after the other ((B·N,)
+        and (B·N, 4)); ``cls`` (B, N, C) and ``reg`` (B, N, 4) are the head's outputs. One ``assign``
+        per image unless a subclass assigns the batch at once."""
         classes, gts = [], []
         for b, target in enumerate(targets):
             c, g = self.assign(anchors, per_level, target, cls[b], reg[b])
             classes.append(c)
             gts.append(g)
+        return torch.cat(classes), torch.cat(gts)
+
+    def stage_outputs(self, images, features, targets):
+        cls, reg, aux, anchor_levels = self._predict(images, features)
+        anchors = torch.cat(anchor_levels)
+        per_level = [len(a) for a in anchor_levels]
+        gt_classes, gt_boxes = self.assign_images(anchors, per_level, targets, cls, reg)
         num_images, n = cls.shape[:2]
         out = StageOutput(
             spec=self.spec,
             cls_logits=cls.reshape(-1, cls.shape[-1]),
             box_deltas=reg.reshape(-1, 4),
             ref_boxes=anchors.repeat(num_images, 1),
-            gt_boxes=torch.cat(gts),
-            gt_classes=torch.cat(classes),
+            gt_boxes=gt_boxes,
+            gt_classes=gt_classes,
             box_coder=self.box_coder,
             image_index=torch.arange(num_images, device=cls.device).repeat_interleave(n),
             aux={} if aux is None else {self.aux_kind: aux.reshape(-1)},
@@ -154,7 +162,12 @@ class ATSS(OneStageDetector):
         self.topk = int(cfg.detector.assigner.topk)
 
     def assign(self, anchors, per_level, target, cls_logits, deltas):
-        classes, boxes, _ = atss_assign_boxes(anchors, per_level, target["boxes"], target["labels"], self.topk)
+        return self.assign_images(anchors, per_level, [target], cls_logits[None], deltas[None])
+
+    def assign_images(self, anchors, per_level, targets, cls, reg):
+        """The batch in one ATSS pass (:func:`atss_assign_images`; docs/performance.md)."""
+        classes, boxes, _ = atss_assign_boxes_images(anchors, per_level, [t["boxes"] for t in targets],
+                                                     [t["labels"] for t in targets], self.topk)
         return classes, boxes
 
 
@@ -171,18 +184,30 @@ class PAA(OneStageDetector):
         self.score_box_weight = float(a.get("score_box_weight", 1.0))
 
     def assign(self, anchors, per_level, target, cls_logits, deltas):
-        gt, labels = target["boxes"], target["labels"]
-        classes, boxes, index = max_iou_assign(self.candidate_matcher, anchors, gt, labels)
-        if gt.numel() == 0:
-            return classes, boxes
-        levels = torch.arange(len(per_level), device=anchors.device).repeat_interleave(
-            torch.tensor(per_level, device=anchors.device))
+        return self.assign_images(anchors, per_level, [target], cls_logits[None], deltas[None])
+
+    def assign_images(self, anchors, per_level, targets, cls, reg):
+        """The batch at once: max-IoU candidates per image, then one anchor score call and one
+        :func:`paa_reassign` (one mixture fit) over every image's boxes. Each box's candidates lie in its
+        own image, so this equals the image-by-image assignment (tests/models/test_one_stage.py); it saves
+        one expectation-maximisation loop per image (docs/performance.md)."""
+        num_images, n = cls.shape[:2]
+        device = anchors.device
+        gt = torch.cat([t["boxes"] for t in targets])
+        labels = torch.cat([t["labels"] for t in targets])
+        counts = [len(t["boxes"]) for t in targets]
+        if not len(gt):
+            return (torch.full((num_images * n,), NEGATIVE, dtype=torch.long, device=device),
+                    anchors.new_zeros((num_images * n, 4)))
+        index = max_iou_match_images(self.candidate_matcher, anchors, gt, counts)  # (B·N,) into gt, -1 elsewhere
+        levels = torch.arange(len(per_level), device=device).repeat_interleave(
+            torch.tensor(per_level, device=device)).repeat(num_images)
         cand = torch.nonzero(index >= 0).flatten()
-        scores = torch.zeros(len(anchors), device=anchors.device)
+        scores = torch.zeros(num_images * n, device=device)
         with torch.no_grad():
-            pred = self.box_coder.decode_single(deltas[cand].detach(), anchors[cand])
-            scores[cand] = paa_anchor_scores(cls_logits[cand].detach(), labels[index[cand]], pred,
+            pred = self.box_coder.decode_single(reg.reshape(-1, 4)[cand].detach(), anchors[cand % n])
+            scores[cand] = paa_anchor_scores(cls.reshape(-1, cls.shape[-1])[cand].detach(), labels[index[cand]], pred,
                                              gt[index[cand]], box_weight=self.score_box_weight).float()
         matched = paa_reassign(index, scores, levels, len(gt), self.topk)
         classes = torch.where(matched >= 0, labels[matched.clamp(min=0)], torch.full_like(matched, NEGATIVE))
-        return classes, gt[matched.clamp(min=0)]
+        return classes, matched_boxes(gt, matched, counts, n)

@@ -21,7 +21,7 @@ from torchvision.ops import clip_boxes_to_image
 
 from rsdet import losses as L
 from rsdet.errors import ConfigError, DataError
-from rsdet.models.assign.atss import atss_assign_boxes
+from rsdet.models.assign.atss import atss_assign_boxes_images
 from rsdet.models.assign.max_iou import MinIoUMatcher, max_iou_assign
 from rsdet.models.anchors import grid_anchors
 from rsdet.models.backbone import build_backbone
@@ -111,9 +111,23 @@ class YOLACT(Detector):
     def _assign(self, anchors: Tensor, per_level: list[int], target: dict) -> tuple[Tensor, Tensor, Tensor]:
         """(classes, matched GT boxes, matched GT index) of every anchor: max-IoU (YOLACT: positive
         >= fg_iou, negative < bg_iou, ignored between) or ATSS (no ignored rows; docs/assigners.md)."""
-        if self.assigner_kind == "max_iou":
-            return max_iou_assign(self.matcher, anchors, target["boxes"], target["labels"])
-        return atss_assign_boxes(anchors, per_level, target["boxes"], target["labels"], self.atss_topk)
+        return self._assign_images(anchors, per_level, [target])
+
+    def _assign_images(self, anchors: Tensor, per_level: list[int], targets: list[dict]
+                       ) -> tuple[Tensor, Tensor, Tensor]:
+        """``_assign`` of every image, (B·A,) rows image after image; the matched GT index points into the
+        images' boxes concatenated. ATSS assigns the batch in one pass (docs/performance.md)."""
+        if self.assigner_kind == "atss":
+            return atss_assign_boxes_images(anchors, per_level, [t["boxes"] for t in targets],
+                                            [t["labels"] for t in targets], self.atss_topk)
+        classes, gts, index, offset = [], [], [], 0
+        for target in targets:
+            c, g, i = max_iou_assign(self.matcher, anchors, target["boxes"], target["labels"])
+            classes.append(c)
+            gts.append(g)
+            index.append(torch.where(i >= 0, i + offset, i))
+            offset += len(target["boxes"])
+        return torch.cat(classes), torch.cat(gts), torch.cat(index)
 
     def stage_outputs(self, images, features, targets):
         cls, reg, coef, protos, anchor_levels = self._predict(features)
@@ -121,27 +135,18 @@ class YOLACT(Detector):
         per_level = [len(a) for a in anchor_levels]
         padded = tuple(images.tensors.shape[-2:])
         proto_size = tuple(protos.shape[-2:])
-        classes, gts, index, gt_masks = [], [], [], []
-        offset = 0
-        for target in targets:
-            if "masks" not in target:
-                raise DataError("detector=yolact trains on instance masks, but the training targets have none; "
-                                "set dataset.with_masks=true (a dataset with segmentations)")
-            c, g, i = self._assign(anchors, per_level, target)
-            classes.append(c)
-            gts.append(g)
-            index.append(torch.where(i >= 0, i + offset, i))
-            gt_masks.append(gt_masks_at(target["masks"], padded, proto_size))
-            offset += len(target["boxes"])
+        if any("masks" not in target for target in targets):
+            raise DataError("detector=yolact trains on instance masks, but the training targets have none; "
+                            "set dataset.with_masks=true (a dataset with segmentations)")
+        gt_classes, gt_boxes, gt_index = self._assign_images(anchors, per_level, targets)
+        gt_masks = [gt_masks_at(target["masks"], padded, proto_size) for target in targets]
         num_images, n = cls.shape[:2]
-        gt_boxes = torch.cat(gts)
         image_index = torch.arange(num_images, device=cls.device).repeat_interleave(n)
-        gt_classes = torch.cat(classes)
         # every positive trains the mask (the samplers keep all of them but the random one, whose
         # dropped positives leave the mask rows through StageOutput.select)
         masks = prototype_mask_prediction(protos, coef.reshape(-1, self.num_protos), image_index,
                                           torch.nonzero(gt_classes >= 0).flatten(),
-                                          torch.cat(gt_masks).to(protos.dtype), torch.cat(index),
+                                          torch.cat(gt_masks).to(protos.dtype), gt_index,
                                           gt_boxes / self._proto_stride(padded, protos), padding=self.crop_padding)
         out = StageOutput(spec=self.spec, cls_logits=cls.reshape(-1, cls.shape[-1]), box_deltas=reg.reshape(-1, 4),
                           ref_boxes=anchors.repeat(num_images, 1), gt_boxes=gt_boxes, gt_classes=gt_classes,
