@@ -124,9 +124,11 @@ def build_optimizer(model: torch.nn.Module, schedule: Any, plan: Plan) -> torch.
     kind = schedule.get("optimizer", "sgd")
     if kind == "sgd":
         return torch.optim.SGD(params, lr=plan.base_lr, momentum=float(schedule.momentum),
-                               weight_decay=float(schedule.weight_decay))
+                               weight_decay=float(schedule.weight_decay), foreach=True)
     if kind == "adamw":
-        return torch.optim.AdamW(params, lr=plan.base_lr, weight_decay=float(schedule.weight_decay))
+        # foreach: one multi-tensor kernel per update instead of a Python loop over parameters, the
+        # same values bit for bit on the CPU (tests/engine/test_schedule.py; docs/performance.md)
+        return torch.optim.AdamW(params, lr=plan.base_lr, weight_decay=float(schedule.weight_decay), foreach=True)
     raise ConfigError(f"schedule.optimizer={kind!r} is not one of sgd, adamw")
 
 

@@ -1,6 +1,7 @@
 import math
 
 import pytest
+import torch
 from hypothesis import example, given, strategies as st
 from omegaconf import OmegaConf
 
@@ -77,3 +78,24 @@ def test_any_learning_rate_is_used_or_refused_with_a_config_error(value):
         assert "schedule.lr=" in str(err)
     else:
         assert math.isfinite(plan.base_lr) and plan.base_lr > 0
+
+
+@pytest.mark.parametrize("kind", ["sgd", "adamw"])
+def test_the_foreach_optimiser_step_equals_the_per_parameter_loop_bit_for_bit(kind):
+    """build_optimizer uses foreach=True (docs/performance.md): it must not change a single bit."""
+    torch.manual_seed(0)
+    shapes = [(7, 5), (5,), (3, 3, 2, 2), (1,)]
+    start = [torch.randn(s) for s in shapes]
+    grads = [[torch.randn(s) for s in shapes] for _ in range(6)]
+    results = []
+    for foreach in (False, True):
+        params = [torch.nn.Parameter(t.clone()) for t in start]
+        opt = (torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=1e-4, foreach=foreach) if kind == "sgd"
+               else torch.optim.AdamW(params, lr=0.01, weight_decay=0.05, foreach=foreach))
+        for step in grads:
+            for q, g in zip(params, step):
+                q.grad = g.clone()
+            opt.step()
+        results.append([q.detach().clone() for q in params])
+    for a, b in zip(*results):
+        assert torch.equal(a, b)
