@@ -4,8 +4,9 @@ import os
 import signal
 
 import pytest
+import torch
 
-from rsdet.engine.trainer import Stopped, _LogState, _StopSignals
+from rsdet.engine.trainer import Stopped, _LogState, _StopSignals, _gradients_finite
 
 
 def test_a_signal_stops_at_the_next_check_and_a_second_one_at_once():
@@ -62,3 +63,16 @@ def test_sigusr2_stops_like_sigterm_and_hands_the_scheduler_its_requeue_handler(
         assert info.value.requeue is None  # a plain stop: nothing to requeue
     finally:
         signal.signal(signal.SIGUSR2, before)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_the_gradient_check_finds_any_non_finite_value_and_skips_empty_gradients(bad):
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2))
+    assert _gradients_finite(model) is None  # no gradients yet
+    model(torch.ones(1, 3)).sum().backward()
+    empty = torch.nn.Parameter(torch.zeros(0))
+    empty.grad = torch.zeros(0)
+    model.register_parameter("empty", empty)
+    assert bool(_gradients_finite(model))
+    model[1].weight.grad[1, 2] = bad
+    assert not bool(_gradients_finite(model))
