@@ -93,27 +93,40 @@ def _line_box() -> tuple[int, int]:
 
 
 @functools.lru_cache(maxsize=8192)
-def caption_alpha(text: str) -> np.ndarray:
-    """The coverage (0-255, (h, w) uint8) of ``text`` in PIL's default font with a 1-pixel margin: a
-    caption strip of the picture. Rendered once per distinct text (class name + score repeat across
-    images), read-only."""
+def _text_alpha(text: str) -> np.ndarray:
+    """The coverage (0-255, (line height, advance) uint8) of ``text`` in PIL's default font."""
     from PIL import Image, ImageDraw
 
     top, height = _line_box()
     with _FONT_LOCK:  # one FreeType face shared by the drawing threads
         font = _font()
         width = max(1, int(math.ceil(font.getlength(text))))
-        strip = Image.new("L", (width + 2, height + 2), 0)
-        ImageDraw.Draw(strip).text((1, 1 - top), text, fill=255, font=font)
-    out = np.asarray(strip).copy()
+        strip = Image.new("L", (width, height), 0)
+        ImageDraw.Draw(strip).text((0, -top), text, fill=255, font=font)
+    return np.asarray(strip)
+
+
+@functools.lru_cache(maxsize=8192)
+def caption_alpha(*pieces: str) -> np.ndarray:
+    """The coverage (0-255, (h, w) uint8) of the text ``pieces`` side by side with a 1-pixel margin: a
+    caption strip. Each piece is rendered once (a class name, a two-decimal score: they repeat across
+    images, so after the first pictures captions are only composed, never rendered); read-only."""
+    parts = [_text_alpha(p) for p in pieces if p]
+    _, height = _line_box()
+    out = np.zeros((height + 2, sum(a.shape[1] for a in parts) + 2), dtype=np.uint8)
+    x = 1
+    for a in parts:
+        out[1 : 1 + height, x : x + a.shape[1]] = a
+        x += a.shape[1]
     out.setflags(write=False)
     return out
 
 
 @functools.lru_cache(maxsize=8192)
-def _caption_patch(text: str, background: tuple[int, int, int], foreground: tuple[int, int, int]) -> np.ndarray:
-    """The (h, w, 3) caption strip of ``text``: ``foreground`` on ``background`` by its coverage."""
-    a = caption_alpha(text)[:, :, None].astype(np.uint16)
+def _caption_patch(pieces: tuple[str, ...], background: tuple[int, int, int],
+                   foreground: tuple[int, int, int]) -> np.ndarray:
+    """The (h, w, 3) caption strip of ``pieces``: ``foreground`` on ``background`` by its coverage."""
+    a = caption_alpha(*pieces)[:, :, None].astype(np.uint16)
     bg = np.asarray(background, dtype=np.uint16)
     fg = np.asarray(foreground, dtype=np.uint16)
     out = ((bg * (255 - a) + fg * a + 127) // 255).astype(np.uint8)
@@ -121,9 +134,10 @@ def _caption_patch(text: str, background: tuple[int, int, int], foreground: tupl
     return out
 
 
-def _paste_caption(canvas: np.ndarray, x: int, y: int, text: str, background, foreground) -> None:
-    """``text`` on a strip of ``background`` with its top-left corner at (x, y), clipped to the canvas."""
-    patch = _caption_patch(text, tuple(background), tuple(foreground))
+def _paste_caption(canvas: np.ndarray, x: int, y: int, pieces: tuple[str, ...], background, foreground) -> None:
+    """The caption of ``pieces`` on a strip of ``background`` with its top-left corner at (x, y),
+    clipped to the canvas."""
+    patch = _caption_patch(pieces, tuple(background), tuple(foreground))
     height, width = canvas.shape[:2]
     x, y = max(0, min(x, width - 1)), max(0, min(y, height - 1))
     h, w = min(patch.shape[0], height - y), min(patch.shape[1], width - x)
@@ -170,13 +184,15 @@ def _blend_masks(pixels: np.ndarray, masks: Tensor, colors: np.ndarray) -> np.nd
     return out
 
 
-def _box_pixels(box, factor: int, height: int, width: int) -> tuple[int, int, int, int]:
-    x1, y1, x2, y2 = (int(round(v * factor)) for v in box)
-    return (max(0, min(x1, width - 1)), max(0, min(y1, height - 1)),
-            max(0, min(x2, width - 1)), max(0, min(y2, height - 1)))
+def _box_pixels(boxes: Tensor, factor: int, height: int, width: int) -> list[tuple[int, int, int, int]]:
+    """Boxes (n, 4) as inclusive pixel corners of the enlarged canvas: ×factor, rounded, clipped."""
+    r = np.rint(boxes.detach().float().cpu().numpy().astype(np.float64) * factor).astype(np.int64).reshape(-1, 4)
+    np.clip(r[:, 0::2], 0, width - 1, out=r[:, 0::2])
+    np.clip(r[:, 1::2], 0, height - 1, out=r[:, 1::2])
+    return [tuple(b) for b in r.tolist()]
 
 
-def _outline(canvas: np.ndarray, rect, color, line: int) -> None:
+def _outline(canvas: np.ndarray, rect, color: np.ndarray, line: int) -> None:
     """The outline of ``rect`` (inclusive pixel corners), ``line`` pixels wide, inside the rectangle."""
     x1, y1, x2, y2 = rect
     if x2 < x1 or y2 < y1:
@@ -193,8 +209,9 @@ def _fill(canvas: np.ndarray, rect, color, alpha: float) -> None:
     region[:] = np.rint(region * (1 - alpha) + np.asarray(color, np.float32) * alpha).astype(np.uint8)
 
 
-def _caption(name: str, score: float | None) -> str:
-    return name if score is None else f"{name} {score:.2f}"
+def _caption(name: str, score: float | None) -> tuple[str, ...]:
+    """The pieces of a caption: ``<name>`` or ``<name> <score>`` (two decimals)."""
+    return (name,) if score is None else (f"{name} ", f"{score:.2f}")
 
 
 def _name(class_names: list[str], label: int) -> str:
@@ -212,28 +229,28 @@ def draw_instances(image: Tensor, boxes: Tensor, labels: Tensor, class_names: li
     n = int(boxes.shape[0])
     if n == 0:
         return torch.from_numpy(_enlarge(pixels, factor)).permute(2, 0, 1)
-    box_list = boxes.detach().float().cpu().tolist()
     labels = labels.detach().cpu().long().tolist()
     score_list = scores.detach().float().cpu().tolist() if scores is not None else [None] * n
     crowd_list = crowd.detach().cpu().bool().tolist() if crowd is not None else [False] * n
     palette = class_colors(max(len(class_names), max(labels) + 1, 1))
     colors = [CROWD_COLOR if c else palette[lab] for lab, c in zip(labels, crowd_list)]
+    color_rows = np.asarray(colors, dtype=np.uint8)
     if masks is not None and masks.numel():
-        pixels = _blend_masks(pixels, masks, np.asarray(colors, dtype=np.uint8))
+        pixels = _blend_masks(pixels, masks, color_rows)
     canvas = _enlarge(pixels, factor)
     height, width_px = canvas.shape[:2]
     line = width or max(1, min(3, factor + (1 if min(height, width_px) >= 600 else 0)))
-    rects = [_box_pixels(b, factor, height, width_px) for b in box_list]
+    rects = _box_pixels(boxes, factor, height, width_px)
     crowds = [i for i in range(n) if crowd_list[i]]
     plain = [i for i in range(n) if not crowd_list[i]]
     for i in crowds:  # crowd first: the instances stay on top
         _fill(canvas, rects[i], colors[i], CROWD_ALPHA)
     for i in crowds + plain:
-        _outline(canvas, rects[i], colors[i], line)
+        _outline(canvas, rects[i], color_rows[i], line)
     for i in crowds + plain:
-        text = ("crowd: " if crowd_list[i] else "") + _caption(_name(class_names, labels[i]), score_list[i])
+        pieces = _caption(("crowd: " if crowd_list[i] else "") + _name(class_names, labels[i]), score_list[i])
         x1, y1 = rects[i][:2]
-        _paste_caption(canvas, x1 + line, y1 + line, text, colors[i], _rgb(text_color(colors[i])))
+        _paste_caption(canvas, x1 + line, y1 + line, pieces, colors[i], _rgb(text_color(colors[i])))
     return torch.from_numpy(canvas).permute(2, 0, 1)
 
 
@@ -254,7 +271,7 @@ def titled(panel: Tensor, title: str) -> Tensor:
     """``panel`` with a black strip of ``title`` (white) above it."""
     width = int(panel.shape[-1])
     strip = np.zeros((_TITLE_HEIGHT, width, 3), dtype=np.uint8)
-    _paste_caption(strip, 2, 0, title, (0, 0, 0), (255, 255, 255))
+    _paste_caption(strip, 2, 0, (title,), (0, 0, 0), (255, 255, 255))
     return torch.cat([torch.from_numpy(strip).permute(2, 0, 1), to_uint8(panel).cpu()], dim=-2)
 
 

@@ -90,7 +90,7 @@ def test_captions_are_pasted_at_the_box_corner_in_the_class_colour():
 
     out = draw_instances(torch.zeros((3, 60, 90)), torch.tensor([[10.0, 10.0, 80.0, 50.0]]), torch.tensor([1]), NAMES,
                          scores=torch.tensor([0.875]), width=1).permute(1, 2, 0).numpy()
-    alpha = caption_alpha("square 0.88")  # the caption strip, at (x1 + line, y1 + line)
+    alpha = caption_alpha("square ", "0.88")  # the caption strip (name, score), at (x1 + line, y1 + line)
     h, w = alpha.shape
     strip = out[11 : 11 + h, 11 : 11 + w]
     color = np.array(class_colors(3)[1])
