@@ -171,7 +171,10 @@ def _blend_masks(pixels: np.ndarray, masks: Tensor, colors: np.ndarray) -> np.nd
     """Each pixel covered by a mask takes the colour of the last mask covering it at ``MASK_ALPHA``
     opacity (later instances are drawn over earlier ones); one blend per pixel."""
     m = _mask_stack(masks)
-    if m.shape[-2:] != pixels.shape[:2] or not m.any():
+    if tuple(m.shape[-2:]) != tuple(pixels.shape[:2]):
+        raise ValueError(f"masks of size {tuple(m.shape[-2:])} for an image of size {tuple(pixels.shape[:2])}: "
+                         "masks are drawn at the image's own size (docs/visualisation.md)")
+    if not m.any():
         return pixels
     n = m.shape[0]
     # the last covering mask of each pixel: the first along the reversed stack
