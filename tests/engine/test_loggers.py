@@ -110,8 +110,8 @@ def test_an_offline_training_run_holds_the_media_table_plots_and_checkpoint_arti
     assert plot["columns"] == ["step", "lineKey", "lineVal"]
     block = run.metrics["bbox"]["pr_curve"]
     for key, label in CURVES:
-        points = [(r, p) for r, p in zip(block["recall"], block[key]) if p >= 0]
-        logged = [(row[0], row[2]) for row in plot["data"] if row[1] == f"{label} ({key})"]
-        assert logged == pytest.approx(points) and points
+        points = [v for r, p in zip(block["recall"], block[key]) if p >= 0 for v in (r, p)]
+        logged = [v for row in plot["data"] if row[1] == f"{label} ({key})" for v in (row[0], row[2])]
+        assert points and logged == pytest.approx(points)
     assert run.info["complexity"]["parameters"] > 0 and run.info["complexity"]["flops_per_image"] > 0
 
