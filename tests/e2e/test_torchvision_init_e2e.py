@@ -32,7 +32,7 @@ def test_a_training_run_starts_from_the_torchvision_file(tiny_run, tmp_path):
     weights = load_checkpoint(run.dir / "checkpoints" / "last.pt")["model"]
     want, unused = torchvision_to_rsdet(tv.state_dict(), InitSpec("fasterrcnn_resnet50_fpn", False, path),
                                         SHAPES_CLASSES)
-    assert not unused and len(want) > 300
+    assert not unused and len(want) > 250  # 295 tensors: ResNet-50, FPN, RPN, box head
     for key, value in want.items():  # backbone, FPN, RPN and box head: the file's, after two steps
         assert torch.allclose(weights[key].float(), value.float(), atol=1e-6), key
     # frozen batch norm kept the file's statistics (rsdet trains BN when it has no ImageNet weights)
