@@ -37,6 +37,18 @@ def test_predict_writes_a_png_per_image_and_coco_results_that_evaluate(trained, 
     assert results and {r["image_id"] for r in results} <= {im["id"] for im in images["images"]}
     assert [c["name"] for c in images["categories"]] == ["circle", "square", "triangle", "star", "cross", "crescent"]
     assert "detections above 0" in capsys.readouterr().out
+    # the PNG holds exactly the picture drawn for the image (written by the background threads, rsdet's encoder)
+    import numpy as np
+
+    from rsdet.predict.cli import _picture
+    from rsdet.predict.images import read_image
+    from rsdet.predict.model import load_predictor
+
+    predictor = load_predictor(run, device=torch.device("cpu"), score_thresh=0.0)
+    image = read_image(val / f"{names[0]}.jpg")
+    with torch.no_grad():
+        picture = _picture(image, predictor(image), predictor, None, 1, {}, [], 384)
+    assert np.array_equal(np.asarray(Image.open(out / f"{names[0]}.png")), picture.permute(1, 2, 0).numpy())
     # with the ground truth: its image ids, so the results score against it
     out_gt = tmp_path / "gt"
     assert rsdet_main(["predict", str(run / "checkpoints" / "last.pt"), str(val), "--out", str(out_gt), "--gt", str(ann),

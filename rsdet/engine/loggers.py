@@ -8,8 +8,8 @@ writes an ``offline-run-*`` folder with that id, and ``wandb sync`` of them fill
 
 At each evaluation (``log_evaluation``) the W&B logger also logs media (:mod:`rsdet.vis.wandb_media`):
 a table of the first ``logger.media_images`` validation images with predicted and ground-truth
-overlays (0 turns it off), PR curves per IoU threshold (``logger.pr_curves``) and the oLRP
-components; a completed run logs its checkpoint and run record as an Artifact
+overlays (0 turns it off), the PR curves the evaluator computed (the metrics' ``pr_curve``: IoU 0.50,
+0.75 and .50:.95; ``logger.pr_curves``) and the oLRP components; a completed run logs its checkpoint and run record as an Artifact
 (``logger.log_checkpoint``). In offline mode the files W&B stages for tables and artifacts go into
 the offline run folder (``offline-run-*/staging``) instead of the user's W&B data folder, so the
 run folder holds everything ``wandb sync`` uploads. docs/visualisation.md.
@@ -87,6 +87,7 @@ class WandbLogger(NullLogger):
     def log_evaluation(self, cfg: Any, result: dict, *, model, dataset, device, predictions: Path | None,
                        step: int) -> None:
         from rsdet.vis import wandb_media
+        from rsdet.vis.pr import read_pr_curve
 
         payload: dict[str, Any] = {}
         try:
@@ -100,11 +101,10 @@ class WandbLogger(NullLogger):
                 plot = wandb_media.olrp_plot(self._wandb, metrics, f"oLRP components ({iou_type}), step {step}")
                 if plot is not None:
                     payload[f"eval/{iou_type}/olrp_components"] = plot
-                if self.pr_curves and predictions is not None:
-                    curves = _curves(cfg, dataset, predictions, iou_type, metrics)
-                    plot = curves and wandb_media.pr_plot(self._wandb, curves, f"PR curves ({iou_type}), step {step}")
-                    if plot:
-                        payload[f"eval/{iou_type}/pr_curves"] = plot
+                curves = read_pr_curve(metrics) if self.pr_curves else None  # the evaluator's own curves
+                plot = curves and wandb_media.pr_plot(self._wandb, curves, f"PR curves ({iou_type}), step {step}")
+                if plot:
+                    payload[f"eval/{iou_type}/pr_curves"] = plot
             if payload:
                 with self._staging():
                     self.run.log(payload, step=step)
@@ -139,21 +139,6 @@ class WandbLogger(NullLogger):
             self.run.log_artifact(artifact, aliases=["latest", "final"])
         except Exception as exc:
             log.warning("W&B checkpoint artifact not logged (%s: %s)", type(exc).__name__, exc)
-
-
-def _curves(cfg: Any, dataset, predictions: Path, iou_type: str, metrics: dict):
-    """PR curves of an evaluation's results file against the ground truth it was scored on."""
-    from rsdet.data.build import dataset_eval_info
-    from rsdet.engine.inference import ground_truth_for, predictions_path_for
-    from rsdet.vis.pr import pr_curves
-
-    path = predictions_path_for(Path(predictions), iou_type)
-    if not path.is_file():
-        return None
-    info = dataset_eval_info(cfg.dataset, cfg.eval.split)
-    gt = ground_truth_for(info["ann_file"], dataset, cfg.eval.get("max_images"))
-    return pr_curves(gt, path, iou_type=iou_type, protocol=info["protocol"], max_dets=cfg.dataset.get("max_dets"),
-                     metrics=metrics)
 
 
 def build_logger(cfg: Any, run_dir: Path, config: dict, group: str | None, name: str, tags: list[str],

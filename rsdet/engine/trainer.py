@@ -323,13 +323,14 @@ class Trainer:
         dist.broadcast_buffers(p.model)
         with _progress(self.console) as progress:
             result = evaluate_model(self.cfg, p.model, p.val_ds, p.device, record.dir / f"predictions_bbox_epoch{epoch}.json",
-                                    self.cfg.eval.get("max_images"), progress=progress, dist=dist)
+                                    self.cfg.eval.get("max_images"), progress=progress, dist=dist,
+                                    per_class=True)  # its pr_curve goes to W&B; the history row keeps the summary
         p.model.train()
         if not self.main:
             return
-        row = {"epoch": epoch, "iteration": iteration, "bbox": result["bbox"]}
+        row = {"epoch": epoch, "iteration": iteration, "bbox": _summary(result["bbox"])}
         if "segm" in result:
-            row["segm"] = result["segm"]
+            row["segm"] = _summary(result["segm"])
         record.append_eval(row)
         scalars = {f"eval/{k}": v for k, v in result["bbox"].items() if isinstance(v, (int, float))}
         scalars.update({f"eval/segm/{k}": v for k, v in result.get("segm", {}).items() if isinstance(v, (int, float))})
@@ -366,6 +367,11 @@ class Trainer:
         self.logger.summary(metrics)
         self.logger.finish("completed")
         return metrics
+
+
+def _summary(metrics: dict) -> dict:
+    """An evaluation's metrics without the per-class block and PR curves (metrics_history.jsonl rows)."""
+    return {k: v for k, v in metrics.items() if k not in ("per_class", "pr_curve")}
 
 
 def _gradients_finite(model: torch.nn.Module) -> torch.Tensor | None:

@@ -14,8 +14,9 @@ import io
 import math
 from typing import Any, Mapping
 
-from rich.markup import escape
 from rich.table import Table
+
+from rsdet.safe_text import printable, rich_text
 
 #: (key in the entry, column header); percent columns are fractions shown x100
 COLUMNS = (("id", "id"), ("name", "name"), ("frequency", "freq"), ("num_gt", "GT"), ("AP", "AP"),
@@ -56,8 +57,8 @@ def columns(table_rows: list[dict]) -> list[tuple[str, str]]:
 def cell(row: Mapping, key: str) -> str:
     """One cell as shown: percent with one decimal, the LRP threshold with three, "–" if undefined."""
     value = row.get(key)
-    if key in ("id", "name", "frequency"):
-        return "–" if value is None else str(value)
+    if key in ("id", "name", "frequency"):  # text from a record: on one line, controls made visible
+        return "–" if value is None else printable(value)
     number = _number(value)
     if number is None or number < 0:  # -1 marks an undefined value
         return "–"
@@ -72,11 +73,12 @@ def rich_table(block: Mapping, title: str | None = None) -> Table:
     """The per-class block as a ``rich`` table (metrics in percent; lower is better for oLRP)."""
     table_rows = rows(block)
     cols = columns(table_rows)
-    table = Table(title=title, caption="AP, oLRP and components in %; oLRP*: lower is better")
+    table = Table(title=rich_text(title) if title else None,
+                  caption="AP, oLRP and components in %; oLRP*: lower is better")
     for key, header in cols:
         table.add_column(header, justify="left" if key in ("name", "frequency") else "right")
     for r in table_rows:
-        table.add_row(*(escape(cell(r, k)) for k, _ in cols))
+        table.add_row(*(rich_text(cell(r, k)) for k, _ in cols))
     return table
 
 
@@ -84,7 +86,7 @@ def markdown(block: Mapping, title: str | None = None) -> str:
     """A Markdown table (same cells as :func:`rich_table`)."""
     table_rows = rows(block)
     cols = columns(table_rows)
-    lines = [f"### {title}", ""] if title else []
+    lines = [f"### {printable(title)}", ""] if title else []
     lines.append("| " + " | ".join(h for _, h in cols) + " |")
     lines.append("|" + "|".join(":--" if k in ("name", "frequency") else "--:" for k, _ in cols) + "|")
     for r in table_rows:
@@ -100,5 +102,6 @@ def csv_text(blocks: Mapping[str, Mapping]) -> str:
     writer.writerow(["iou_type", *keys])
     for iou_type, block in blocks.items():
         for r in rows(block):
-            writer.writerow([iou_type, *("" if r.get(k) is None else r.get(k) for k in keys)])
+            writer.writerow([iou_type, *("" if r.get(k) is None else printable(r.get(k)) if isinstance(r.get(k), str)
+                                         else r.get(k) for k in keys)])
     return buf.getvalue()

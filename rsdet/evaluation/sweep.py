@@ -11,6 +11,7 @@ same layout as a ``rich`` table for the terminal.
 from __future__ import annotations
 
 import csv
+import io
 import math
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -20,6 +21,7 @@ from rich.table import Table
 from rsdet.evaluation.evaluator import (check_options, evaluate_prepared, fast_outcome, finish,
                                        resolve_backend)
 from rsdet.evaluation.io import load_detections, load_ground_truth, validate_detections
+from rsdet.records import atomic_write_text
 
 # Display names: (markdown / terminal, LaTeX).
 _LABELS = {
@@ -160,21 +162,21 @@ def write_table(rows: Sequence[Mapping[str, Any]], out_dir: str | Path, stem: st
     md = ["| " + " | ".join(_LABELS.get(c, (c, c))[0] for c in cols) + " |",
           "|" + "|".join(":--" if c == "threshold" else "--:" for c in cols) + "|"]
     md += ["| " + " | ".join(_cell(r, c) for c in cols) + " |" for r in rows]
-    paths["md"].write_text("\n".join(md) + "\n", encoding="utf-8")
-
-    with paths["csv"].open("w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(cols)
-        for r in rows:
-            raw = [r["threshold"] if c == "threshold" else
-                   r.get("fps") if c == "fps" else r["metrics"].get(c) for c in cols]
-            writer.writerow(["" if v is None else repr(float(v)) for v in raw])
+    buf = io.StringIO(newline="")
+    writer = csv.writer(buf)
+    writer.writerow(cols)
+    for r in rows:
+        raw = [r["threshold"] if c == "threshold" else
+               r.get("fps") if c == "fps" else r["metrics"].get(c) for c in cols]
+        writer.writerow(["" if v is None else repr(float(v)) for v in raw])
 
     tex = [r"\begin{tabular}{l" + "r" * len(columns) + "}", r"\toprule",
            " & ".join(_LABELS.get(c, (c, c))[1] for c in cols) + r" \\", r"\midrule"]
     tex += [" & ".join(_cell(r, c, latex=True) for c in cols) + r" \\" for r in rows]
     tex += [r"\bottomrule", r"\end{tabular}"]
-    paths["tex"].write_text("\n".join(tex) + "\n", encoding="utf-8")
+    # each file replaces its predecessor (a planted symlink in a shared run folder is not followed)
+    for fmt, text in (("md", "\n".join(md) + "\n"), ("csv", buf.getvalue()), ("tex", "\n".join(tex) + "\n")):
+        atomic_write_text(paths[fmt], text)
     return paths
 
 

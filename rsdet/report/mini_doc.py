@@ -17,12 +17,13 @@ import io
 from pathlib import Path
 
 from rsdet.errors import RsdetError
-from rsdet.records import find_runs
+from rsdet.records import atomic_write_text, find_runs
 from rsdet.report import mini_cells as C
 from rsdet.report import mini_settings as S
 from rsdet.report.findings import CPU_CAVEATS, SIMILAR_MARGIN_AP, Finding, findings
 from rsdet.report.paper import column_key, load_paper_tables
 from rsdet.report.stats import summarize
+from rsdet.safe_text import printable
 
 #: What a document of a reduced mode covers (scripts/paper_mini.py --quick / --smoke)
 MODE_NOTES = {"quick": "This is the quick preview: only the cells of one finding per table, at half the iterations. ",
@@ -164,7 +165,8 @@ def render_table(table: str, cells: dict, keep_empty_rows: bool = True) -> str:
 
 
 def _esc(text) -> str:
-    return str(text).replace("|", "\\|")
+    """A Markdown table cell: on one line with controls made visible (rsdet.safe_text), ``|`` escaped."""
+    return printable(text).replace("|", "\\|")
 
 
 def render_bench_extra(cells: dict) -> str:
@@ -291,7 +293,7 @@ def write_document(root: Path, out: Path, command_text: str, plan_text: str | No
     parts.append("\n## Findings\n\n| table | finding | verdict | paired difference [95% CI] |\n|---|---|---|---|\n"
                  + "\n".join(_summary_row(f) for f in found) + "\n")
     if failures:
-        parts.append("\n**Runs that failed:** " + "; ".join(failures) + "\n")
+        parts.append("\n**Runs that failed:** " + "; ".join(printable(f) for f in failures) + "\n")
     tables = load_paper_tables()
     for name in C.TABLES:
         spec = tables[name]
@@ -317,10 +319,9 @@ def write_document(root: Path, out: Path, command_text: str, plan_text: str | No
     costs = measured_costs(root)
     if costs:
         parts.append("\n" + costs)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("".join(parts), encoding="utf-8")
-    (fig_dir / "cells.csv").write_text(cells_csv(cells), encoding="utf-8")
-    (fig_dir / "findings.csv").write_text(findings_csv(found), encoding="utf-8")
+    atomic_write_text(out, "".join(parts))  # each output replaces its file: a planted symlink is not followed
+    atomic_write_text(fig_dir / "cells.csv", cells_csv(cells))
+    atomic_write_text(fig_dir / "findings.csv", findings_csv(found))
     return out
 
 
@@ -408,5 +409,5 @@ def update_readme(readme: Path, doc: Path) -> bool:
                        README_END])
     head, rest = text.split(README_BEGIN, 1)
     _, tail = rest.split(README_END, 1)
-    readme.write_text(head + block + tail, encoding="utf-8")
+    atomic_write_text(readme, head + block + tail)
     return True

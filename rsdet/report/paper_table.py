@@ -18,10 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rsdet.errors import RsdetError
-from rsdet.records import RunRecord
+from rsdet.records import RunRecord, atomic_write_text
 from rsdet.report.axes import MISSING, RunAxes
 from rsdet.report.metrics import fmt, is_percent, metric_value, scale
 from rsdet.report.render import latex_escape
+from rsdet.safe_text import printable, rich_text
 from rsdet.report.paper import column_key, load_paper_tables
 
 #: The experiment preset that produces each table's runs (conf/experiment/).
@@ -257,14 +258,14 @@ def label_columns(spec: dict) -> int:
 
 def render(header: list[str], rows: list[list[str]], kind: str) -> str:
     if kind == "md":
-        def esc(cells):  # a row label such as "COCO | None | None" stays one cell
-            return " | ".join(str(c).replace("|", "\\|") for c in cells)
+        def esc(cells):  # one line per row (printable); a row label such as "COCO | None | None" stays one cell
+            return " | ".join(printable(c).replace("|", "\\|") for c in cells)
 
         lines = ["| " + esc(header) + " |", "|" + "---|" * len(header)]
         return "\n".join(lines + ["| " + esc(r) + " |" for r in rows]) + "\n"
     if kind == "csv":
         buf = io.StringIO()
-        csv.writer(buf).writerows([header, *rows])
+        csv.writer(buf).writerows([[printable(c) for c in line] for line in [header, *rows]])
         return buf.getvalue()
     if kind == "tex":
         lines = [r"\begin{tabular}{l" + "c" * (len(header) - 1) + "}", r"\toprule",
@@ -313,17 +314,16 @@ def report_paper_table(runs: list[RunRecord], table: str, paper: bool, out_stem:
     parts = column_parts(header, rows, k, 3 if paper else 1, console.width)
     for n, part in enumerate(parts, 1):
         more = f" (columns, part {n}/{len(parts)})" if len(parts) > 1 else ""
-        rich_table = Table(title=f"Table {name}: {spec.get('title', '')}{more}")
-        for i in [*range(k), *part]:
-            rich_table.add_column(header[i], justify="left" if i < k else "right")
+        rich_table = Table(title=rich_text(f"Table {name}: {spec.get('title', '')}{more}"))
+        for i in [*range(k), *part]:  # Text cells: shown as they are, never parsed as rich markup
+            rich_table.add_column(rich_text(header[i]), justify="left" if i < k else "right")
         for r in rows:
-            rich_table.add_row(*(r[i] for i in [*range(k), *part]))
+            rich_table.add_row(*(rich_text(r[i]) for i in [*range(k), *part]))
         console.print(rich_table)
     written = {}
     if out_stem is not None:
-        Path(out_stem).parent.mkdir(parents=True, exist_ok=True)
         for kind in ("md", "csv", "tex"):
             path = Path(f"{out_stem}.{kind}")
-            path.write_text(render(header, rows, kind), encoding="utf-8")
+            atomic_write_text(path, render(header, rows, kind))  # a planted symlink is replaced, not followed
             written[kind] = path
     return written

@@ -8,8 +8,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
+from rich.markup import escape
+
 from rsdet.evaluation import per_class as tables
 from rsdet.records import RunRecord, atomic_write_text
+from rsdet.safe_text import printable
 
 IOU_TYPES = ("bbox", "segm")
 MARKDOWN_FILE = "per_class.md"
@@ -36,8 +39,8 @@ def report(runs: list[RunRecord], console, write: bool = True) -> list[Path]:
         found = blocks(run)
         name = getattr(run, "label", run.dir.name)
         if not found:
-            console.print(f"{name}: no per-class metrics in metrics.json (runs record them since "
-                          f"per-class evaluation exists; `rsdet evaluate {run.dir}` evaluates again)")
+            console.print(f"{escape(printable(name))}: no per-class metrics in metrics.json (runs record them since "
+                          f"per-class evaluation exists; `rsdet evaluate {escape(printable(run.dir))}` evaluates again)")
             continue
         for iou_type, block in found.items():
             console.print(tables.rich_table(block, title=f"{name} — {label[iou_type]} AP per class"))

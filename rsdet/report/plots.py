@@ -157,10 +157,20 @@ def _pyplot():
 
 
 def _save(fig, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Render ``fig`` as PNG and write it to ``path`` by replacing the file (a symlink planted there is
+    replaced, not written through; rsdet.records.atomic_write_bytes)."""
+    import io
+
+    from rsdet.records import atomic_write_bytes
+
+    path = Path(path)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    _pyplot().close(fig)
+    buf = io.BytesIO()
+    try:
+        fig.savefig(buf, dpi=110, format="png")
+    finally:
+        _pyplot().close(fig)
+    atomic_write_bytes(path, buf.getvalue(), durable=False)
     return path
 
 

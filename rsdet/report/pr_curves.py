@@ -9,47 +9,27 @@ mask).
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping
 from pathlib import Path
 
 from rsdet.records import RunRecord
 from rsdet.report.plots import Figure, _pyplot, _save
+from rsdet.vis.pr import CURVES, defined_points, read_pr_curve
 
 FILE = "pr_curves.png"
-_CURVES = (("AP50", "IoU 0.50", "tab:blue", "-"), ("AP75", "IoU 0.75", "tab:orange", "--"),
-           ("AP", "mean over IoU .50:.95", "black", "-"))
-
-
-def _numbers(values) -> list[float] | None:
-    if not isinstance(values, list) or not values:
-        return None
-    out = []
-    for v in values:
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            return None
-        out.append(float(v))
-    return out
+_STYLE = {"AP50": ("tab:blue", "-"), "AP75": ("tab:orange", "--"), "AP": ("black", "-")}
 
 
 def curves(run: RunRecord) -> dict[str, dict]:
     """``{iou_type: {"recall": [...], "AP": [...], "AP50": [...], "AP75": [...], "metrics": {...}}}``
-    for each IoU type whose metrics.json block has a well-formed ``pr_curve`` (others are skipped)."""
+    for each IoU type whose metrics.json block has a well-formed ``pr_curve`` (others are skipped;
+    rsdet.vis.pr.read_pr_curve)."""
     metrics = run.metrics or {}
     out: dict[str, dict] = {}
     for iou_type in ("bbox", "segm"):
         section = metrics.get(iou_type)
-        block = section.get("pr_curve") if isinstance(section, Mapping) else None
-        if not isinstance(block, Mapping):
-            continue
-        recall = _numbers(block.get("recall"))
-        lines = {k: _numbers(block.get(k)) for k, *_ in _CURVES}
-        if recall is None or any(v is None or len(v) != len(recall) for v in lines.values()):
-            continue
-        if all(p < 0 for v in lines.values() for p in v):
-            continue  # no class with ground truth: nothing to draw
-        out[iou_type] = {"recall": recall, **lines,
-                         "metrics": {k: section.get(k) for k, *_ in _CURVES}}
+        block = read_pr_curve(section)
+        if block is not None:
+            out[iou_type] = {**block, "metrics": {k: section.get(k) for k, _ in CURVES}}
     return out
 
 
@@ -57,14 +37,15 @@ def plot_pr_curves(data: dict[str, dict], path: Path, title: str) -> Path:
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(data), figsize=(4.6 * len(data), 4.0), squeeze=False)
     for ax, (iou_type, c) in zip(axes[0], data.items()):
-        for key, label, color, style in _CURVES:
-            pts = [(r, p) for r, p in zip(c["recall"], c[key]) if p >= 0]  # -1: undefined
-            if not pts:
+        for key, label in CURVES:
+            color, style = _STYLE[key]
+            xs, ys = defined_points(c["recall"], c[key])  # -1: undefined
+            if not xs:
                 continue
             value = c["metrics"].get(key)
             if isinstance(value, (int, float)) and value >= 0:
                 label = f"{label} ({key} {100 * value:.1f})"
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], linestyle=style, color=color, label=label)
+            ax.plot(xs, ys, linestyle=style, color=color, label=label)
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1.02)
         ax.set_xlabel("recall")

@@ -20,19 +20,7 @@ from pathlib import Path
 
 from rsdet.records import atomic_write_text
 from rsdet.report.table import ReportTable, _text
-
-# line breaks of any kind (Python's str.splitlines() set): one space each run
-_BREAKS = re.compile("[\n\r\t\x0b\x0c\x1c-\x1e\x85\u2028\u2029]+")
-# other C0/C1 controls, DEL and the bidirectional overrides/isolates that reorder what is shown
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
-
-
-def printable(text: object) -> str:
-    """``text`` on one line with every control character made visible: line breaks become a space,
-    other controls (ESC, BEL, DEL, C1, bidi overrides) their escape (``\\x1b``, ``\\u202e``)."""
-    text = _BREAKS.sub(" ", str(text))
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100 else f"\\u{ord(m.group()):04x}",
-                        text)
+from rsdet.safe_text import printable  # noqa: F401 - also re-exported (rsdet.report.render.printable)
 
 
 def _row_labels(table: ReportTable) -> list[list[str]]:

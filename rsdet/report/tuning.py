@@ -14,7 +14,7 @@ import statistics
 from pathlib import Path
 
 from rsdet.errors import RsdetError
-from rsdet.records import RunRecord
+from rsdet.records import RunRecord, atomic_write_text
 from rsdet.report.mini import Item
 
 #: Losses that train on Faster R-CNN (conf/loss); RS can be added to compare it on the same grid
@@ -126,4 +126,4 @@ def write_block(doc: Path, text: str) -> None:
         raise RsdetError(f"{doc}: only one of the tune-baselines markers is present; restore both or remove both")
     else:
         content = content.rstrip("\n") + "\n\n## Learning-rate grid per loss (generated)\n\n" + text + "\n"
-    doc.write_text(content, encoding="utf-8")
+    atomic_write_text(doc, content)  # replaces the file: a planted symlink is not followed

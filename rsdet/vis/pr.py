@@ -1,69 +1,52 @@
-"""Precision-recall curves of an evaluation, one per IoU threshold (for the W&B plots).
+"""The precision-recall curves of an evaluation, read from its metrics (the W&B plots and ``rsdet report
+--plot`` draw them).
 
-A curve is COCOeval's (or LVISEval's) interpolated precision at the 101 recall points 0, 0.01, ..., 1,
-averaged over the classes where it is defined (area "all", the last max-detections setting) — the
-array whose mean over recall points, classes and IoU thresholds is AP (docs/evaluation.md).
-
-HOOK (issue 20, item 4): the evaluator does not return that array yet, so :func:`pr_curves` runs the
-matching and accumulation once more on the predictions file. When ``evaluate()`` returns it (a
-``"precision"`` entry of the metrics, shape (T, R, K)), :func:`curves_from_precision` is used instead
-and the recomputation goes away.
+The evaluator computes them (``evaluate(..., per_class=True)``, as every training run's evaluations
+do; docs/evaluation.md, "Per-class metrics"): a ``pr_curve`` block beside the AP keys, ``{"recall":
+the 101 recall points 0, 0.01, ..., 1, "AP50": [...], "AP75": [...], "AP": [...]}``, COCOeval's (or
+LVISEval's) interpolated precision at each recall point averaged over the classes where it is defined
+(area "all", the protocol's maximum detections), at IoU 0.5, at IoU 0.75, and averaged over IoU
+.50:.95 too; -1 where no class is defined. The mean of a curve over the recall points is the AP of
+its key. Nothing here matches detections again.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import math
+from collections.abc import Mapping
 
-import numpy as np
-
-#: COCO's IoU thresholds .50:.05:.95 and its recall points
-IOU_THRESHOLDS = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))
-RECALL_POINTS = tuple(round(0.01 * i, 2) for i in range(101))
+#: (key of the pr_curve block, what its line shows), in drawing order
+CURVES = (("AP50", "IoU 0.50"), ("AP75", "IoU 0.75"), ("AP", "mean over IoU .50:.95"))
 
 
-def curves_from_precision(precision: np.ndarray) -> dict[float, list[float]]:
-    """{IoU threshold: precision at each recall point} from a (T, R, K) precision array (-1 where
-    undefined), averaged over the classes with a defined value at that point (-1 where none)."""
-    precision = np.asarray(precision, dtype=np.float64)
-    curves = {}
-    for t, thr in enumerate(IOU_THRESHOLDS[: precision.shape[0]]):
-        p = precision[t]  # (R, K)
-        defined = p > -1
-        count = defined.sum(axis=1)
-        total = np.where(defined, p, 0.0).sum(axis=1)
-        curves[thr] = [float(s / c) if c else -1.0 for s, c in zip(total, count)]
-    return curves
+def _numbers(values) -> list[float] | None:
+    if not isinstance(values, list) or not values:
+        return None
+    out = []
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            return None
+        out.append(float(v))
+    return out
 
 
-def pr_curves(gt, predictions: str | Path | list, iou_type: str = "bbox", protocol: str = "coco",
-              max_dets: int | None = None, metrics: dict | None = None) -> dict[float, list[float]]:
-    """The PR curves of ``predictions`` (a COCO results file or list) against ``gt`` (annotation file or
-    dict). ``metrics``: the evaluator's output for them; its ``"precision"`` array is used when present."""
-    if metrics is not None and metrics.get("precision") is not None:
-        return curves_from_precision(np.asarray(metrics["precision"]))
-    from pycocotools.cocoeval import COCOeval
+def read_pr_curve(metrics: Mapping | None) -> dict[str, list[float]] | None:
+    """``{"recall": [...], "AP50": [...], "AP75": [...], "AP": [...]}`` from one IoU type's metrics
+    (its ``pr_curve`` block), or None when the block is missing, malformed (records are untrusted: a
+    non-number, a length that differs from ``recall``) or has no defined point."""
+    block = metrics.get("pr_curve") if isinstance(metrics, Mapping) else None
+    if not isinstance(block, Mapping):
+        return None
+    recall = _numbers(block.get("recall"))
+    lines = {key: _numbers(block.get(key)) for key, _ in CURVES}
+    if recall is None or any(v is None or len(v) != len(recall) for v in lines.values()):
+        return None
+    if all(p < 0 for v in lines.values() for p in v):
+        return None  # no class with ground truth: nothing to draw
+    return {"recall": recall, **lines}
 
-    from rsdet.evaluation import _backends as backends
-    from rsdet.evaluation.evaluator import check_options
-    from rsdet.evaluation.io import load_detections, load_ground_truth, validate_detections
 
-    max_dets = check_options(iou_type, protocol, max_dets)
-    dataset, _ = load_ground_truth(gt, protocol, check_masks=iou_type == "segm")
-    records, source = load_detections(predictions)
-    dets = validate_detections(records, dataset, source, iou_type)
-    with backends.quiet():
-        if protocol == "coco":
-            coco = backends.coco_gt(dataset)
-            ev = COCOeval(coco, backends.coco_results(coco, dets), iou_type)
-            ev.params.maxDets = [min(1, max_dets), min(10, max_dets), max_dets]
-            ev.evaluate()
-            ev.accumulate()
-            precision = ev.eval["precision"][:, :, :, 0, -1]
-        else:
-            lvis = backends.import_lvis()
-            ev = lvis.LVISEval(backends.lvis_gt(dataset), backends.lvis_results(dataset, dets, max_dets), iou_type)
-            ev.params.max_dets = max_dets
-            ev.evaluate()
-            ev.accumulate()
-            precision = ev.eval["precision"][:, :, :, 0]
-    return curves_from_precision(precision)
+def defined_points(recall: list[float], precision: list[float]) -> tuple[list[float], list[float]]:
+    """The (recall, precision) points of a curve where precision is defined (not -1)."""
+    pts = [(r, p) for r, p in zip(recall, precision) if p >= 0]
+    return [r for r, _ in pts], [p for _, p in pts]

@@ -5,7 +5,8 @@
   ``ground_truth``) and, for mask detectors, two mask layers, plus per-image numbers: detections,
   ground-truth objects, true positives at IoU 0.5 (greedy by score, same class), precision and
   recall there, and the mean detection score;
-- PR curves, one line per IoU threshold .50:.95 (:mod:`rsdet.vis.pr`);
+- PR curves from the evaluation's own ``pr_curve`` block: IoU 0.50, 0.75 and the mean over .50:.95
+  (:mod:`rsdet.vis.pr`);
 - the oLRP components (oLRP, localisation, FP, FN errors; Oksuz et al., TPAMI 2021) as a bar chart;
 - the final checkpoint and the run record as an Artifact of type ``model``.
 
@@ -124,18 +125,19 @@ def predictions_table(wandb, model, dataset, device: torch.device, count: int):
     return table
 
 
-def pr_plot(wandb, curves: dict[float, list[float]], title: str):
-    """One line per IoU threshold over recall (undefined points, -1, are left out of each line)."""
-    from rsdet.vis.pr import RECALL_POINTS
+def pr_plot(wandb, curves: dict[str, list[float]], title: str):
+    """One line per curve of an evaluation's ``pr_curve`` block (``rsdet.vis.pr.read_pr_curve``: IoU
+    0.50, 0.75 and the mean over .50:.95) over recall; undefined points (-1) are left out of a line."""
+    from rsdet.vis.pr import CURVES, defined_points
 
     xs, ys, keys = [], [], []
-    for thr, precision in curves.items():
-        pts = [(r, p) for r, p in zip(RECALL_POINTS, precision) if p >= 0]
-        if not pts:
+    for key, label in CURVES:
+        x, y = defined_points(curves["recall"], curves[key])
+        if not x:
             continue
-        xs.append([r for r, _ in pts])
-        ys.append([p for _, p in pts])
-        keys.append(f"IoU {thr:.2f}")
+        xs.append(x)
+        ys.append(y)
+        keys.append(f"{label} ({key})")
     if not keys:
         return None
     return wandb.plot.line_series(xs=xs, ys=ys, keys=keys, title=title, xname="recall")

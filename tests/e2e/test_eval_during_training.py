@@ -23,6 +23,9 @@ def test_evaluation_every_epoch_is_recorded_and_reported(tiny_run, capsys):
     rows = run.read_eval_history()
     assert [(r["epoch"], r["iteration"]) for r in rows] == [(1, 6)]
     assert "AP" in run.metrics["epoch1"] and "AP" in run.metrics["bbox"]
+    # the epoch evaluation asks for PR curves (W&B plots them) but its history row keeps the summary only
+    assert not {"per_class", "pr_curve"} & (set(rows[0]["bbox"]) | set(run.metrics["epoch1"]))
+    assert "pr_curve" in run.metrics["bbox"]  # the final evaluation's own block stays in metrics.json
     assert (run.dir / "predictions_bbox_epoch1.json").is_file()
     capsys.readouterr()
     assert report_main(["outputs", "--rows", "loss", "--metric", "epoch1/AP,AP", "--no-write"]) == 0

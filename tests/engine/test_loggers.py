@@ -4,12 +4,11 @@ rsdet/vis/pr.py): unit checks, then a tiny real training run whose offline run f
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from rsdet.vis import wandb_media
-from rsdet.vis.pr import IOU_THRESHOLDS, curves_from_precision, pr_curves
+from rsdet.vis.pr import CURVES, read_pr_curve
 
 from wandb_offline import artifacts, history_keys, offline_run
 
@@ -30,24 +29,21 @@ def test_per_image_scores_match_greedily_by_score_within_a_class():
     assert empty["precision50"] == 1.0 and empty["recall50"] == 1.0
 
 
-def test_pr_curves_from_the_precision_array_and_from_a_results_file(tmp_path):
-    precision = -np.ones((10, 101, 2))
-    precision[:, :, 0] = 1.0
-    precision[0, :50, 1] = 0.5
-    curves = curves_from_precision(precision)
-    assert list(curves) == list(IOU_THRESHOLDS)
-    assert curves[0.5][0] == 0.75 and curves[0.5][80] == 1.0 and curves[0.95][0] == 1.0
-    gt = {"images": [{"id": 1, "width": 50, "height": 50}],
-          "annotations": [{"id": 1, "image_id": 1, "category_id": 3, "bbox": [5, 5, 20, 20], "area": 400, "iscrowd": 0}],
-          "categories": [{"id": 3, "name": "x"}]}
-    perfect = [{"image_id": 1, "category_id": 3, "bbox": [5, 5, 20, 20], "score": 0.9}]
-    curves = pr_curves(gt, perfect)
-    assert all(p == pytest.approx(1.0) for c in curves.values() for p in c)
-    shifted = [{"image_id": 1, "category_id": 3, "bbox": [9, 5, 20, 20], "score": 0.9}]  # IoU 16/24 = 0.67
-    curves = pr_curves(gt, shifted)
-    assert curves[0.65][0] == pytest.approx(1.0) and curves[0.7][0] == 0.0
-    # the evaluator's own array wins when it returns one
-    assert pr_curves(gt, shifted, metrics={"precision": precision.tolist()})[0.5][0] == 0.75
+def test_pr_curves_are_read_from_the_metrics_pr_curve_block_and_malformed_blocks_are_skipped():
+    import wandb
+
+    recall = [round(0.01 * i, 2) for i in range(101)]
+    block = {"recall": recall, "AP50": [1.0] * 50 + [-1.0] * 51, "AP75": [0.5] * 101, "AP": [-1.0] * 101}
+    curves = read_pr_curve({"AP": 0.3, "pr_curve": block})
+    assert curves == {"recall": recall, "AP50": block["AP50"], "AP75": block["AP75"], "AP": block["AP"]}
+    plot = wandb_media.pr_plot(wandb, curves, "t")
+    rows = plot.table.data  # [recall, line, precision]; undefined points (-1) and the all-undefined line left out
+    assert {r[1] for r in rows} == {"IoU 0.50 (AP50)", "IoU 0.75 (AP75)"}
+    assert [r[0] for r in rows if r[1] == "IoU 0.50 (AP50)"] == recall[:50]
+    for broken in ({**block, "AP": block["AP"][:50]}, {**block, "AP75": ["x"] * 101}, {**block, "recall": None},
+                   {**block, "AP50": [-1.0] * 101, "AP75": [-1.0] * 101}):
+        assert read_pr_curve({"pr_curve": broken}) is None
+    assert read_pr_curve({"AP": 0.3}) is None and read_pr_curve(None) is None
 
 
 def test_wandb_objects_carry_boxes_masks_and_plots():
@@ -66,7 +62,7 @@ def test_wandb_objects_carry_boxes_masks_and_plots():
     assert label_map[3, 3] == 2 and label_map[10, 10] == 0
     assert wandb_media.olrp_plot(wandb, {"oLRP": 0.7, "oLRP_FP": 0.2}, "t") is not None
     assert wandb_media.olrp_plot(wandb, {"AP": 0.3}, "t") is None
-    assert wandb_media.pr_plot(wandb, {0.5: [-1.0] * 101}, "t") is None
+    assert wandb_media.pr_plot(wandb, {"recall": [0.0, 1.0], **{k: [-1.0, -1.0] for k, _ in CURVES}}, "t") is None
 
 
 def test_the_artifact_holds_the_checkpoint_and_the_run_record_with_its_final_status(tmp_path):
@@ -109,5 +105,13 @@ def test_an_offline_training_run_holds_the_media_table_plots_and_checkpoint_arti
     assert cell["_type"] == "image-file" and set(cell["boxes"]) == {"predictions", "ground_truth"}
     image_ids = [row[0] for row in table["data"]]
     assert image_ids == [im["id"] for im in json.loads(Path(annotations).read_text())["images"][:3]]
+    # the PR plot is the final evaluation's own pr_curve block of metrics.json (no matching repeated)
+    plot = json.loads(entries["eval/bbox/pr_curves_table.table.json"].read_text())
+    assert plot["columns"] == ["step", "lineKey", "lineVal"]
+    block = run.metrics["bbox"]["pr_curve"]
+    for key, label in CURVES:
+        points = [v for r, p in zip(block["recall"], block[key]) if p >= 0 for v in (r, p)]
+        logged = [v for row in plot["data"] if row[1] == f"{label} ({key})" for v in (row[0], row[2])]
+        assert points and logged == pytest.approx(points)
     assert run.info["complexity"]["parameters"] > 0 and run.info["complexity"]["flops_per_image"] > 0
 

@@ -169,3 +169,35 @@ def test_the_init_syntax_files_and_old_key_names(tmp_path):
     torch.save({"model": old}, tmp_path / "old.pth")
     assert set(read_state_dict(tmp_path / "old.pth")) == {"rpn.head.conv.0.0.weight", "backbone.fpn.inner_blocks.2.0.bias",
                                                          "roi_heads.mask_head.2.0.weight"}
+
+
+def _backbone_equal(model, tv) -> int:
+    """How many backbone (ResNet + FPN) tensors ``model`` holds; each equals torchvision's of the same name."""
+    mine, theirs = model.backbone.state_dict(), tv.backbone.state_dict()
+    keys = [k for k in mine if not k.endswith("num_batches_tracked")]
+    for key in keys:
+        assert torch.equal(mine[key], theirs[key]), key
+    return len(keys)
+
+
+@pytest.mark.parametrize("detector, source", [("cascade_rcnn", "fasterrcnn_resnet50_fpn"),
+                                              ("yolact", "retinanet_resnet50_fpn")])
+def test_a_backbone_goes_into_cascade_rcnn_and_yolact_and_their_heads_keep_their_own_weights(
+        torchvision_models, tmp_path, detector, source):
+    if source in torchvision_models:
+        tv, path = torchvision_models[source]
+    else:
+        tv = _random_stats(retinanet_resnet50_fpn(weights=None, weights_backbone=None, num_classes=3))
+        path = tmp_path / "retina.pth"
+        torch.save(tv.state_dict(), path)
+    overrides = [f"detector={detector}", "schedule=1x", "detector.backbone.pretrained=null",
+                 f"detector.init=torchvision:{source}-backbone:{path}"]
+    cfg = _cfg(overrides)
+    model = build_detector(cfg, NUM_CLASSES)
+    before = {k: v.clone() for k, v in model.state_dict().items() if torch.is_tensor(v)}
+    keys = init_detector(model, cfg)
+    assert keys and all(k.startswith("backbone.") for k in keys)
+    assert _backbone_equal(model, tv) == len([k for k in keys if not k.endswith("num_batches_tracked")])
+    heads = [k for k, v in model.state_dict().items() if not k.startswith("backbone.") and torch.is_tensor(v)]
+    assert heads and all(torch.equal(model.state_dict()[k], before[k]) for k in heads)  # untouched
+    assert not all(torch.equal(model.state_dict()[k], before[k]) for k in keys)  # the file's, not the init's

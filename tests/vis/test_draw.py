@@ -83,3 +83,49 @@ def test_background_writer_writes_every_picture_and_names_an_unwritable_file(tmp
     with pytest.raises(RsdetError, match="cannot write .*blocked"):
         with PngWriter() as writer:
             writer.submit(torch.zeros((3, 4, 4), dtype=torch.uint8), tmp_path / "blocked" / "x.png")
+
+
+def test_captions_are_pasted_at_the_box_corner_in_the_class_colour():
+    from rsdet.vis.draw import caption_alpha
+
+    out = draw_instances(torch.zeros((3, 60, 90)), torch.tensor([[10.0, 10.0, 80.0, 50.0]]), torch.tensor([1]), NAMES,
+                         scores=torch.tensor([0.875]), width=1).permute(1, 2, 0).numpy()
+    alpha = caption_alpha("square ", "0.88")  # the caption strip (name, score), at (x1 + line, y1 + line)
+    h, w = alpha.shape
+    strip = out[11 : 11 + h, 11 : 11 + w]
+    color = np.array(class_colors(3)[1])
+    text = np.array([0, 0, 0] if text_color(class_colors(3)[1]) == "black" else [255, 255, 255])
+    ink = alpha > 200  # glyph cores (the font is anti-aliased)
+    assert (alpha == 0).any() and ink.sum() > 20
+    assert (strip[alpha == 0] == color).all()
+    assert (np.abs(strip[ink].astype(int) - text).max(axis=1) < np.abs(strip[ink].astype(int) - color).max(axis=1)).all()
+    assert (out[30:45, 20:70] == 0).all()  # inside the box, below the caption: untouched
+
+
+def test_overlapping_masks_blend_once_with_the_last_mask_on_top_and_enlarge_with_the_image():
+    from rsdet.vis.draw import MASK_ALPHA
+
+    masks = torch.zeros((2, 40, 60), dtype=torch.bool)
+    masks[0, 5:20, 5:30] = True
+    masks[1, 10:25, 20:40] = True
+    boxes = torch.tensor([[45.0, 30.0, 59.0, 39.0]] * 2)  # away from the masks: their captions cover no mask pixel
+    out = draw_instances(_grey(), boxes, torch.tensor([0, 2]), NAMES, masks=masks, factor=2, width=1)
+    assert out.shape == (3, 80, 120)
+    colors = class_colors(3)
+
+    def blended(c):
+        return [round(128 * (1 - MASK_ALPHA) + v * MASK_ALPHA) for v in c]
+
+    assert out[:, 2 * 15, 2 * 10].tolist() == blended(colors[0])  # only mask 0
+    assert out[:, 2 * 15 + 1, 2 * 25 + 1].tolist() == blended(colors[2])  # both: the later one, blended once
+    assert out[:, 2 * 22, 2 * 35].tolist() == blended(colors[2])
+    assert out[:, 2 * 30, 2 * 20].tolist() == [128, 128, 128]
+    assert out[:, 2 * 39, 2 * 50].tolist() == list(colors[2])  # the boxes' bottom edge, enlarged
+
+
+def test_drawing_leaves_the_callers_image_alone():
+    pixels = torch.full((40, 60, 3), 9, dtype=torch.uint8)
+    image = pixels.permute(2, 0, 1)  # a view of an (H, W, 3) buffer, as images read by PIL are
+    draw_instances(image, torch.tensor([[1.0, 1.0, 30.0, 30.0]]), torch.tensor([0]), NAMES,
+                   masks=torch.ones((1, 40, 60), dtype=torch.bool))
+    assert (pixels == 9).all()
