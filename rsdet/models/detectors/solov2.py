@@ -102,7 +102,8 @@ class SOLOv2(Detector):
                 "level")
         self.sigma = float(head.sigma)
         if not 0.0 < self.sigma <= 1.0:
-            raise ConfigError(f"detector.head.sigma={self.sigma} must be in (0, 1] (the centre region's share of the box)")
+            raise ConfigError(f"detector.head.sigma={self.sigma} must be in (0, 1] (the centre region's share of "
+                              "the box)")
         back = det.backbone
         if back.get("extra_levels", "maxpool") != "maxpool" or list(back.returned_stages)[:1] != [1]:
             raise ConfigError("detector=solov2 needs FPN P2-P6: detector.backbone.returned_stages starting at 1 "
@@ -274,4 +275,5 @@ class SOLOv2(Detector):
     @staticmethod
     def _empty(h: int, w: int, like: Tensor) -> dict:
         return {"boxes": like.new_zeros((0, 4)), "scores": like.new_zeros((0,)),
-                "labels": torch.zeros(0, dtype=torch.long, device=like.device), "image_masks": like.new_zeros((0, h, w))}
+                "labels": torch.zeros(0, dtype=torch.long, device=like.device),
+                "image_masks": like.new_zeros((0, h, w))}
