@@ -2,6 +2,7 @@
 
     python scripts/bench_iteration.py                       # CPU presets on the shapes data, every detector
     python scripts/bench_iteration.py --detectors atss --iters 20
+    python scripts/bench_iteration.py --detectors solov2_light   # SOLOv2-light: focal vs RS (CPU preset)
     python scripts/bench_iteration.py --update-docs         # rewrite the table in docs/detectors.md
     python scripts/bench_iteration.py -- schedule=1x device=cuda   # extra Hydra overrides after `--`
 
@@ -30,9 +31,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 BEGIN, END = "<!-- bench-iteration:begin -->", "<!-- bench-iteration:end -->"
-STANDARD = {"faster_rcnn": "ce", "cascade_rcnn": "ce", "mask_rcnn": "ce", "atss": "focal", "paa": "focal"}
+STANDARD = {"faster_rcnn": "ce", "cascade_rcnn": "ce", "mask_rcnn": "ce", "atss": "focal", "paa": "focal",
+            "yolact": "ce", "solov2": "focal", "solov2_light": "focal", "solov2_r101": "focal"}
 PAPER = {"faster_rcnn": (0.42, 0.82), "cascade_rcnn": (0.51, 2.26), "mask_rcnn": (0.64, 1.04), "atss": (0.44, 0.70),
-         "paa": (0.57, 0.99)}  # Table S9, s/iter (std, RS)
+         "paa": (0.57, 0.99), "yolact": (0.57, 0.59), "solov2_light": (0.64, 0.90)}  # Table S9, s/iter (std, RS)
 
 
 def _compose(overrides: list[str]):
@@ -73,7 +75,7 @@ def _time_recipe(cfg, batches, device, iters: int, warmup: int) -> list[float]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--detectors", default="faster_rcnn,cascade_rcnn,mask_rcnn,atss,paa")
+    parser.add_argument("--detectors", default="faster_rcnn,cascade_rcnn,mask_rcnn,atss,paa,solov2_light")
     parser.add_argument("--iters", type=int, default=15, help="timed iterations per recipe")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--batches", type=int, default=5, help="distinct batches, cycled")

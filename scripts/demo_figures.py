@@ -3,7 +3,7 @@
     python scripts/demo_figures.py                  # run the default demo once, print the figures
     python scripts/demo_figures.py --update-readme  # ... and rewrite README's "Demo figures" block
     python scripts/demo_figures.py -- loss=ce       # extra Hydra overrides after `--`
-    python scripts/demo_figures.py --detectors      # the default, detector=atss, paa, cascade_rcnn, mask_rcnn, yolact
+    python scripts/demo_figures.py --detectors      # the default and atss, paa, cascade_rcnn, mask_rcnn, yolact, solov2
 
 The wall time is the whole command as a user runs it (start-up, dataset generation if the cache is
 cold, training, inference, evaluation). The dataset is generated before the clock starts so that a
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--update-readme", action="store_true", help="rewrite README.md's demo-figures block")
     parser.add_argument("--detectors", action="store_true",
-                        help="measure the default and detector=atss, paa, cascade_rcnn, mask_rcnn, yolact "
+                        help="measure the default and detector=atss, paa, cascade_rcnn, mask_rcnn, yolact, solov2 "
                              "(one row each)")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for rsdet train")
     args = parser.parse_args(argv)
@@ -79,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
 
     runs = [args.overrides]
     if args.detectors:
-        runs += [[*args.overrides, f"detector={d}"] for d in ("atss", "paa", "cascade_rcnn", "mask_rcnn", "yolact")]
+        runs += [[*args.overrides, f"detector={d}"]
+                 for d in ("atss", "paa", "cascade_rcnn", "mask_rcnn", "yolact", "solov2")]
     rows, dirs = [], []
     for overrides in runs:
         row, run = _measure(overrides, env)

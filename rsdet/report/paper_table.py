@@ -36,7 +36,7 @@ HOW_TO = {
     "S6": "`rsdet train -m experiment=table_s6 detector=yolact` (needs the YOLACT detector)",
     "S7": "`rsdet train -m experiment=table_s8` (Table S7 reads the first epoch of each RS run's history.jsonl)",
     "S9": "runs of each detector with RS and with its standard loss, e.g. `rsdet train -m loss=rs,ce` and "
-          "`rsdet train -m detector=atss loss=rs,focal` (sec/iteration comes from history.jsonl; "
+          "`rsdet train -m detector=atss loss=rs,focal`, `rsdet train -m detector=solov2_light loss=rs,focal` (sec/iteration comes from history.jsonl; "
           "`python scripts/bench_table_s9.py` times both on the same batches in one process)",
     "S10": "`rsdet train loss=rs`, then `rsdet evaluate RUN_DIR --score-thresholds 0.4` in the run directory "
            "(fps at the RS test threshold)",
@@ -46,7 +46,7 @@ HOW_TO = {
 
 #: Each detector's standard loss (Table S9's "Standard Loss" column): the recipe the paper compares RS with.
 STANDARD_LOSS = {"faster_rcnn": "ce", "cascade_rcnn": "ce", "mask_rcnn": "ce", "atss": "focal", "paa": "focal",
-                 "yolact": "ce", "solov2_light": "focal"}
+                 "yolact": "ce", "solov2": "focal", "solov2_light": "focal", "solov2_r101": "focal"}
 
 #: Settings of the paper that our runs are not required to share: the dataset everywhere (the published
 #: numbers are COCO/LVIS, ours may come from the embedded data), and Table S11's Mask R-CNN (the threshold

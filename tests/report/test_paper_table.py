@@ -65,3 +65,23 @@ def test_a_run_that_changes_an_axis_the_table_holds_fixed_fills_no_cell(tmp_path
     spec, cells, _ = fill_table([*runs, rec], "s1")
     rank_value = cells[[r["label"] for r in spec["rows"]].index("Ranking-based [13]")][3]
     assert rank_value.values == [0.10]   # ... but it is Table S1's ranking-based / value cell (δ_loc 1.5)
+
+
+def test_table_s9_fills_the_solov2_light_row_from_its_focal_and_rs_runs(tmp_path):
+    runs = []
+    for loss, sec in (("focal", 0.2), ("rs", 0.3)):
+        rec = RunRecord(tmp_path / loss)
+        rec.write_config({"seed": 0, "loss": {"name": loss}, "detector": {"name": "solov2_light"}})
+        rec.start(choices={"loss": loss, "detector": "solov2_light"}, overrides=[f"loss={loss}"])
+        for it in (1, 2):
+            rec.append_history({"iteration": it, "sec_per_iter": sec})
+        rec.write_metrics({"segm": {"AP": 0.3}, "bbox": {"AP": 0.3}})
+        rec.finish()
+        runs.append(rec)
+    spec, cells, used = fill_table(runs, "s9")
+    row = [r["label"] for r in spec["rows"]].index("SOLOv2-light")
+    labels = [c["label"] for c in spec["cols"]]
+    assert used == 2
+    assert cells[row][labels.index("Standard Loss (sec)")].values == [0.2]  # focal: SOLOv2's standard loss
+    assert cells[row][labels.index("RS Loss (sec)")].values == [0.3]
+    assert cells[row][labels.index("RS Loss (sec)")].paper == 0.9
