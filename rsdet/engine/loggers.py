@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 class NullLogger:
     run_id: str | None = None
+    pr_curves: bool = False  # whether log_evaluation plots PR curves (the evaluation then computes them)
 
     def log(self, row: dict, step: int) -> None:  # noqa: D401 - interface
         pass

@@ -324,7 +324,7 @@ class Trainer:
         with _progress(self.console) as progress:
             result = evaluate_model(self.cfg, p.model, p.val_ds, p.device, record.dir / f"predictions_bbox_epoch{epoch}.json",
                                     self.cfg.eval.get("max_images"), progress=progress, dist=dist,
-                                    per_class=True)  # its pr_curve goes to W&B; the history row keeps the summary
+                                    per_class=self.logger.pr_curves)  # pr_curve for W&B; history rows keep the summary
         p.model.train()
         if not self.main:
             return

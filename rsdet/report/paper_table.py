@@ -21,9 +21,9 @@ from rsdet.errors import RsdetError
 from rsdet.records import RunRecord, atomic_write_text
 from rsdet.report.axes import MISSING, RunAxes
 from rsdet.report.metrics import fmt, is_percent, metric_value, scale
+from rsdet.report.paper import column_key, load_paper_tables
 from rsdet.report.render import latex_escape
 from rsdet.safe_text import printable, rich_text
-from rsdet.report.paper import column_key, load_paper_tables
 
 #: The experiment preset that produces each table's runs (conf/experiment/).
 PRESETS = {"S1": "table_s1", "S2": "table_s2", "S3": "table_s3", "S4": "table_s4", "S5": "table_s5",
