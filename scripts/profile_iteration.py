@@ -156,8 +156,10 @@ def _patch_attr(owner, attr: str, name: str, boundary: bool = False) -> None:
     original = getattr(owner, attr, None)
     if original is None or getattr(original, "__wrapped_region__", None):  # absent in this version, or done
         return
-    _PATCHED.append((owner, attr, original))
-    setattr(owner, attr, _wrap(original, name, boundary))
+    raw = vars(owner).get(attr) if isinstance(owner, type) else None
+    _PATCHED.append((owner, attr, raw if isinstance(raw, staticmethod) else original))
+    wrapped = _wrap(original, name, boundary)
+    setattr(owner, attr, staticmethod(wrapped) if isinstance(raw, staticmethod) else wrapped)
 
 
 def _patch_function_everywhere(fn, name: str) -> None:
@@ -193,7 +195,8 @@ def instrument_code() -> None:
     from rsdet.models import anchors, samplers
     from rsdet.models.assign import atss, max_iou, paa
     from rsdet.models.criterion import Criterion
-    from rsdet.models.detectors import cascade_rcnn, one_stage, yolact
+    from rsdet.models import solo_assign
+    from rsdet.models.detectors import cascade_rcnn, one_stage, solov2, yolact
     from rsdet.models.heads import protonet, roi_box, roi_mask, rpn
 
     for fn, name in ((max_iou.max_iou_assign, "assign"), (getattr(max_iou, "max_iou_match_images", None), "assign"),
@@ -204,7 +207,8 @@ def instrument_code() -> None:
                      (samplers.ohem_row_losses, "sample"), (roi_mask.cap_positive_rows, "sample"),
                      (anchors.grid_anchors, "proposals"), (cascade_rcnn.refine_boxes, "proposals"),
                      (roi_mask.mask_targets, "targets"), (protonet.gt_masks_at, "targets"),
-                     (protonet.prototype_mask_prediction, "targets")):
+                     (protonet.prototype_mask_prediction, "targets"),
+                     (solo_assign.solo_assign, "assign")):
         if fn is not None:
             _patch_function_everywhere(fn, name)
     for cls in (one_stage.ATSS, one_stage.PAA):
@@ -220,6 +224,10 @@ def instrument_code() -> None:
     _patch_attr(roi_mask.MaskBranch, "predict", "net/heads", boundary=True)
     _patch_attr(roi_mask.MaskBranch, "_label_masks", "targets")
     _patch_attr(Criterion, "forward", "loss")
+    # SOLOv2's dynamic 1 x 1 convs (kernels x mask features) are network in the forward; their backward
+    # falls in loss/backward (the heads' outputs, kernels and mask features, end the network).
+    _patch_attr(solov2.SOLOv2, "_mask_prediction", "net/heads")
+    _patch_attr(solov2.SOLOv2, "assign", "assign")
 
 
 def instrument_model(model: torch.nn.Module) -> None:
@@ -229,12 +237,13 @@ def instrument_model(model: torch.nn.Module) -> None:
 
     from rsdet.models.heads.dense import DenseHead
     from rsdet.models.heads.protonet import ProtoNet, YolactHead
+    from rsdet.models.heads.solo import MaskFeatureBranch, SoloKernelHead
 
     _module_region(model.transform, "transform")
     _module_region(model.backbone.body, "net/backbone")
     _module_region(model.backbone.fpn, "net/fpn")
     for module in model.modules():
-        if isinstance(module, (RPNHead, DenseHead, YolactHead, ProtoNet)):
+        if isinstance(module, (RPNHead, DenseHead, YolactHead, ProtoNet, SoloKernelHead, MaskFeatureBranch)):
             _module_region(module, "net/heads", boundary=True)
         elif isinstance(module, AnchorGenerator):
             _module_region(module, "proposals")

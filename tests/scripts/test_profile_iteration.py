@@ -19,13 +19,13 @@ def test_profile_covers_the_iteration_and_the_split_backward_is_exact(shapes_cac
     out = tmp_path / "profile.json"
     env = dict(os.environ, RSDET_CACHE=str(shapes_cache), OMP_NUM_THREADS="1")
     proc = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "profile_iteration.py"), "--detectors", "yolact,mask_rcnn",
+        [sys.executable, str(REPO / "scripts" / "profile_iteration.py"), "--detectors", "yolact,mask_rcnn,solov2",
          "--losses", "rs", "--iters", "1", "--warmup", "0", "--check-split", "--ops", "--json", str(out),
          "--", *TINY_DATA],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     # the gradients of the split backward equal those of backward() (else the script exits non-zero)
-    assert proc.stdout.count("--check-split: ") == 2 and "difference 0.00e+00" in proc.stdout
+    assert proc.stdout.count("--check-split: ") == 3 and "difference 0.00e+00" in proc.stdout
     results = json.loads(out.read_text())
     for r in results:
         m = r["medians"]
