@@ -171,10 +171,14 @@ def check_mask_labels(cfg: Any, stages: Sequence[StageSpec], detector: str | Non
     configuration error (a mask detector's box-only stages fall back to IoU labels instead)."""
     label = cfg.get("label")
     if label in MASK_LABEL_KINDS and not any(s.masks for s in stages):
+        # Imported here: rsdet.models.build imports the detectors, which import this module.
+        from rsdet.models.build import available_detectors, detector_predicts_masks
+
+        masks = " or ".join(f"detector={name}" for name in available_detectors() if detector_predicts_masks(name))
         raise ConfigError(
             f"loss.label={label} ranks positives by the Dice of their predicted masks, but "
             f"detector={detector or '?'} predicts boxes only; use loss.label=binary or iou, or a mask detector "
-            "(detector=mask_rcnn or detector=yolact)")
+            f"({masks})")
 
 
 def check_stage_overrides(cfg: Any, stages: Sequence[StageSpec], detector: str) -> None:

@@ -226,8 +226,12 @@ def test_bce_mask_term_is_the_box_normalised_pixel_bce_averaged_over_positives()
 
 
 def test_mask_labels_and_losses_are_checked_up_front():
-    with pytest.raises(ConfigError, match="predicts boxes only"):
+    with pytest.raises(ConfigError, match="predicts boxes only") as info:
         check_mask_labels(OmegaConf.create(dict(RS, label="dice")), [SPECS["rcnn"]], "faster_rcnn")
+    # every mask detector is offered, from the registry (SOLOv2 included), and no box detector
+    for name in ("mask_rcnn", "yolact", "solov2"):
+        assert f"detector={name}" in str(info.value)
+    assert "detector=atss" not in str(info.value)
     with pytest.raises(ConfigError, match="loss.mask='l2'"):
         stage_loss_config(OmegaConf.create(dict(RS, mask="l2")), StageSpec("head", 3, masks=True))
 
