@@ -6,6 +6,9 @@ import pytest
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
+# Presets with detector.backbone.pretrained=shapes pretrain their ResNet on first use (~100 s); the suite
+# checks the plumbing with a 2-iteration recipe (its own cache file; rsdet.models.pretrain.default_params).
+os.environ.setdefault("RSDET_PRETRAIN_ITERS", "2")
 
 
 @pytest.fixture(scope="session")

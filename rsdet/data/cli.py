@@ -3,6 +3,7 @@
     rsdet data shapes      [--root DIR] [--num-train N] [--num-val N] [--image-size PX] [--seed S]
     rsdet data shapes_lvis [--root DIR] [--num-train N] [--num-val N] [--image-size PX] [--seed S]
     rsdet data check ANNOTATIONS.json [--images DIR] [--verify-files]
+    rsdet data pretrain-backbone [--depth D] [--force]
     rsdet data browse DATASET [--split train|val] [--n N] [--out DIR] [--images DIR] [--root DIR] [--seed S]
                       [--ids ID,...] [--display-size PX] [--set KEY=VALUE ...]
 
@@ -48,6 +49,17 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--images", type=Path, help="image folder (default: the .json's folder)")
     check.add_argument("--verify-files", action="store_true", help="also check that every image file exists")
     _browse_parser(sub)
+    pre = sub.add_parser(
+        "pretrain-backbone",
+        help="train (once) the shapes-pretrained ResNet of detector.backbone.pretrained=shapes and print its "
+             "held-out accuracy",
+        description="Train the ResNet that detector.backbone.pretrained=shapes loads: a multi-label classifier "
+                    "(which shape classes an image holds) on shapes images drawn from a seed stream of their own "
+                    "(never an image of the detection splits), cached under the dataset cache "
+                    "(<cache>/backbones/shapes-resnet<depth>-<hash>.pt, a tensors-only state dict, and its .json "
+                    "manifest). `rsdet train` trains it on first use; this command does it up front.")
+    pre.add_argument("--depth", type=int, default=10, help="ResNet depth (default 10, the CPU presets' backbone)")
+    pre.add_argument("--force", action="store_true", help="train again even if the cached file is complete")
     return parser
 
 
@@ -137,6 +149,24 @@ def _shapes(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _pretrain(args: argparse.Namespace, console: Console) -> int:
+    from rsdet.data.build import cache_root
+    from rsdet.models.backbone import _RESNETS
+    from rsdet.models.pretrain import default_params, ensure_shapes_backbone
+
+    if args.depth not in _RESNETS:
+        raise RsdetError(f"--depth must be one of {sorted(_RESNETS)}, got {args.depth}")
+    path, manifest, trained = ensure_shapes_backbone(cache_root(), default_params(args.depth), force=args.force)
+    verb = f"trained in {manifest.get('train_seconds', 0):.0f} s" if trained else "already trained (cached)"
+    console.print(f"[bold]shapes-pretrained ResNet-{args.depth}[/bold] {verb}: {path}", soft_wrap=True)
+    if "held_out_images" in manifest:
+        console.print(f"held-out objects classified right: {100 * manifest['held_out_accuracy']:.1f} % of "
+                      f"{manifest['held_out_objects']} (from {manifest['held_out_images']} images never trained on)",
+                      soft_wrap=True, highlight=False)
+    console.print("use it with detector.backbone.pretrained=shapes", soft_wrap=True, highlight=False)
+    return 0
+
+
 def _stats_table(stats: dict) -> Table:
     table = Table(title="images and instances per COCO size range (area < 32², 32²–96², > 96²)")
     for col in ("split", "images", "empty", "instances", "small", "medium", "large", "occluded"):
@@ -213,6 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "browse":
             return _browse(args, console)
+        if args.command == "pretrain-backbone":
+            return _pretrain(args, console)
         return _shapes(args, console) if args.command in GENERATED else _check(args, console)
     except RsdetError as err:
         Console(stderr=True).print(f"[bold red]error:[/bold red] {err}", highlight=False, soft_wrap=True)

@@ -60,11 +60,17 @@ def resolve_pretrained(spec: str | None, depth: int) -> Path | None:
     """Return the local weight file for ``spec`` or None for random init.
 
     ``spec`` is None/"none" (random init), "imagenet" (the torchvision file in the torch hub cache,
-    if present) or a path to a state-dict file. A path that does not exist is an error, because the
+    if present), "shapes" (a ResNet pretrained once on the shapes domain and cached,
+    :mod:`rsdet.models.pretrain`) or a path to a state-dict file. A path that does not exist is an error, because the
     user asked for it explicitly.
     """
     if spec in (None, "", "none", "null"):
         return None
+    if spec == "shapes":  # trained once on the shapes domain and cached (rsdet.models.pretrain)
+        from rsdet.data.build import cache_root
+        from rsdet.models.pretrain import default_params, ensure_shapes_backbone
+
+        return ensure_shapes_backbone(cache_root(), default_params(depth))[0]
     if spec == "imagenet":
         name = _HUB_FILES.get(depth)
         if name is None:
@@ -75,7 +81,8 @@ def resolve_pretrained(spec: str | None, depth: int) -> Path | None:
     if not path.is_file():
         raise ConfigError(
             f"detector.backbone.pretrained={spec!r}: file not found. Give a path to a ResNet state dict, "
-            "'imagenet' to use the torch hub cache when present, or null for random init."
+            "'imagenet' to use the torch hub cache when present, 'shapes' for the shapes-pretrained one "
+            "(rsdet data pretrain-backbone), or null for random init."
         )
     return path
 
