@@ -53,8 +53,8 @@ def _parser() -> argparse.ArgumentParser:
         "pretrain-backbone",
         help="train (once) the shapes-pretrained ResNet of detector.backbone.pretrained=shapes and print its "
              "held-out accuracy",
-        description="Train the ResNet that detector.backbone.pretrained=shapes loads: a multi-label classifier "
-                    "(which shape classes an image holds) on shapes images drawn from a seed stream of their own "
+        description="Train the ResNet that detector.backbone.pretrained=shapes loads: an object classifier "
+                    "(the shape class of each object crop) on shapes images drawn from a seed stream of their own "
                     "(never an image of the detection splits), cached under the dataset cache "
                     "(<cache>/backbones/shapes-resnet<depth>-<hash>.pt, a tensors-only state dict, and its .json "
                     "manifest). `rsdet train` trains it on first use; this command does it up front.")
