@@ -22,7 +22,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -160,21 +160,6 @@ def _held_out(model: nn.Module, draw, num_classes: int, params: dict) -> dict:
     return {"held_out_images": n, "held_out_objects": total, "held_out_accuracy": correct / max(total, 1)}
 
 
-@contextlib.contextmanager
-def _lock(path: Path) -> Iterator[None]:
-    try:
-        import fcntl
-    except ImportError:  # non-POSIX: no inter-process lock; the rename is still atomic
-        yield
-        return
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def _bar():
     """A rich progress callback for an interactive terminal (None otherwise)."""
     from rich.console import Console
@@ -219,6 +204,8 @@ def ensure_shapes_backbone(cache: str | os.PathLike, params: dict | None = None,
     if not force and (manifest := complete()) is not None:
         return path, manifest, False
     path.parent.mkdir(parents=True, exist_ok=True)
+    from rsdet.data.shapes import _lock  # the dataset cache's inter-process lock
+
     with _lock(path.parent / f".{path.name}.lock"):
         if not force and (manifest := complete()) is not None:  # another process trained it meanwhile
             return path, manifest, False
