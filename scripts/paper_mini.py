@@ -13,7 +13,9 @@ and docs/paper-mini/{cells,findings}.csv (rsdet/report/mini.py, mini_doc.py, fin
 
 Runs go to outputs/paper-mini/<setup>/<setting>/seed<k> (quick and smoke: outputs/paper-mini-quick,
 -smoke; their documents go there too); a run whose record is complete is skipped, an interrupted one
-resumes from its checkpoint. Per-table schedules, seeds and measured costs: rsdet/report/mini_settings.py.
+resumes from its checkpoint. Items finished by an earlier checkout with the same code are taken from the
+ledger beside the document (docs/paper-mini/runs.csv, seeds.csv; committed with it), so a full run can
+span working sessions; `--no-ledger` ignores it. Per-table schedules, seeds and measured costs: rsdet/report/mini_settings.py.
 Run it on a quiet machine: the estimates assume 2 free cores.
 """
 
@@ -27,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from rsdet.report import mini, mini_doc  # noqa: E402
+from rsdet.report import mini, mini_doc, mini_ledger  # noqa: E402
 from rsdet.report.mini_cells import TABLES  # noqa: E402
 
 
@@ -65,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--document-only", action="store_true", help="only (re)write the document from existing runs")
     p.add_argument("--update-readme", action="store_true", help="list every finding's verdict in README.md's "
                    "marked paper-mini block (full mode only)")
+    p.add_argument("--no-ledger", action="store_true", help="neither reuse nor update the ledger beside the "
+                   "document (runs.csv, seeds.csv: items finished by earlier checkouts with the same code)")
     p.add_argument("--train-overrides", default="", help="extra `rsdet train` overrides for every training, "
                    "space-separated")
     args = p.parse_args(argv)
@@ -73,20 +77,22 @@ def main(argv: list[str] | None = None) -> int:
     root = args.root or ROOT / m.root
     doc = args.doc or ROOT / m.doc
     budget = args.budget_min if args.budget_min is not None else (mini.DEFAULT_BUDGET if mode == "full" else 1e9)
-    kept, dropped = mini.plan(budget, args.only, mode, root=root, jobs=args.jobs)
-    estimate = mini.estimate(kept, root, args.jobs)
-    print(mini.format_plan(kept, dropped, budget, root, args.jobs, items=True, mode=mode))
+    book = None if args.no_ledger else mini_ledger.Ledger.load(doc.with_suffix(""))
+    kept, dropped = mini.plan(budget, args.only, mode, root=root, jobs=args.jobs, ledger=book)
+    estimate = mini.estimate(kept, root, args.jobs, book)
+    print(mini.format_plan(kept, dropped, budget, root, args.jobs, items=True, mode=mode, ledger=book))
     if args.dry_run:
         return 0
-    summary = mini.format_plan(kept, dropped, budget, root, args.jobs, items=False, mode=mode)
+    summary = mini.format_plan(kept, dropped, budget, root, args.jobs, items=False, mode=mode, ledger=book)
     failures, elapsed = [], None
     if not args.document_only:
         start = time.perf_counter()
-        failures = mini.execute(kept, root, extra=args.train_overrides.split(), jobs=args.jobs)
+        failures = mini.execute(kept, root, extra=args.train_overrides.split(), jobs=args.jobs, ledger=book)
         elapsed = (time.perf_counter() - start) / 60
     shown = " ".join(["python scripts/paper_mini.py", *(argv if argv is not None else sys.argv[1:])])
     out = mini_doc.write_document(root, doc, shown, summary, failures, mode=mode, elapsed_min=elapsed,
-                                  estimate_min=estimate if not args.document_only else None)
+                                  estimate_min=estimate if not args.document_only else None,
+                                  ledger=not args.no_ledger)
     print(f"wrote {out} and {out.with_suffix('')}/cells.csv, findings.csv")
     if args.update_readme:
         if mode != "full":

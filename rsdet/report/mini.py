@@ -114,10 +114,13 @@ class Item:
     def run_dir(self, root: Path) -> Path:
         return Path(root) / self.name
 
-    def done(self, root: Path) -> bool:
+    def done(self, root: Path, ledger=None) -> bool:
         """A training is done when its record is completed with metrics; a sweep when its file has every
         threshold (and, for a mask detector, the mask file too); the benchmark when its JSON was written
-        with these settings."""
+        with these settings. With a ``ledger`` (rsdet/report/mini_ledger.py, resolved for the plan), also
+        when the ledger may stand in for it."""
+        if ledger is not None and self.ledger_id in ledger.valid:
+            return True
         d = self.run_dir(root)
         if self.kind == "bench":
             path = d / "bench.json"
@@ -141,6 +144,12 @@ class Item:
             return False
         rec = RunRecord(d, create=False)
         return rec.status == "completed" and bool(rec.metrics)
+
+    @property
+    def ledger_id(self) -> str:
+        from rsdet.report.mini_ledger import item_id  # noqa: PLC0415
+
+        return item_id(self)
 
     def describe(self) -> str:
         if self.kind == "bench":
@@ -215,16 +224,20 @@ def items_for(mode: Mode, only: set[str] | None = None) -> list[Item]:
 
 
 def plan(budget_min: float = DEFAULT_BUDGET, only: set[str] | None = None, mode: str | Mode = "full",
-         root: Path | None = None, jobs: int = DEFAULT_JOBS) -> tuple[list[Item], list[Item]]:
+         root: Path | None = None, jobs: int = DEFAULT_JOBS, ledger=None) -> tuple[list[Item], list[Item]]:
     """(kept, dropped): the items of ``mode`` (``only`` some tables: ``{"S8", "S11"}``) in priority order,
     kept while their estimated wall minutes (done items count 0) fit ``budget_min``; a sweep is dropped
-    with its training."""
+    with its training. A ``ledger`` (rsdet/report/mini_ledger.py) is resolved against the items here:
+    those it may stand in for count as done."""
     mode = MODES[mode] if isinstance(mode, str) else mode
     only = {t.upper() if t.upper().startswith("S") else f"S{t}" for t in only} if only else None
     kept, dropped, total = [], [], 0.0
     trained = set()
-    for it in items_for(mode, only):
-        is_done = root is not None and it.done(root)
+    items = items_for(mode, only)
+    if ledger is not None and root is not None:
+        ledger.resolve(items, Path(root))
+    for it in items:
+        is_done = root is not None and it.done(root, ledger)
         cost = 0.0 if is_done else it.wall_minutes(jobs)
         orphan = it.kind == "sweep" and it.name not in trained
         if total + cost <= budget_min + 1e-9 and not orphan:
@@ -237,11 +250,11 @@ def plan(budget_min: float = DEFAULT_BUDGET, only: set[str] | None = None, mode:
     return kept, dropped
 
 
-def estimate(items: list[Item], root: Path | None = None, jobs: int = 1) -> float:
-    return sum(0.0 if root is not None and it.done(root) else it.wall_minutes(jobs) for it in items)
+def estimate(items: list[Item], root: Path | None = None, jobs: int = 1, ledger=None) -> float:
+    return sum(0.0 if root is not None and it.done(root, ledger) else it.wall_minutes(jobs) for it in items)
 
 
-def per_table(items: list[Item], root: Path | None = None, jobs: int = 1) -> dict[str, dict]:
+def per_table(items: list[Item], root: Path | None = None, jobs: int = 1, ledger=None) -> dict[str, dict]:
     """{table: {"train": n, "sweep": n, "bench": n, "done": n, "minutes": wall minutes left}} billed to the
     first table that uses each item."""
     out: dict[str, dict] = {}
@@ -249,7 +262,7 @@ def per_table(items: list[Item], root: Path | None = None, jobs: int = 1) -> dic
         t = (it.tables[0] if it.tables else it.table).upper()
         row = out.setdefault(t, {"train": 0, "sweep": 0, "bench": 0, "done": 0, "minutes": 0.0})
         row[it.kind] += 1
-        if root is not None and it.done(root):
+        if root is not None and it.done(root, ledger):
             row["done"] += 1
         else:
             row["minutes"] += it.wall_minutes(jobs)
@@ -257,26 +270,40 @@ def per_table(items: list[Item], root: Path | None = None, jobs: int = 1) -> dic
 
 
 def format_plan(kept: list[Item], dropped: list[Item], budget_min: float, root: Path | None = None,
-                jobs: int = 1, items: bool = True, mode: str = "full") -> str:
+                jobs: int = 1, items: bool = True, mode: str = "full", ledger=None) -> str:
     how = f"{jobs} trainings at a time" if jobs > 1 else "one training at a time"
     seeds = MODES[mode].seeds if mode in MODES else ()
     budget = f"budget {budget_min:g} min" if budget_min < 1e8 else "no budget"
     lines = [f"paper-mini plan ({mode}, seeds {', '.join(map(str, seeds))}): {len(kept)} items, estimated "
-             f"{estimate(kept, root, jobs):.1f} min ({budget}, 2 CPU cores, {how}; sweeps and "
+             f"{estimate(kept, root, jobs, ledger):.1f} min ({budget}, 2 CPU cores, {how}; sweeps and "
              "the benchmark alone)", "", "| table | trainings | sweeps | benchmark | done | minutes |",
              "|---|---|---|---|---|---|"]
     from rsdet.report.mini_cells import TABLES  # noqa: PLC0415
 
-    rows = per_table(kept, root, jobs)
+    rows = per_table(kept, root, jobs, ledger)
     for t in [*TABLES, *sorted(set(rows) - set(TABLES))]:
         if t in rows:
             r = rows[t]
             lines.append(f"| {t} | {r['train']} | {r['sweep']} | {r['bench']} | {r['done']} | {r['minutes']:.1f} |")
     lines.append("(tables missing above take their runs from another table's: S7 from S8 and S11, S10 from S8)")
+    if ledger is not None:
+        reused = sum(1 for it in kept if root is not None and not it.done(root) and it.done(root, ledger))
+        if reused:
+            lines.append(f"{reused} items come from the ledger in {ledger.folder} (finished in an earlier checkout "
+                         "by the same code; `--no-ledger` runs them again)")
+        stale = ledger.stale(kept)
+        if stale:
+            lines.append(f"{len(stale)} ledger items are run again: their command or code differs from this "
+                         f"checkout's (code {ledger.code}): " + ", ".join(stale[:5]) + (" …" if len(stale) > 5 else ""))
     if items:
         lines.append("")
         for it in kept:
-            state = "done, skipped" if root is not None and it.done(root) else f"{it.wall_minutes(jobs):.2f} min"
+            if root is not None and it.done(root):
+                state = "done, skipped"
+            elif root is not None and it.done(root, ledger):
+                state = "in the ledger"
+            else:
+                state = f"{it.wall_minutes(jobs):.2f} min"
             lines.append(f"  [{it.table:>3}] {state:>14}  {it.describe()}")
     if dropped:
         lines.append(f"dropped to fit the budget ({estimate(dropped, jobs=jobs):.1f} min): "
@@ -304,7 +331,8 @@ def command(it: Item, root: Path) -> list[str]:
     return cmd
 
 
-def execute(items: list[Item], root: Path, extra: list[str] | None = None, log=print, jobs: int = 1) -> list[str]:
+def execute(items: list[Item], root: Path, extra: list[str] | None = None, log=print, jobs: int = 1,
+            ledger=None) -> list[str]:
     """Run the items that are not done; return the failures (the rest go on).
 
     Trainings run ``jobs`` at a time, each with ``cpu_count // jobs`` torch threads (two one-thread
@@ -334,6 +362,9 @@ def execute(items: list[Item], root: Path, extra: list[str] | None = None, log=p
     for k, it in pending:
         if it.done(root):
             log(f"[{k}/{len(items)}] done already: {it.describe()}")
+            continue
+        if it.done(root, ledger):
+            log(f"[{k}/{len(items)}] in the ledger ({ledger.runs[it.ledger_id].get('finished', '')}): {it.describe()}")
             continue
         alone = it.kind != "train"
         limit = 1 if alone else jobs

@@ -270,25 +270,41 @@ def setting_line(table: str, mode) -> str:
 
 def write_document(root: Path, out: Path, command_text: str, plan_text: str | None = None,
                    failures: list[str] | None = None, mode: str = "full", elapsed_min: float | None = None,
-                   estimate_min: float | None = None) -> Path:
-    """The document, its CSVs and its figures from the runs under ``root``."""
-    from rsdet.report.mini import MODES  # noqa: PLC0415
+                   estimate_min: float | None = None, ledger: bool = True) -> Path:
+    """The document, its CSVs and its figures from the runs under ``root`` and, with ``ledger``, the
+    ledger beside it (rsdet/report/mini_ledger.py): the items finished under ``root`` are recorded into
+    it first, then its values fill the cells whose run folders are not here."""
+    from rsdet.report.mini import MODES, items_for  # noqa: PLC0415
+    from rsdet.report.mini_ledger import Ledger  # noqa: PLC0415
 
     m = MODES[mode]
     root, out = Path(root), Path(out)
     runs = find_runs(root) if root.is_dir() else []
     cells = C.fill(root, m.seeds)
     cells.update(C.bench_cells(root))
-    found = findings(cells)
+    from_root = {(k, rep) for k, c in cells.items() for rep in c.values}
     fig_dir = out.with_suffix("")
     fig_dir.mkdir(parents=True, exist_ok=True)
-    for stale in [*fig_dir.glob("*.png"), *fig_dir.glob("curves/*.png")]:  # the folder is generated too
+    book = None
+    n_ledger = 0
+    if ledger:
+        book = Ledger.load(fig_dir)
+        plan_items = items_for(m)
+        book.record(plan_items, root, cells, from_root)
+        book.resolve(plan_items, root, running=False)
+        book.overlay(cells, from_root, m.seeds)
+        n_ledger = sum(1 for it in plan_items if it.kind == "train" and it.ledger_id in book.valid
+                       and not it.done(root))
+    found = findings(cells)
+    for stale in fig_dir.glob("*.png"):  # the folder is generated too (curves: see _figures)
         stale.unlink()
     timing = ""
     if estimate_min is not None:
         timing = f"The plan was estimated at {estimate_min:.0f} min of wall time on 2 free cores"
         timing += f"; this run took {elapsed_min:.0f} min." if elapsed_min is not None else "."
-    parts = [HEADER.format(command=command_text, date=_dt.date.today().isoformat(), root=root, n_runs=len(runs),
+    n_runs = f"{len(runs)}" + (f", and {n_ledger} trainings of earlier checkouts from the ledger "
+                               f"[{fig_dir.name}/runs.csv]({fig_dir.name}/runs.csv)" if n_ledger else "")
+    parts = [HEADER.format(command=command_text, date=_dt.date.today().isoformat(), root=root, n_runs=n_runs,
                            mode=mode, seeds=", ".join(map(str, m.seeds)), margin=f"{SIMILAR_MARGIN_AP:g}",
                            timing=timing, mode_note=MODE_NOTES.get(mode, ""))]
     parts.append("\n## Findings\n\n| table | finding | verdict | paired difference [95% CI] |\n|---|---|---|---|\n"
@@ -312,12 +328,12 @@ def write_document(root: Path, out: Path, command_text: str, plan_text: str | No
         if gaps:
             reasons = sorted({why for _r, _c, why in gaps})
             parts.append(f"\n_Not reproduced here ({len(gaps)} cells): " + "; ".join(reasons) + "._\n")
-        figs = _figures(name, cells, fig_dir, out.parent, root, m)
+        figs = _figures(name, cells, fig_dir, out.parent, root, m, book)
         if figs:
             parts.append("\n" + figs)
     if plan_text:
         parts.append("\n## The plan that produced these runs\n\n" + plan_text + "\n")
-    costs = measured_costs(root)
+    costs = measured_costs(root, book)
     if costs:
         parts.append("\n" + costs)
     atomic_write_text(out, "".join(parts))  # each output replaces its file: a planted symlink is not followed
@@ -326,7 +342,7 @@ def write_document(root: Path, out: Path, command_text: str, plan_text: str | No
     return out
 
 
-def measured_costs(root: Path) -> str:
+def measured_costs(root: Path, ledger=None) -> str:
     """Seconds per iteration the runs under ``root`` measured (their metrics.json train_seconds over their
     iterations), per setup, beside the rate the estimate assumed for a training beside another one
     (SEC_PER_ITER x PARALLEL_SLOWDOWN): what to put into rsdet/report/mini_settings.py after a full run."""
@@ -334,13 +350,16 @@ def measured_costs(root: Path) -> str:
 
     lines = []
     for setup in S.SETUPS.values():
-        rates = []
+        rates, here = [], set()
         for path in sorted((Path(root) / setup.name).glob("*/seed*")):
             rec = C._completed(path)  # noqa: SLF001
             m = rec.metrics if rec is not None else None
             sec, its = (m or {}).get("train_seconds"), (m or {}).get("iterations")
             if isinstance(sec, (int, float)) and isinstance(its, (int, float)) and its > 0:
                 rates.append(sec / its)
+                here.add(path.relative_to(root).as_posix())
+        if ledger is not None:
+            rates += ledger.rates(setup.name, skip=here)
         if rates:
             assumed = S.SEC_PER_ITER.get((setup.detector, setup.dataset))
             lines.append(f"| {setup.name} | {len(rates)} | {statistics.median(rates):.3f} | "
@@ -352,7 +371,7 @@ def measured_costs(root: Path) -> str:
             "| setup | runs | measured s/iter | assumed s/iter |\n|---|---|---|---|\n" + "\n".join(lines) + "\n")
 
 
-def _figures(name: str, cells: dict, fig_dir: Path, doc_dir: Path, root: Path, mode) -> str:
+def _figures(name: str, cells: dict, fig_dir: Path, doc_dir: Path, root: Path, mode, ledger=None) -> str:
     from rsdet.report.plots import figures_markdown, plot_training, training_curves, write_plots  # noqa: PLC0415
 
     if name not in ("S4", "S8", "S11"):
@@ -363,7 +382,7 @@ def _figures(name: str, cells: dict, fig_dir: Path, doc_dir: Path, root: Path, m
     if name == "S8":  # the training curves of the first seed of each loss with its own recipe's samplers
         from rsdet.report.plots import Figure  # noqa: PLC0415
 
-        curves = []
+        curves, keep = [], set()
         seed = mode.seeds[0]
         for setting in C.settings_in_order([b for b in C.catalogue() if b.table == "S8"]):
             cfg = setting.config
@@ -372,13 +391,23 @@ def _figures(name: str, cells: dict, fig_dir: Path, doc_dir: Path, root: Path, m
                 continue
             d = C.run_dir(root, setting, seed)
             rec = C._completed(d)  # noqa: SLF001
+            label = f"{setting.name} seed {seed}"
+            path = fig_dir / "curves" / f"s8_{setting.name.split('/')[-1]}.png"
             if rec is None:
+                # a training of an earlier checkout: its curves were drawn then, and committed with the ledger
+                rel = C.run_dir(Path(), setting, seed).as_posix()
+                if ledger is not None and rel in ledger.valid and path.is_file():
+                    curves.append(Figure(path, f"training curves of {label}"))
+                    keep.add(path.name)
                 continue
             data = training_curves(rec)
             if data["iteration"]:
-                label = f"{setting.name} seed {seed}"
-                path = plot_training(data, fig_dir / "curves" / f"s8_{setting.name.split('/')[-1]}.png", label)
+                path = plot_training(data, path, label)
                 curves.append(Figure(path, f"training curves of {label}"))
+                keep.add(path.name)
+        for stale in (fig_dir / "curves").glob("*.png"):
+            if stale.name not in keep:
+                stale.unlink()
         if curves:
             text += ("\n<details><summary>Training curves of the first seed of each loss with its recipe's own "
                      "samplers (loss terms, learning rate, pos:neg task ratio per stage)</summary>\n\n"
