@@ -209,6 +209,13 @@ class Ledger:
                 continue
             row = {"item": item_id(it), "kind": it.kind, "command": it.describe(), "code": self.code,
                    "finished": now, "train_seconds": "", "iterations": ""}
+            if it.kind != "train":  # when its file was written (not when the ledger was)
+                out = it.run_dir(root) / ("bench.json" if it.kind == "bench" else "threshold_sweep.json")
+                try:
+                    row["finished"] = _dt.datetime.fromtimestamp(out.stat().st_mtime, _dt.timezone.utc).replace(
+                        microsecond=0).isoformat()
+                except OSError:
+                    pass
             if it.kind == "train":
                 rec = RunRecord(it.run_dir(root), create=False)
                 m = rec.metrics or {}
