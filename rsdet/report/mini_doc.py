@@ -290,11 +290,10 @@ def write_document(root: Path, out: Path, command_text: str, plan_text: str | No
     if ledger:
         book = Ledger.load(fig_dir)
         plan_items = items_for(m)
-        book.record(plan_items, root, cells, from_root)
+        here = book.record(plan_items, root, cells, from_root)
         book.resolve(plan_items, root, running=False)
         book.overlay(cells, from_root, m.seeds)
-        n_ledger = sum(1 for it in plan_items if it.kind == "train" and it.ledger_id in book.valid
-                       and not it.done(root))
+        n_ledger = sum(1 for it in plan_items if it.kind == "train" and it.ledger_id in book.valid - here)
     found = findings(cells)
     for stale in fig_dir.glob("*.png"):  # the folder is generated too (curves: see _figures)
         stale.unlink()

@@ -15,7 +15,7 @@ An item is reused from the ledger — not run again — only when its command is
 its code fingerprint equals the fingerprint of the checkout that reads it (:func:`code_fingerprint`: every
 file of the package except the report layer, the configs, the S9 benchmark script, the torch and numba
 versions). Any change to what trains or evaluates a run therefore retrains it. A training whose sweep is
-still to run is not reused (the sweep needs its run folder). See docs/paper-mini.md ("Across sessions").
+still to run is not reused (the sweep needs its run folder). See docs/paper.md ("Across sessions").
 """
 
 from __future__ import annotations
@@ -60,9 +60,11 @@ def code_fingerprint(pkg: Path | None = None, conf: Path | None = None) -> str:
             files.append((f"rsdet/{rel.as_posix()}", p))
     files += [(f"conf/{p.relative_to(conf).as_posix()}", p) for p in conf.rglob("*") if p.is_file()
               and p.suffix in _SUFFIXES]
-    bench = pkg.parent / "scripts" / "bench_table_s9.py"
+    from rsdet.report.mini import BENCH_SCRIPT  # noqa: PLC0415
+
+    bench = pkg.parent / "scripts" / BENCH_SCRIPT
     if bench.is_file():
-        files.append(("scripts/bench_table_s9.py", bench))
+        files.append((f"scripts/{BENCH_SCRIPT}", bench))
     h = hashlib.sha256()
     for label, p in sorted(files):
         h.update(label.encode() + b"\0" + p.read_bytes() + b"\0")
@@ -178,9 +180,6 @@ class Ledger:
             added += 1
         return added
 
-    def items_in_use(self) -> int:
-        return len({r["item"] for r in self.seeds if r.get("item") in self.valid})
-
     def rates(self, setup: str, skip: set[str] = frozenset()) -> list[float]:
         """Seconds per iteration of the setup's valid ledger trainings (runs.csv), except the ids ``skip``."""
         out = []
@@ -197,9 +196,10 @@ class Ledger:
         return out
 
     # ------------------------------------------------------------------ writing
-    def record(self, items: list, root: Path, cells: dict, from_root: set[tuple]) -> None:
+    def record(self, items: list, root: Path, cells: dict, from_root: set[tuple]) -> set[str]:
         """Take every item finished under ``root`` into the ledger (replacing its earlier rows) with the
-        values it gave ``cells``; rows of items not under ``root`` are kept. Writes both files."""
+        values it gave ``cells``; rows of items not under ``root`` are kept. Writes both files and returns
+        the ids of the items finished under ``root``."""
         from rsdet.records import RunRecord  # noqa: PLC0415
 
         now = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
@@ -216,7 +216,7 @@ class Ledger:
                         microsecond=0).isoformat()
                 except OSError:
                     pass
-            if it.kind == "train":
+            else:
                 rec = RunRecord(it.run_dir(root), create=False)
                 m = rec.metrics or {}
                 row["finished"] = str(rec.info.get("finished") or now)
@@ -239,6 +239,7 @@ class Ledger:
         self.runs = {**kept_runs, **fresh}
         self.seeds = kept_seeds + values
         self.write()
+        return set(fresh)
 
     def write(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
