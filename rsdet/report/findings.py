@@ -48,7 +48,9 @@ CPU_CAVEATS = {
     "S10": "only the RS Faster R-CNN row (paper-mini's Mask R-CNN runs are on the LVIS-style data); fps is "
            "single-image CPU inference.",
     "S11": "72-class LVIS-style shapes (repeat-factor sampling, rare/common/frequent by image count) instead "
-           "of LVIS v1.0's 1203 classes; fps is CPU inference, where detections per image weigh less.",
+           "of LVIS v1.0's 1203 classes; fps is CPU inference, where detections per image weigh less. The "
+           "paper picked RS's 0.60 from its own sweep; a 900-iteration model's scores need not reach as high, "
+           "so the same pick made on these runs is described beside S11.1 and S11.4 (post hoc, not judged).",
 }
 
 
@@ -191,9 +193,42 @@ def _s5(c: Cells) -> list[Comparison]:
 _CE_MASK, _RS_MASK = "Mask R-CNN / AP_mask", "RS-Mask R-CNN / AP_mask"
 
 
+#: Table S11's score thresholds, low to high (its rows)
+S11_THRESHOLDS = ("10^-4", "10^-3", "10^-2", "0.10", "0.40", "0.60", "0.80")
+
+
+def s11_rs_pick(c: Cells) -> str | None:
+    """RS's threshold picked the paper's way from these runs' own sweep: the paper sets it from its
+    Table S11 ("Accordingly, we set NMS score threshold of RS-Mask R-CNN to 0.60", caption), where 0.60
+    is the largest threshold whose AP equals the lowest threshold's. Here: the largest threshold at which
+    every seed's RS mask AP is within ±M AP of its own 10^-4 value (None without a sweep). Picked on the
+    runs it is then compared on, so what it yields is described, never judged."""
+    base = c.get("S11", "10^-4", _RS_MASK)
+    if not base:
+        return None
+    pick = None
+    for t in S11_THRESHOLDS:
+        at = c.get("S11", t, _RS_MASK)
+        if not at:
+            continue  # a threshold without runs is neither kept nor lost
+        if any(k not in at or at[k] < base[k] - M for k in base):
+            break
+        pick = t
+    return pick
+
+
+def _s11_rs_picked(c: Cells, label: str, other: tuple[str, str]) -> list[Comparison]:
+    pick = s11_rs_pick(c)
+    if pick in (None, S11_THRESHOLDS[0], "0.60"):  # nothing picked above the lowest, or the paper's own pick
+        return []
+    return [Comparison(f"post hoc, RS's threshold picked the paper's way on these runs ({pick}): {label.format(pick)}",
+                       _d(c, "S11", (pick, _RS_MASK), other), "describe")]
+
+
 def _s11_rs_flat(c: Cells) -> list[Comparison]:
     return [Comparison("RS mask AP, threshold 0.60 − 10^-4", _d(c, "S11", ("0.60", _RS_MASK), ("10^-4", _RS_MASK)),
-                       "similar", margin=M)]
+                       "similar", margin=M),
+            *_s11_rs_picked(c, "RS mask AP, {} − 10^-4", ("10^-4", _RS_MASK))]
 
 
 def _s11_ce_falls(c: Cells) -> list[Comparison]:
@@ -214,7 +249,8 @@ def _s11_rare(c: Cells) -> list[Comparison]:
 
 def _s11_rs_beats(c: Cells) -> list[Comparison]:
     return [Comparison("RS mask AP at 0.60 − CE mask AP at 10^-3",
-                       _d(c, "S11", ("0.60", _RS_MASK), ("10^-3", _CE_MASK)), "greater")]
+                       _d(c, "S11", ("0.60", _RS_MASK), ("10^-3", _CE_MASK)), "greater"),
+            *_s11_rs_picked(c, "RS mask AP at {} − CE mask AP at 10^-3", ("10^-3", _CE_MASK))]
 
 
 # ------------------------------------------------------------------------------------------ S1 / S3 / S4

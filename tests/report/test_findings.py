@@ -103,6 +103,25 @@ def test_s11_flat_rs_falling_ce_and_rare_classes():
     sloped = {**vals, ("S11", "0.60", rs): {0: 25.0, 1: 26.0, 2: 25.5}}
     assert one("S11.1", sloped).verdict == FAILS
     assert "[" in one("S11.3", vals).evidence()
+    assert F.s11_rs_pick(F.Cells(cells(vals))) == "0.60"
+    assert "post hoc" not in one("S11.1", vals).evidence()  # the paper's own pick: nothing to add
+
+
+def test_s11_threshold_picked_the_papers_way_is_described_not_judged():
+    rs, ce = "RS-Mask R-CNN / AP_mask", "Mask R-CNN / AP_mask"
+    flat = {0: 48.0, 1: 50.0, 2: 47.0}
+    vals = {("S11", t, rs): flat for t in ("10^-4", "10^-3", "10^-2", "0.10")}
+    vals |= {("S11", "0.40", rs): {0: 47.5, 1: 49.6, 2: 46.8}, ("S11", "0.60", rs): {0: 23.0, 1: 24.0, 2: 22.0},
+             ("S11", "0.80", rs): {0: 47.9, 1: 50.0, 2: 47.0},  # past the first drop: not picked
+             ("S11", "10^-3", ce): {0: 42.0, 1: 43.0, 2: 41.5}}
+    assert F.s11_rs_pick(F.Cells(cells(vals))) == "0.40"
+    flat_f, beats = one("S11.1", vals), one("S11.4", vals)
+    assert flat_f.verdict == FAILS and beats.verdict == FAILS  # the verdicts stay those of the paper's 0.60
+    assert "post hoc" in flat_f.evidence() and "(0.40): RS mask AP, 0.40 − 10^-4" in flat_f.evidence()
+    assert "RS mask AP at 0.40 − CE mask AP at 10^-3: +5.8" in beats.evidence()
+    lost = {**vals, ("S11", "10^-3", rs): {0: 40.0, 1: 50.0, 2: 47.0}}  # seed 0 drops at once
+    assert F.s11_rs_pick(F.Cells(cells(lost))) == "10^-4"
+    assert "post hoc" not in one("S11.1", lost).evidence()
 
 
 def test_s9_loop_factor_decides_and_iteration_ratios_are_only_shown():
