@@ -80,6 +80,8 @@ def _num(metric: str, x: float) -> str:
         return f"{x:.3f}"
     if metric == "ms":
         return f"{x:.3g}" if x < 1000 else f"{x:.0f}"
+    if metric.rsplit("/", 1)[-1] in ("gflops", "params_m"):  # a CPU preset is ~0.2 GFLOPs: one decimal hides it
+        return f"{x:.3g}"
     return f"{x:.1f}"
 
 

@@ -151,3 +151,10 @@ def test_a_wide_table_without_groups_is_split_in_halves_and_one_seed_has_no_ci()
     text = mini_doc.render_table("S10", cells, keep_empty_rows=False)
     assert text.count("| Task | Method |") == 2 and "| 41.0 (39.6) |" in text and "R-101" not in text
     assert mini_doc.cell_text(None, None) == "N/A" and mini_doc.cell_text(None, 39.0) == "— (39.0)"
+
+
+def test_model_size_cells_keep_three_significant_digits():
+    cell = MiniCell(Binding("S9", "ATSS", "GFLOPs (rsdet)", metric="gflops"), None, {0: 0.2134, 1: 0.2134})
+    assert mini_doc.cell_text(cell, None) == "0.213 ± 0 (N/A)"  # not "0.2 ± 0.0": the presets differ in the 2nd digit
+    ap = MiniCell(Binding("S9", "ATSS", "AP", metric="AP"), None, {0: 41.04})
+    assert mini_doc.ours_text(ap) == "41.0"
